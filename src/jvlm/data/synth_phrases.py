@@ -1,0 +1,231 @@
+"""Question templates and image labels of the synthetic data, in every language.
+
+Templates are ``str.format`` patterns. Where a language cannot agree a word with a slot
+without inflecting it (Portuguese gender, Russian case, Arabic definiteness) the slot is
+quoted as a label instead (“...”, «...»), which keeps every question grammatical. Several
+phrasings per question let held-out splits test a known fact under a new wording.
+
+Rows follow ``LANGUAGES`` order: en, zh, ar, pt, ru, tr.
+"""
+
+from __future__ import annotations
+
+import random
+
+from jvlm.data.synth_lexicon import LANGUAGES
+
+
+def _t(*per_language: str | tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    if len(per_language) != len(LANGUAGES):
+        raise ValueError(f"expected {len(LANGUAGES)} entries, got {len(per_language)}")
+    return {lang: (v,) if isinstance(v, str) else v for lang, v in zip(LANGUAGES, per_language)}
+
+
+# --- words drawn inside images ------------------------------------------------------------
+LABELS: dict[str, dict[str, tuple[str, ...]]] = {
+    "receipt.title": _t("RECEIPT", "收据", "إيصال", "RECIBO", "ЧЕК", "FİŞ"),
+    "receipt.date": _t("Date", "日期", "التاريخ", "Data", "Дата", "Tarih"),
+    "receipt.total": _t("TOTAL", "合计", "المجموع", "TOTAL", "ИТОГО", "TOPLAM"),
+    "form.title": _t("Registration form", "登记表", "استمارة التسجيل", "Formulário de inscrição",
+                     "Регистрационная форма", "Kayıt formu"),
+    "form.name": _t("Name", "姓名", "الاسم", "Nome", "Имя", "Ad"),
+    "form.city": _t("City", "城市", "المدينة", "Cidade", "Город", "Şehir"),
+    "form.age": _t("Age", "年龄", "العمر", "Idade", "Возраст", "Yaş"),
+    "form.phone": _t("Phone", "电话", "الهاتف", "Telefone", "Телефон", "Telefon"),
+    "form.code": _t("Code", "编号", "الرمز", "Código", "Код", "Kod"),
+    "bar.title": _t("Sales", "销量", "المبيعات", "Vendas", "Продажи", "Satışlar"),
+    "line.title": _t("Visitors", "访客", "الزوار", "Visitantes", "Посетители", "Ziyaretçiler"),
+    "table.title": _t("Items sold", "销售数量", "الكميات المباعة", "Itens vendidos", "Продано товаров",
+                      "Satılan ürünler"),
+    "table.corner": _t("Item", "商品", "المنتج", "Item", "Товар", "Ürün"),
+}
+
+# --- answers that are not lexicon words ----------------------------------------------------
+ANSWERS: dict[str, dict[str, tuple[str, ...]]] = {
+    "left": _t("left", "左边", "اليسار", "esquerda", "слева", "solda"),
+    "right": _t("right", "右边", "اليمين", "direita", "справа", "sağda"),
+    "top": _t("top", "上面", "الأعلى", "em cima", "сверху", "üstte"),
+    "bottom": _t("bottom", "下面", "الأسفل", "embaixo", "снизу", "altta"),
+}
+
+# --- questions ------------------------------------------------------------------------------
+QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "receipt.total": _t(
+        ("What is the total on the receipt?", "How much is the total?"),
+        ("收据上的合计金额是多少？", "总共多少钱？"),
+        ("ما المبلغ الإجمالي في الإيصال؟", "كم المجموع؟"),
+        ("Qual é o total do recibo?", "Quanto é o total?"),
+        ("Какая итоговая сумма в чеке?", "Сколько всего к оплате?"),
+        ("Fişteki toplam tutar nedir?", "Toplam ne kadar?"),
+    ),
+    "receipt.date": _t(
+        "What is the date on the receipt?", "收据上的日期是哪天？", "ما تاريخ الإيصال؟",
+        "Qual é a data do recibo?", "Какая дата указана в чеке?", "Fişteki tarih nedir?",
+    ),
+    "receipt.price": _t(
+        ("What is the price of {item}?", "How much do {item} cost on this receipt?"),
+        ("{item}的价格是多少？", "{item}多少钱？"),
+        ("ما سعر {item_the}؟", "بكم {item_the}؟"),
+        ("Qual é o preço de “{item}”?", "Quanto custa “{item}”?"),
+        ("Сколько стоит «{item}»?", "Какая цена у «{item}»?"),
+        ("“{item}” fiyatı nedir?", "“{item}” kaç para?"),
+    ),
+    "receipt.count": _t(
+        "How many items are on the receipt?", "收据上有几件商品？", "كم عدد المنتجات في الإيصال؟",
+        "Quantos itens há no recibo?", "Сколько товаров в чеке?", "Fişte kaç ürün var?",
+    ),
+    "receipt.store": _t(
+        "What is the name of the store?", "这家店叫什么名字？", "ما اسم المتجر؟",
+        "Qual é o nome da loja?", "Как называется магазин?", "Mağazanın adı ne?",
+    ),
+    "form.field": _t(
+        ("What is written in the “{label}” field?", "What does the form say for “{label}”?"),
+        ("表格中“{label}”一栏填的是什么？", "“{label}”写的是什么？"),
+        ("ما المكتوب في خانة «{label}»؟", "ماذا كُتب في حقل «{label}» في الاستمارة؟"),
+        ("O que está escrito no campo “{label}”?", "Qual é o valor do campo “{label}” no formulário?"),
+        ("Что указано в поле «{label}»?", "Что написано в графе «{label}»?"),
+        ("“{label}” alanında ne yazıyor?", "Formdaki “{label}” bilgisi nedir?"),
+    ),
+    "chart.value": _t(
+        ("What is the value for “{label}”?", "What value does the chart show for “{label}”?"),
+        ("“{label}”的数值是多少？", "图中“{label}”对应的数值是多少？"),
+        ("ما قيمة «{label}»؟", "ما القيمة المبيّنة لـ«{label}» في الرسم؟"),
+        ("Qual é o valor de “{label}”?", "Que valor o gráfico mostra para “{label}”?"),
+        ("Какое значение у «{label}»?", "Какое значение показано для «{label}»?"),
+        ("“{label}” için değer nedir?", "Grafikte “{label}” değeri kaç?"),
+    ),
+    "bar.max": _t(
+        "Which bar is the tallest?", "哪个柱子最高？", "أي عمود هو الأطول؟",
+        "Qual barra é a mais alta?", "Какой столбец самый высокий?", "En uzun çubuk hangisi?",
+    ),
+    "bar.min": _t(
+        "Which bar is the shortest?", "哪个柱子最矮？", "أي عمود هو الأقصر؟",
+        "Qual barra é a mais baixa?", "Какой столбец самый низкий?", "En kısa çubuk hangisi?",
+    ),
+    "line.max": _t(
+        "In which month is the value highest?", "哪个月的数值最高？", "في أي شهر تكون القيمة أعلى؟",
+        "Em que mês o valor é mais alto?", "В каком месяце значение самое высокое?",
+        "Değer hangi ayda en yüksek?",
+    ),
+    "line.min": _t(
+        "In which month is the value lowest?", "哪个月的数值最低？", "في أي شهر تكون القيمة أدنى؟",
+        "Em que mês o valor é mais baixo?", "В каком месяце значение самое низкое?",
+        "Değer hangi ayda en düşük?",
+    ),
+    "table.cell": _t(
+        ("What is the value in row “{row}”, column “{col}”?", "In the table, what number is in the “{col}” column for “{row}”?"),
+        ("表中“{row}”行、“{col}”列的数值是多少？", "“{row}”在“{col}”这一列的数字是多少？"),
+        ("ما القيمة في صف «{row}» وعمود «{col}»؟", "ما الرقم في عمود «{col}» لـ«{row}»؟"),
+        ("Qual é o valor na linha “{row}”, coluna “{col}”?", "Que número aparece na coluna “{col}” para “{row}”?"),
+        ("Какое значение в строке «{row}», столбце «{col}»?", "Какое число в столбце «{col}» для «{row}»?"),
+        ("“{row}” satırı, “{col}” sütunundaki değer nedir?", "Tabloda “{row}” için “{col}” sütununda hangi sayı var?"),
+    ),
+    "sign.text": _t(
+        ("What does the sign say?", "What is written on the sign?"),
+        ("标志上写着什么？", "牌子上写的是什么？"),
+        ("ماذا تقول اللافتة؟", "ما المكتوب على اللافتة؟"),
+        ("O que diz a placa?", "O que está escrito na placa?"),
+        ("Что написано на табличке?", "Какая надпись на табличке?"),
+        ("Tabelada ne yazıyor?", "Tabelada yazan nedir?"),
+    ),
+    "sign.colour": _t(
+        "What colour is the sign?", "标志是什么颜色？", "ما لون اللافتة؟",
+        "De que cor é a placa?", "Какого цвета табличка?", "Tabela ne renk?",
+    ),
+    "shapes.count": _t(
+        "How many {count} are there?", "图中有几个{count}？", "كم {count} في الصورة؟",
+        "{count} há na imagem?", "Сколько {count} на картинке?", "Resimde kaç {count} var?",
+    ),
+    "shapes.total": _t(
+        "How many shapes are in the picture?", "图中一共有几个图形？", "كم شكلًا في الصورة؟",
+        "Quantas formas há na imagem?", "Сколько всего фигур на картинке?", "Resimde kaç şekil var?",
+    ),
+    "shapes.colour": _t(
+        "What colour is {the}?", "{the}是什么颜色？", "ما لون {the}؟",
+        "De que cor é {the}?", "Какого цвета {the}?", "{The} ne renk?",
+    ),
+    "shapes.which": _t(
+        "Which shape is {which}?", "哪个图形是{which}的？", "ما الشكل ذو اللون {which}؟",
+        "Qual é a forma de cor {which}?", "Какая фигура {which} цвета?", "Hangi şekil {which} renkte?",
+    ),
+    "shapes.lr": _t(
+        "Is {the} on the left or the right?", "{the}在左边还是右边？", "هل {the} على اليسار أم على اليمين؟",
+        "{The} está à esquerda ou à direita?", "{The} слева или справа?", "{The} solda mı, sağda mı?",
+    ),
+    "shapes.tb": _t(
+        "Is {the} at the top or the bottom?", "{the}在上面还是下面？", "هل {the} في الأعلى أم في الأسفل؟",
+        "{The} está em cima ou embaixo?", "{The} сверху или снизу?", "{The} üstte mi, altta mı?",
+    ),
+    "arith": _t(
+        ("What is {a} {op} {b}?", "Calculate {a} {op} {b}."),
+        ("{a} {op} {b} 等于多少？", "计算 {a} {op} {b}。"),
+        ("ما ناتج {a} {op} {b}؟", "احسب {a} {op} {b}."),
+        ("Quanto é {a} {op} {b}?", "Calcule {a} {op} {b}."),
+        ("Сколько будет {a} {op} {b}?", "Вычислите {a} {op} {b}."),
+        ("{a} {op} {b} kaç eder?", "{a} {op} {b} işleminin sonucu nedir?"),
+    ),
+    "translate": _t(
+        ("What is “{word}” in English?", "Translate “{word}” into English.", "Give the English word for “{word}”."),
+        ("“{word}”用中文怎么说？", "把“{word}”翻译成中文。", "“{word}”的中文是什么？"),
+        ("ما معنى «{word}» بالعربية؟", "ترجم «{word}» إلى العربية.", "ما الكلمة العربية المقابلة لـ«{word}»؟"),
+        ("Como se diz “{word}” em português?", "Traduza “{word}” para o português.", "Qual é a palavra em português para “{word}”?"),
+        ("Как будет «{word}» по-русски?", "Переведите «{word}» на русский язык.", "Какое русское слово означает «{word}»?"),
+        ("“{word}” Türkçede ne demek?", "“{word}” kelimesini Türkçeye çevirin.", "“{word}” sözcüğünün Türkçesi nedir?"),
+    ),
+    "facts.sides": _t(
+        "How many sides does a {shape} have?", "{shape}有几条边？", "كم عدد أضلاع {shape}؟",
+        "Quantos lados tem {shape}?", "Сколько сторон у {shape}?", "{shape} kaç kenarı var?",
+    ),
+    "facts.next_day": _t(
+        ("What day comes after {day}?", "Which day follows {day}?"),
+        ("{day}的后一天是星期几？", "{day}之后是星期几？"),
+        ("ما اليوم الذي يأتي بعد {day}؟", "أي يوم يلي {day}؟"),
+        ("Que dia vem depois de {day}?", "Qual é o dia seguinte a {day}?"),
+        ("Какой день идёт после {day}?", "Какой день следует за {day_ins}?"),
+        ("{day} gününden sonra hangi gün gelir?", "{day} gününün ertesi günü hangisidir?"),
+    ),
+    "facts.digits": _t(
+        "Write the number “{word}” in digits.", "“{word}”用阿拉伯数字怎么写？", "اكتب العدد «{word}» بالأرقام.",
+        "Escreva o número “{word}” em algarismos.", "Запишите число «{word}» цифрами.",
+        "“{word}” sayısını rakamla yazın.",
+    ),
+    "facts.larger": _t(
+        "Which is larger, {a} or {b}?", "{a}和{b}哪个更大？", "أيهما أكبر: {a} أم {b}؟",
+        "Qual é maior, {a} ou {b}?", "Какое число больше: {a} или {b}?",
+        "{a} ve {b} sayılarından hangisi daha büyük?",
+    ),
+}
+
+#: Russian instrumental of weekdays ("следует за понедельником")
+WEEKDAYS_RU_INS = ["понедельником", "вторником", "средой", "четвергом", "пятницей", "субботой", "воскресеньем"]
+
+
+def label(key: str, lang: str) -> str:
+    """The (single) image label ``key`` in ``lang``."""
+    return LABELS[key][lang][0]
+
+
+def answer_word(key: str, lang: str) -> str:
+    return ANSWERS[key][lang][0]
+
+
+def ask(rng: random.Random, key: str, lang: str, **slots: str) -> str:
+    """A question: one phrasing of ``key`` drawn with ``rng``, slots filled in.
+
+    ``{The}``/``{the}`` both come from the ``the`` slot; ``{The}`` capitalises its first
+    letter for languages whose question starts with it (dotted İ for Turkish i).
+    """
+    options = QUESTIONS[key][lang]
+    template = options[rng.randrange(len(options))] if len(options) > 1 else options[0]
+    if "the" in slots:
+        slots["The"] = _capitalise(slots["the"], lang)
+    return template.format(**slots)
+
+
+def _capitalise(text: str, lang: str) -> str:
+    if not text:
+        return text
+    first = text[0]
+    if lang == "tr" and first == "i":
+        return "İ" + text[1:]
+    return first.upper() + text[1:]

@@ -1,0 +1,68 @@
+"""Typed errors. Each says what was expected, what was found, and what to do.
+
+Every error a user can cause derives from ``JVLMError`` so the CLI and the server can
+turn it into one clear line or an OpenAI-shaped error object without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class JVLMError(Exception):
+    """Base class of every error a user can trigger."""
+
+    #: short machine-readable code (used by the server's error object)
+    code: str = "jvlm_error"
+
+
+class InvalidImageError(JVLMError, ValueError):
+    """The input is not a decodable image (not an image, truncated, zero-size, unknown type)."""
+
+    code = "invalid_image"
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image header announces more pixels than the configured cap (checked before decoding)."""
+
+    code = "image_too_large"
+
+
+class ModelFolderError(JVLMError, FileNotFoundError):
+    """A model folder is missing, incomplete, or holds files we refuse to read."""
+
+    code = "model_not_found"
+
+
+class CheckpointError(JVLMError, ValueError):
+    """A checkpoint's tensors do not match the model: missing, unexpected or mis-shaped keys."""
+
+    code = "checkpoint_mismatch"
+
+
+class TokenizerError(JVLMError, ValueError):
+    """The tokenizer lacks a required special token, or a token does not encode to one id."""
+
+    code = "tokenizer_error"
+
+
+class ContextLengthError(JVLMError, ValueError):
+    """Prompt + image tokens + requested new tokens exceed the model's context."""
+
+    code = "context_length_exceeded"
+
+
+class PromptError(JVLMError, ValueError):
+    """The prompt and the images disagree (e.g. placeholder count differs from image count)."""
+
+    code = "invalid_prompt"
+
+
+class BenchmarkError(JVLMError, ValueError):
+    """A benchmark file cannot be read: unknown benchmark, missing file, malformed record or image."""
+
+    code = "benchmark_error"
+
+
+class MissingFontError(JVLMError, FileNotFoundError):
+    """A font needed to render a script is not installed (the message names the apt package)."""
+
+    code = "missing_font"

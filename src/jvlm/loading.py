@@ -1,0 +1,115 @@
+"""Load and save whole model folders: config.json + safetensors + tokenizer + processor files.
+
+``load(folder)`` returns ``(model, processor)`` for people who don't use Transformers; the
+Transformers auto classes (``jvlm.hf``) call the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from jvlm import weights
+from jvlm.config import JinaVLMConfig
+from jvlm.errors import ModelFolderError
+from jvlm.model.vlm import JinaVLMForConditionalGeneration
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "auto": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32,
+    "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+}
+
+
+def parse_dtype(dtype) -> torch.dtype | None:
+    """'bf16' / 'fp32' / torch.dtype / None ('auto': keep the checkpoint's dtype)."""
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[str(dtype).lower().replace("torch.", "")]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of bf16, fp32, fp16, auto") from None
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto' picks CUDA, then Apple MPS, then the CPU."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps was asked for but Apple MPS is not available")
+    return dev
+
+
+def load_model(folder: str | Path, dtype=None, device=None, progress: bool = False) -> JinaVLMForConditionalGeneration:
+    """Build the model from ``folder`` and load its weights strictly.
+
+    The module tree is created on the meta device, then every parameter is assigned from the
+    checkpoint, so peak memory is one copy of the weights.
+    """
+    folder = Path(folder)
+    cfg = JinaVLMConfig.load(folder)
+    dtype = parse_dtype(dtype)
+    files = weights.checkpoint_files(folder)
+    with torch.device("meta"):
+        model = JinaVLMForConditionalGeneration(cfg)
+    if progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        total = weights.count_tensors(files)
+        with Progress(TextColumn("loading weights"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                      TimeElapsedColumn(), transient=True) as bar:
+            task = bar.add_task("load", total=total)
+            sd = weights.read_tensors(files, dtype, on_tensor=lambda _k: bar.advance(task))
+    else:
+        sd = weights.read_tensors(files, dtype)
+    weights.load_into(model, sd)
+    leftover = [n for n, p in model.named_parameters() if p.is_meta]
+    if leftover:  # cannot happen after a strict load; guard against silent garbage
+        raise ModelFolderError(f"parameters left uninitialised after loading: {leftover[:5]}")
+    return model.to(resolve_device(device)).eval()
+
+
+def load(folder: str | Path, dtype=None, device=None, progress: bool = False):
+    """``(model, processor)`` from a model folder, with the tokenizer's special ids wired in."""
+    from jvlm.processing.processor import JinaVLMProcessor
+
+    processor = JinaVLMProcessor.from_pretrained(folder)
+    model = load_model(folder, dtype=dtype, device=device, progress=progress)
+    attach_token_ids(model, processor)
+    return model, processor
+
+
+def attach_token_ids(model: JinaVLMForConditionalGeneration, processor) -> None:
+    """Tell the model which ids are <im_patch> (count check), structural (never sampled), stops."""
+    ids = processor.token_ids
+    model.model.im_patch_token_id = ids.im_patch
+    model.structural_token_ids = list(ids.structural())
+    model.stop_token_ids = list(ids.eos)
+
+
+def save_pretrained(model: JinaVLMForConditionalGeneration, folder: str | Path, processor=None,
+                    max_shard_bytes: int | None = None, dtype=None) -> None:
+    """Write a complete folder in the official layout that ``load`` (and Transformers) can read."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.cfg.save(folder)
+    weights.save_official(model, folder, max_shard_bytes=max_shard_bytes, dtype=parse_dtype(dtype))
+    if processor is not None:
+        processor.save_pretrained(folder)
+    gen = {"do_sample": False, "max_new_tokens": 256}
+    if processor is not None:
+        gen["eos_token_id"] = list(processor.token_ids.eos)
+        gen["pad_token_id"] = processor.token_ids.pad
+        gen["bos_token_id"] = processor.token_ids.bos
+    (folder / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")

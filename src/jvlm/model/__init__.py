@@ -1,0 +1,1 @@
+"""The Jina-VLM network: ViT -> connector -> Qwen3 decoder."""

@@ -1,0 +1,237 @@
+"""The Qwen3 decoder of Jina-VLM over input embeddings, with an explicit KV cache.
+
+Names mirror the official checkpoint (``embedding.embedding`` / ``embedding.new_embedding``,
+``layers.L.attn.qkv_w`` + ``q_b/k_b/v_b``, ``q_lnorm``/``k_lnorm``, ``ffn.up/down``,
+``attn_lnorm``/``ffn_lnorm``, ``ln_f``). Differences from Hugging Face's Qwen3 are only in
+naming: fused qkv and [value | gate] MLP halves, plus q/k/v biases that the official code
+always adds (spec, Corrections 1) — zero in a Qwen3 initialisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jvlm.config import TextConfig
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm computed in fp32, cast back to the input dtype, then scaled (Qwen3 order)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+class ExtendedEmbedding(nn.Module):
+    """Base table plus ``additional_vocab_size`` new rows; id v >= base reads new_embedding[v - base]."""
+
+    def __init__(self, base_rows: int, extra_rows: int, dim: int):
+        super().__init__()
+        self.base_rows = base_rows
+        self.embedding = nn.Parameter(torch.zeros(base_rows, dim))
+        self.new_embedding = nn.Parameter(torch.zeros(extra_rows, dim))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.clamp_min(0)  # -1 (padding) reads row 0; it is masked out anyway
+        is_new = ids >= self.base_rows
+        out = F.embedding(ids.clamp_max(self.base_rows - 1), self.embedding)
+        if bool(is_new.any()):
+            new = F.embedding((ids - self.base_rows).clamp_min(0), self.new_embedding)
+            out = torch.where(is_new[..., None], new, out)
+        return out
+
+
+class KVCache:
+    """Preallocated keys/values for every layer: (layers, B, kv_heads, capacity, head_dim).
+
+    ``length`` tokens are filled. It grows by doubling when a step would overflow, and rows
+    can be selected (a request leaving a batch) without copying the others' history twice.
+    """
+
+    def __init__(self, n_layers: int, batch: int, n_kv_heads: int, head_dim: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device | str = "cpu"):
+        shape = (n_layers, batch, n_kv_heads, max(capacity, 1), head_dim)
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    def reserve(self, extra: int) -> None:
+        need = self.length + extra
+        if need <= self.capacity:
+            return
+        new_cap = max(need, 2 * self.capacity)
+        for name in ("k", "v"):
+            old = getattr(self, name)
+            grown = old.new_zeros(old.shape[:3] + (new_cap, old.shape[4]))
+            grown[:, :, :, : self.length] = old[:, :, :, : self.length]
+            setattr(self, name, grown)
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store (B, KV, T, D) at the end of ``layer`` and return every key/value so far."""
+        t = k.shape[2]
+        end = self.length + t
+        self.k[layer, :, :, self.length : end] = k
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+    def select(self, rows: torch.Tensor | list[int]) -> None:
+        """Keep only these batch rows (in this order)."""
+        idx = torch.as_tensor(rows, dtype=torch.long, device=self.k.device)
+        self.k = self.k.index_select(1, idx)
+        self.v = self.v.index_select(1, idx)
+
+
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    """(B, T) integer positions -> cos, sin of shape (B, 1, T, head_dim) (rotate-half layout)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    freqs = positions.to(torch.float32)[..., None] * inv_freq  # (B, T, D/2)
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, D)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class TextAttention(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.n_heads, self.n_kv, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        self.qkv_w = nn.Linear(cfg.hidden_size, q_dim + 2 * kv_dim, bias=False)
+        # Always added by the official forward, whatever the config's bias flags say.
+        self.q_b = nn.Parameter(torch.zeros(q_dim))
+        self.k_b = nn.Parameter(torch.zeros(kv_dim))
+        self.v_b = nn.Parameter(torch.zeros(kv_dim))
+        self.out = nn.Linear(q_dim, cfg.hidden_size, bias=False)
+        # differs from the ViT: per-head RMSNorm on q and k, before RoPE (Qwen3)
+        self.q_lnorm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.k_lnorm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+
+    def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+        b, t, _ = x.shape
+        h, kvh, d = self.n_heads, self.n_kv, self.head_dim
+        qkv = F.linear(x, self.qkv_w.weight, torch.cat([self.q_b, self.k_b, self.v_b]))
+        q, k, v = qkv.split([h * d, kvh * d, kvh * d], dim=-1)
+        q = self.q_lnorm(q.view(b, t, h, d)).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_lnorm(k.view(b, t, kvh, d)).transpose(1, 2)  # (B, KV, T, D)
+        v = v.view(b, t, kvh, d).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.write(layer, k, v)  # (B, KV, S, D)
+        if mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=h != kvh)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=h != kvh)
+        return self.out(y.transpose(1, 2).reshape(b, t, h * d))
+
+
+class TextMLP(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.size = cfg.mlp_size
+        self.up = nn.Linear(cfg.hidden_size, 2 * cfg.mlp_size, bias=False)
+        self.down = nn.Linear(cfg.mlp_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.up(x)
+        return self.down(F.silu(u[..., self.size :]) * u[..., : self.size])  # [value | gate]
+
+
+class TextBlock(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.attn_lnorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.attn = TextAttention(cfg)
+        self.ffn_lnorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        self.ffn = TextMLP(cfg)
+
+    def forward(self, x, cos, sin, mask, cache, layer):
+        x = x + self.attn(self.attn_lnorm(x), cos, sin, mask, cache, layer)
+        return x + self.ffn(self.ffn_lnorm(x))
+
+
+@dataclass
+class DecoderInputs:
+    positions: torch.Tensor  # (B, T)
+    mask: torch.Tensor | None  # (B, 1, T, S) bool, or None for the plain causal case
+
+
+def build_positions_and_mask(attention_mask: torch.Tensor | None, t: int, past: int, batch: int,
+                             device) -> DecoderInputs:
+    """Positions from cumsum(attention_mask) - 1 (left padding safe) and the attention mask.
+
+    ``attention_mask`` covers past + current tokens: (B, past + t). None means all ones.
+    """
+    if attention_mask is None:
+        pos = torch.arange(past, past + t, device=device).expand(batch, t)
+        if past == 0:
+            return DecoderInputs(pos, None)
+        return DecoderInputs(pos, None if t == 1 else _causal(t, past, device)[None, None].expand(batch, 1, t, past + t))
+    am = attention_mask.to(device=device, dtype=torch.long)
+    pos = (am.cumsum(-1) - 1).clamp_min(0)[:, -t:]
+    keys = am.bool()[:, None, None, :]  # (B, 1, 1, S)
+    mask = keys & _causal(t, past, device)[None, None]  # (B, 1, T, S)
+    # A left-padding query row would see no key at all (NaN in softmax): let it see itself.
+    own = torch.zeros_like(mask)
+    own[..., torch.arange(t, device=device), past + torch.arange(t, device=device)] = True
+    mask = mask | (own & ~mask.any(-1, keepdim=True))
+    return DecoderInputs(pos, mask)
+
+
+def _causal(t: int, past: int, device) -> torch.Tensor:
+    """(T, past + T) bool: query i sees keys 0 .. past + i."""
+    return torch.ones(t, past + t, dtype=torch.bool, device=device).tril(diagonal=past)
+
+
+class TextDecoder(nn.Module):
+    def __init__(self, cfg: TextConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embedding = ExtendedEmbedding(cfg.base_rows, cfg.additional_vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(TextBlock(cfg) for _ in range(cfg.n_layers))
+        self.ln_f = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+
+    def new_cache(self, batch: int, capacity: int, dtype=None, device=None) -> KVCache:
+        p = self.ln_f.weight
+        return KVCache(self.cfg.n_layers, batch, self.cfg.n_kv_heads, self.cfg.head_dim, capacity,
+                       dtype or p.dtype, device or p.device)
+
+    def forward(self, embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T, hidden) input embeddings -> (B, T, hidden) final hidden states (after ln_f)."""
+        b, t, _ = embeds.shape
+        past = cache.length if cache is not None else 0
+        if cache is not None:
+            cache.reserve(t)
+        di = build_positions_and_mask(attention_mask, t, past, b, embeds.device)
+        cos, sin = rope_cos_sin(di.positions, self.cfg.head_dim, self.cfg.rope_theta, embeds.dtype)
+        x = embeds
+        for i, layer in enumerate(self.layers):
+            x = layer(x, cos, sin, di.mask, cache, i)
+        if cache is not None:
+            cache.advance(t)
+        return self.ln_f(x)

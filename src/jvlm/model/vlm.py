@@ -1,0 +1,175 @@
+"""Composition: ViT + connector features are *added* onto the ``<im_patch>`` embeddings at
+``image_input_idx`` positions, then the decoder runs (spec §8).
+
+Module tree = the official one: ``model.vision_model`` (with the connector inside),
+``model.language_model`` and ``lm_head``, so ``state_dict()`` keys are the released keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jvlm.config import JinaVLMConfig
+from jvlm.errors import PromptError
+from jvlm.model.text import KVCache, TextDecoder
+from jvlm.model.vision import VisionTransformer
+
+
+@dataclass
+class VLMOutput:
+    logits: torch.Tensor  # (B, T_kept, vocab)
+    loss: torch.Tensor | None = None
+    hidden_states: torch.Tensor | None = None  # (B, T, hidden) after ln_f
+    past_key_values: KVCache | None = None
+
+    def __getitem__(self, key):  # dict-style access, as Transformers outputs allow
+        return getattr(self, key)
+
+
+class JinaVLM(nn.Module):
+    def __init__(self, cfg: JinaVLMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.vision_model = VisionTransformer(cfg)
+        self.language_model = TextDecoder(cfg.text)
+        # Set by the loader from the tokenizer; enables the image-token count check.
+        self.im_patch_token_id: int | None = None
+
+    def image_features(self, images: torch.Tensor, image_masks: torch.Tensor) -> torch.Tensor:
+        """(B, T, P, 588) crops -> (B, T, tokens_per_crop, hidden) decoder-width features."""
+        return self.vision_model(images, image_masks)
+
+    def merge_image_features(self, embeds: torch.Tensor, input_ids: torch.Tensor, feats: torch.Tensor,
+                             image_input_idx: torch.Tensor) -> torch.Tensor:
+        """Add (B, T, K, H) features onto (B, S, H) embeddings at the non-negative idx positions."""
+        b, s, h = embeds.shape
+        idx = image_input_idx.reshape(b, -1).to(embeds.device)  # (B, T*K)
+        feats = feats.reshape(b, -1, h).to(embeds.dtype)  # (B, T*K, H)
+        keep = idx >= 0
+        if bool((idx >= s).any()):
+            raise PromptError(f"image_input_idx points past the sequence end ({int(idx.max())} >= {s})")
+        if self.im_patch_token_id is not None:
+            n_slots = (input_ids == self.im_patch_token_id).sum(-1)
+            n_feats = keep.sum(-1)
+            if not torch.equal(n_slots.cpu(), n_feats.cpu()):
+                raise PromptError(
+                    f"image features and <im_patch> tokens disagree: {n_feats.tolist()} features vs "
+                    f"{n_slots.tolist()} <im_patch> tokens per row; build inputs with the jvlm processor"
+                )
+        rows = torch.arange(b, device=embeds.device)[:, None].expand_as(idx)
+        out = embeds.clone()
+        out.index_put_((rows[keep], idx[keep]), feats[keep], accumulate=True)
+        return out
+
+    def embed(self, input_ids: torch.Tensor, images=None, image_masks=None, image_input_idx=None,
+              image_features: torch.Tensor | None = None) -> torch.Tensor:
+        embeds = self.language_model.embedding(input_ids)  # (B, S, H)
+        if image_features is None and images is not None:
+            if image_masks is None:
+                image_masks = torch.ones(images.shape[:3], dtype=images.dtype, device=images.device)
+            image_features = self.image_features(images, image_masks)
+        if image_features is not None:
+            if image_input_idx is None:
+                raise PromptError("images were given without image_input_idx")
+            embeds = self.merge_image_features(embeds, input_ids, image_features, image_input_idx)
+        return embeds
+
+
+class JinaVLMForConditionalGeneration(nn.Module):
+    """The whole model. ``forward`` returns logits; ``generate`` decodes with a KV cache."""
+
+    def __init__(self, cfg: JinaVLMConfig):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.model = JinaVLM(cfg)
+        self.lm_head = nn.Linear(cfg.text.hidden_size, cfg.text.base_rows, bias=False)
+        self.tied = False
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def config(self) -> JinaVLMConfig:
+        return self.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.lm_head.weight.dtype
+
+    def tie_weights(self) -> None:
+        """Share lm_head with the base embedding table (only when the checkpoint has no lm_head)."""
+        self.lm_head.weight = self.model.language_model.embedding.embedding
+        self.tied = True
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        return self.model.language_model.new_cache(batch, capacity)
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                images: torch.Tensor | None = None, image_masks: torch.Tensor | None = None,
+                image_input_idx: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                past_key_values: KVCache | None = None, image_features: torch.Tensor | None = None,
+                logits_to_keep: int = 0, **_ignored) -> VLMOutput:
+        """One pass. ``attention_mask`` spans cached + new tokens; ``labels`` are already
+        aligned with inputs (label[t] is the token after input[t], negatives ignored), as the
+        official processor produces them.
+        """
+        if past_key_values is not None and past_key_values.length > 0:
+            images = image_features = None  # images are consumed at prefill only
+        embeds = self.model.embed(input_ids, images, image_masks, image_input_idx, image_features)
+        hidden = self.model.language_model(embeds, attention_mask, past_key_values)
+        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+        logits = self.lm_head(kept)
+        loss = None
+        if labels is not None:
+            lab = labels[:, -kept.shape[1]:].to(logits.device).long()
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                   lab.reshape(-1).masked_fill(lab.reshape(-1) < 0, -100), ignore_index=-100)
+        return VLMOutput(logits=logits, loss=loss, hidden_states=hidden, past_key_values=past_key_values)
+
+    # ---------------------------------------------------------------- generate
+    @torch.inference_mode()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 images: torch.Tensor | None = None, image_masks: torch.Tensor | None = None,
+                 image_input_idx: torch.Tensor | None = None, max_new_tokens: int = 256,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                 eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
+                 seed: int | None = None, streamer=None, **_ignored) -> torch.Tensor:
+        """Transformers-style ``generate``: returns (B, prompt + new) token ids.
+
+        Finished rows are padded with ``pad_token_id``. Delegates to the engine's decoding
+        loop so there is one place where generation happens.
+        """
+        from jvlm.inference.generate import generate_batch
+
+        return generate_batch(
+            self, input_ids, attention_mask=attention_mask, images=images, image_masks=image_masks,
+            image_input_idx=image_input_idx, max_new_tokens=max_new_tokens, do_sample=do_sample,
+            temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos_token_id,
+            pad_token_id=pad_token_id, seed=seed, streamer=streamer,
+        )
+
+
+def init_random(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:
+    """Deterministic random weights (tests, benchmarks, training from scratch).
+
+    Norm scales start at 1 and norm shifts at 0; every other tensor, biases included, is
+    drawn from N(0, std) so that a forgotten bias or a swapped half changes the outputs.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.is_meta:
+                raise ValueError("materialise the model (to_empty) before init_random")
+            is_norm = "lnorm" in name or "ln_f" in name or name.endswith(("q_lnorm.weight", "k_lnorm.weight"))
+            if is_norm:
+                p.fill_(1.0 if name.endswith("weight") else 0.0)
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32).mul_(std).to(p.dtype))
+    return model

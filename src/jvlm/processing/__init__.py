@@ -1,0 +1,1 @@
+"""Image and text processing: everything between a user's input and token ids."""
