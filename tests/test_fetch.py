@@ -26,13 +26,18 @@ from PIL import Image
 
 from jvlm.serve import fetch
 from jvlm.serve.fetch import (
-    MediaError, MediaPolicy, check_image_count, decode_data_uri, fetch_image_bytes, is_forbidden_address,
+    MediaError,
+    MediaPolicy,
+    check_image_count,
+    decode_data_uri,
+    fetch_image_bytes,
+    is_forbidden_address,
 )
 
 
-def _png(w: int = 4, h: int = 3) -> bytes:
+def _encode(fmt: str, w: int = 4, h: int = 3) -> bytes:
     buf = io.BytesIO()
-    Image.new("RGB", (w, h), (200, 30, 40)).save(buf, "PNG")
+    Image.new("RGB", (w, h), (200, 30, 40)).save(buf, fmt)
     return buf.getvalue()
 
 
@@ -44,8 +49,8 @@ def _png_header_only(w: int, h: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
-PNG = _png()
-JPEG = (lambda b: (Image.new("RGB", (5, 5)).save(b, "JPEG"), b.getvalue())[1])(io.BytesIO())
+PNG = _encode("PNG")
+JPEG = _encode("JPEG")
 
 
 def run(coro):

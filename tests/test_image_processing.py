@@ -27,7 +27,7 @@ from jvlm.processing.image import (
 )
 
 CFG = ImageProcessingConfig()
-IDS = dict(im_start=101, im_end=102, im_patch=103, im_col=104)
+IDS = {"im_start": 101, "im_end": 102, "im_patch": 103, "im_col": 104}
 
 
 def _encode(im: Image.Image, fmt: str, **kw) -> bytes:
@@ -234,6 +234,16 @@ def test_normalisation_range():
                                np.array([0.26862954, 0.26130258, 0.27577711]), rtol=1e-5)
 
 
+def test_resampling_settings_change_pixels_not_layout():
+    img = np.random.default_rng(2).integers(0, 256, (500, 700, 3), dtype=np.uint8)
+    base = preprocess_image(img, CFG)
+    for kw in ({"interpolation": "bicubic"}, {"antialias": True}, {"resize_in_float32": True}):
+        other = preprocess_image(img, dataclasses.replace(CFG, **kw))
+        assert other.layout == base.layout and other.crops.shape == base.crops.shape
+        assert other.crops.min() >= -1 and other.crops.max() <= 1
+        assert not np.array_equal(other.crops, base.crops), kw
+
+
 def test_thumbnail_comes_from_the_smart_resized_image():
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (1400, 1100, 3), dtype=np.uint8)
@@ -318,6 +328,15 @@ def test_path_and_bytes_inputs_decode(tmp_path):
     np.testing.assert_array_equal(load_image(str(path)), img)
     np.testing.assert_array_equal(load_image(memoryview(path.read_bytes())), img)
     np.testing.assert_array_equal(load_image(img.astype(np.float32) / 255), img)
+
+
+def test_result_is_a_writable_copy():
+    # the model pipeline hands it to torch, which warns on read-only arrays; callers may edit it
+    arr = _gradient(8, 8)
+    out = load_image(arr)
+    out[0, 0] = 0
+    assert arr[0, 0, 1] == 0 and arr[0, 1, 1] == 1 and out is not arr
+    assert load_image(_encode(Image.fromarray(arr), "PNG")).flags.writeable
 
 
 def test_exif_rotated_jpeg_comes_out_upright():

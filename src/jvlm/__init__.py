@@ -7,6 +7,8 @@ with the Transformers auto classes when Transformers is installed, so
 
 from __future__ import annotations
 
+import sys
+
 __version__ = "0.1.0"
 
 from jvlm.config import JinaVLMConfig  # noqa: E402
@@ -28,6 +30,36 @@ def _register_with_transformers() -> None:
     register()
 
 
-_register_with_transformers()
+class _RegisterOnImport:
+    """Register with Transformers the moment it is imported, not before.
+
+    Importing Transformers costs seconds; the CLI and the server never need it, while a
+    user of ``AutoModelForCausalLM`` imports it anyway. This finder watches for that import.
+    """
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "transformers":
+            return None
+        import importlib.machinery
+
+        sys.meta_path.remove(self)  # one shot; find the real spec with the other finders
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        original_exec = loader.exec_module
+
+        def exec_module(module):
+            original_exec(module)
+            _register_with_transformers()
+
+        loader.exec_module = exec_module
+        return spec
+
+
+if "transformers" in sys.modules:
+    _register_with_transformers()
+else:
+    sys.meta_path.insert(0, _RegisterOnImport())
 
 __all__ = ["JinaVLMConfig", "JVLMError", "load", "__version__"]

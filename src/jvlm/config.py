@@ -432,11 +432,13 @@ class JinaVLMConfig:
 
     @classmethod
     def load(cls, folder: str | Path) -> "JinaVLMConfig":
+        from jvlm.errors import ModelFolderError
+
         folder = Path(folder)
         path = folder / "config.json"
+        if not folder.is_dir():
+            raise ModelFolderError(f"model folder {folder} does not exist")
         if not path.is_file():
-            from jvlm.errors import ModelFolderError
-
             raise ModelFolderError(f"{folder} has no config.json; is it a model folder?")
         cfg = cls.from_official_dict(json.loads(path.read_text()))
         pre = folder / "preprocessor_config.json"

@@ -20,7 +20,6 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
 from jvlm.config import JinaVLMConfig
 from jvlm.loading import attach_token_ids, load_model, save_pretrained
 from jvlm.model.vlm import JinaVLMForConditionalGeneration
-from jvlm.processing.processor import JinaVLMProcessor
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +47,8 @@ class JinaVLMForCausalLM(JinaVLMForConditionalGeneration):
         device = device_map if isinstance(device_map, str) else None
         model = load_model(path, dtype=dtype or torch_dtype, device=device or "cpu")
         model.__class__ = cls
+        from jvlm.processing.processor import JinaVLMProcessor
+
         try:
             attach_token_ids(model, JinaVLMProcessor.from_pretrained(path))
         except Exception as e:  # a weights-only folder still loads; generation then needs explicit ids
@@ -58,9 +59,17 @@ class JinaVLMForCausalLM(JinaVLMForConditionalGeneration):
         save_pretrained(self, folder, processor=processor, max_shard_bytes=kwargs.get("max_shard_size"))
 
 
-class JinaVLMAutoProcessor(JinaVLMProcessor):
+class JinaVLMAutoProcessor:
+    """Entry for ``AutoProcessor``; returns a ``jvlm.processing.processor.JinaVLMProcessor``.
+
+    (Not the processor class itself, so that registering does not import the tokenizer stack
+    while Transformers is still being imported.)
+    """
+
     @classmethod
-    def from_pretrained(cls, folder, *_args, **_kwargs) -> JinaVLMProcessor:
+    def from_pretrained(cls, folder, *_args, **_kwargs):
+        from jvlm.processing.processor import JinaVLMProcessor
+
         return JinaVLMProcessor.from_pretrained(folder)
 
 

@@ -32,10 +32,10 @@ INDEX_FILE = "model.safetensors.index.json"
 # --------------------------------------------------------------------------- MLX table
 # (official regex, mlx replacement) for one-to-one renames, applied in order.
 _MLX_RENAMES: list[tuple[str, str]] = [
-    (r"^model\.vision_model\.vl_connector\.pooling\.out\.", "vl_connector.pooling.out."),
-    (r"^model\.vision_model\.vl_connector\.pad_embed$", "vl_connector.pad_embed"),
     (r"^model\.vision_model\.vl_connector\.projector\.up\.", "vl_connector.projector.gate_up."),
-    (r"^model\.vision_model\.vl_connector\.projector\.down\.", "vl_connector.projector.down."),
+    # Everything else of the connector (pad_embed, pooling.q/kv/out, projector.down) keeps its
+    # name and moves to the top level, as mlx-vlm's Model.vl_connector expects.
+    (r"^model\.vision_model\.vl_connector\.", "vl_connector."),
     (r"^model\.vision_model\.post_lnorm\.", "vision_model.post_norm."),
     (r"^model\.vision_model\.", "vision_model."),
     (r"^model\.language_model\.(layers\.\d+)\.attn\.q_lnorm\.", r"language_model.\1.attn.q_norm."),
@@ -53,6 +53,10 @@ _MLX_FUSED: list[tuple[str, str, tuple[str, ...]]] = [
     (r"^(model\.vision_model\.vl_connector\.pooling)\.q_w\.weight$", "q", ("q_b",)),
     (r"^(model\.vision_model\.vl_connector\.pooling)\.kv_w\.weight$", "kv", ("k_b", "v_b")),
 ]
+# The MLX conversion has no text q/k/v bias (mlx-vlm's decoder qkv is bias=False): such a fused
+# bias is left out when it is all zeros, and kept (so that nothing is lost silently and mlx-vlm's
+# strict load refuses the file) when it is not.
+_MLX_TEXT_QKV_BIAS = re.compile(r"^language_model\.layers\.\d+\.attn\.qkv\.bias$")
 
 
 def _mlx_name(key: str) -> str:
@@ -88,7 +92,12 @@ def _mlx_plan(template: dict[str, torch.Tensor]) -> dict[str, tuple[str, tuple[i
 
 
 def official_to_mlx(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official-layout tensors -> MLX-conversion names (fused biases concatenated)."""
+    """Official-layout tensors -> MLX-conversion names (fused biases concatenated).
+
+    Zero text q/k/v biases are left out, as in the released MLX conversion (see
+    ``_MLX_TEXT_QKV_BIAS``); ``lm_head.weight`` keeps the file name (mlx-vlm's ``sanitize``
+    moves it to ``language_model.lm_head``).
+    """
     out: dict[str, torch.Tensor] = {}
     slices: dict[str, list[tuple[int, torch.Tensor]]] = {}
     for key, (name, sl) in _mlx_plan(sd).items():
@@ -97,7 +106,12 @@ def official_to_mlx(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             slices.setdefault(name, []).append((sl[0], sd[key]))
     for name, parts in slices.items():
-        out[name] = torch.cat([t for _, t in sorted(parts, key=lambda p: p[0])])
+        fused = torch.cat([t for _, t in sorted(parts, key=lambda p: p[0])])
+        if _MLX_TEXT_QKV_BIAS.match(name):
+            if not bool(fused.any()):
+                continue  # absent from the MLX layout; mlx_to_official reads it back as zeros
+            log.warning("%s is non-zero; mlx-vlm has no text q/k/v bias and will refuse this tensor", name)
+        out[name] = fused
     return out
 
 

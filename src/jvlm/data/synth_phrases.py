@@ -173,8 +173,12 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         ("“{word}” Türkçede ne demek?", "“{word}” kelimesini Türkçeye çevirin.", "“{word}” sözcüğünün Türkçesi nedir?"),
     ),
     "facts.sides": _t(
-        "How many sides does a {shape} have?", "{shape}有几条边？", "كم عدد أضلاع {shape}؟",
-        "Quantos lados tem {shape}?", "Сколько сторон у {shape}?", "{shape} kaç kenarı var?",
+        ("How many sides does a {shape} have?", "How many corners does a {shape} have?"),
+        ("{shape}有几条边？", "{shape}有几个角？"),
+        ("كم عدد أضلاع {shape}؟", "كم عدد زوايا {shape}؟"),
+        ("Quantos lados tem {shape}?", "Quantos vértices tem {shape}?"),
+        ("Сколько сторон у {shape}?", "Сколько углов у {shape}?"),
+        ("{shape} kaç kenarı var?", "{shape} kaç köşesi var?"),
     ),
     "facts.next_day": _t(
         ("What day comes after {day}?", "Which day follows {day}?"),
@@ -185,9 +189,12 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         ("{day} gününden sonra hangi gün gelir?", "{day} gününün ertesi günü hangisidir?"),
     ),
     "facts.digits": _t(
-        "Write the number “{word}” in digits.", "“{word}”用阿拉伯数字怎么写？", "اكتب العدد «{word}» بالأرقام.",
-        "Escreva o número “{word}” em algarismos.", "Запишите число «{word}» цифрами.",
-        "“{word}” sayısını rakamla yazın.",
+        ("Write the number “{word}” in digits.", "Write “{word}” as a number."),
+        ("“{word}”用阿拉伯数字怎么写？", "“{word}”写成数字是多少？"),
+        ("اكتب العدد «{word}» بالأرقام.", "ما الرقم الذي يساوي «{word}»؟"),
+        ("Escreva o número “{word}” em algarismos.", "Escreva “{word}” como número."),
+        ("Запишите число «{word}» цифрами.", "Какое число записано словом «{word}»?"),
+        ("“{word}” sayısını rakamla yazın.", "“{word}” rakamla nasıl yazılır?"),
     ),
     "facts.larger": _t(
         "Which is larger, {a} or {b}?", "{a}和{b}哪个更大？", "أيهما أكبر: {a} أم {b}؟",
@@ -216,7 +223,7 @@ def ask(rng: random.Random, key: str, lang: str, **slots: str) -> str:
     letter for languages whose question starts with it (dotted İ for Turkish i).
     """
     options = QUESTIONS[key][lang]
-    template = options[rng.randrange(len(options))] if len(options) > 1 else options[0]
+    template = options[rng.randrange(len(options))]
     if "the" in slots:
         slots["The"] = _capitalise(slots["the"], lang)
     return template.format(**slots)

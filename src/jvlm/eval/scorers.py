@@ -300,6 +300,18 @@ def _leading_label(text: str, letters: list[str]) -> str | None:
     return letter.upper() if letter.upper() in letters else None
 
 
+def _mentions(text: str, option: str) -> bool:
+    """``option`` occurs in ``text`` as whole words ('cat' is not in 'category'); scripts
+    without spaces between words (Chinese) are matched as plain substrings."""
+
+    def edge(char: str) -> bool:
+        return char.isascii() and char.isalnum()
+
+    before = r"(?<![A-Za-z0-9])" if edge(option[0]) else ""
+    after = r"(?![A-Za-z0-9])" if edge(option[-1]) else ""
+    return re.search(before + re.escape(option) + after, text) is not None
+
+
 def extract_choice(text: str, choices: Sequence[str] | int) -> str | None:
     """Read which option a free-form answer picks; None when it cannot be told.
 
@@ -322,7 +334,9 @@ def extract_choice(text: str, choices: Sequence[str] | int) -> str | None:
     if leading:
         return leading
     standalone = {
-        m.group(1) for m in _STANDALONE_CAPITAL.finditer(text) if m.group(1) in letters and not _is_article(text, m.end())
+        m.group(1)
+        for m in _STANDALONE_CAPITAL.finditer(text)
+        if m.group(1) in letters and not _is_article(text, m.end())
     }
     if len(standalone) == 1:
         return standalone.pop()
@@ -334,7 +348,7 @@ def extract_choice(text: str, choices: Sequence[str] | int) -> str | None:
         return letters[options.index(answer)]
     if len(answer) > 2 * sum(len(option) for option in options):
         return None  # a long explanation mentions options it rejects
-    found = [i for i, option in enumerate(options) if option and option in answer]
+    found = [i for i, option in enumerate(options) if option and _mentions(answer, option)]
     # 'dark red' also contains 'red': keep only options not inside another found option.
     found = [i for i in found if not any(i != j and options[i] in options[j] for j in found)]
     return letters[found[0]] if len(found) == 1 else None
@@ -363,8 +377,7 @@ def circular_rotations(choices: Sequence[str], answer: str) -> list[tuple[list[s
     gold_index = letters.index(_gold_letter(answer, choices))
     count = len(letters)
     return [
-        (list(choices[shift:]) + list(choices[:shift]), letters[(gold_index - shift) % count])
-        for shift in range(count)
+        (list(choices[shift:]) + list(choices[:shift]), letters[(gold_index - shift) % count]) for shift in range(count)
     ]
 
 

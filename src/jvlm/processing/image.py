@@ -107,8 +107,9 @@ def _decode(fh, cap: int, what: str) -> np.ndarray:
             im = Image.open(fh)
         with im:
             _check_size(im.size, cap)
-            if any(issubclass(w.category, Image.DecompressionBombWarning) for w in caught):
-                raise Image.DecompressionBombWarning(str(caught[0].message))
+            for w in caught:  # under our cap but above PIL's warning limit: PIL's limit decides
+                if issubclass(w.category, Image.DecompressionBombWarning):
+                    raise Image.DecompressionBombWarning(str(w.message))
             im.load()
             return _pil_to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -141,18 +142,18 @@ def _header_size(fh) -> tuple[int, int] | None:
         fh.seek(0)
         prefix = fh.read(16)
         Image.init()
-        for fmt in Image.ID:
-            factory, accept = Image.OPEN[fmt]
+        plugins = [Image.OPEN[fmt] for fmt in Image.ID]
+    except (OSError, ValueError, KeyError):
+        return None
+    for factory, accept in plugins:
+        try:
             ok = accept(prefix) if accept else True
             if not ok or isinstance(ok, str):  # a str is the plugin's reason to refuse
                 continue
-            try:
-                fh.seek(0)
-                return tuple(factory(fh, "").size)
-            except Exception:
-                continue
-    except Exception:
-        pass
+            fh.seek(0)
+            return tuple(factory(fh, "").size)
+        except Exception as e:  # noqa: BLE001 - best effort: any plugin failure means "size unknown"
+            log.debug("header size via %s failed: %s", factory, e)
     return None
 
 
@@ -161,10 +162,10 @@ def _pil_to_rgb(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode in _HIGH_DEPTH_MODES:
         gray = _high_depth_to_uint8(np.asarray(im), mode)
-        return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
+        return np.repeat(gray[:, :, None], 3, axis=2)
     if mode in _ALPHA_MODES or "transparency" in im.info:
         return _composite_on_white(np.asarray(im.convert("RGBA")))
-    return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    return np.array(im.convert("RGB"))  # a writable copy, unlike np.asarray
 
 
 def _high_depth_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
@@ -211,10 +212,10 @@ def _array_to_rgb(a: np.ndarray, cap: int) -> np.ndarray:
     else:
         raise InvalidImageError(f"image array has dtype {a.dtype}; expected uint8, uint16, bool or float in [0, 1]")
     if c == 1:
-        return np.ascontiguousarray(np.repeat(u8, 3, axis=2))
+        return np.repeat(u8, 3, axis=2)
     if c == 4:
         return _composite_on_white(u8)
-    return np.ascontiguousarray(u8)
+    return np.array(u8, order="C")  # never alias the caller's array
 
 
 # -------------------------------------------------------------------------------- geometry
@@ -358,7 +359,7 @@ def image_block_ids(layout: ImageLayout, *, im_start: int, im_end: int, im_patch
 
     ``<im_start> (<im_patch> x W <im_col>) x H <im_end>`` twice; int64 [n_block_tokens].
     """
-    ids = dict(im_start=im_start, im_end=im_end, im_patch=im_patch, im_col=im_col)
+    ids = {"im_start": im_start, "im_end": im_end, "im_patch": im_patch, "im_col": im_col}
     out = np.concatenate([_grid_block(*layout.crop_pooled_hw, **ids), _grid_block(*layout.pooled_hw, **ids)])
     assert out.shape[0] == layout.n_block_tokens
     return out
@@ -408,7 +409,7 @@ def _resize(chw: torch.Tensor, hw: tuple[int, int], cfg: ImageProcessingConfig) 
     mode = cfg.interpolation
     if mode not in ("bilinear", "bicubic"):
         raise ValueError(f"interpolation {mode!r} is not supported; use 'bilinear' or 'bicubic'")
-    kw = dict(size=hw, mode=mode, align_corners=False, antialias=cfg.antialias)
+    kw = {"size": hw, "mode": mode, "align_corners": False, "antialias": cfg.antialias}
     if chw.dtype == torch.uint8 and mode != "bilinear":
         out = F.interpolate(chw[None].float(), **kw)[0]
         return out.round_().clamp_(0, 255).to(torch.uint8)

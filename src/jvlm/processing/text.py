@@ -170,7 +170,11 @@ def special_token_ids(tokenizer, tokens: SpecialTokens = SpecialTokens()) -> Spe
 
 # ----------------------------------------------------------------------- folder I/O + chat
 def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerFast:
-    """Load a model folder's tokenizer; its ``chat_template.jinja`` wins, else the ChatML default."""
+    """Load a model folder's tokenizer with its chat template.
+
+    The template is the folder's ``chat_template.jinja``, else one stored in
+    ``tokenizer_config.json`` (older checkpoints), else the ChatML default.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"tokenizer folder {folder} does not exist")
@@ -220,7 +224,10 @@ def render_chat(tokenizer, messages: Sequence[dict[str, Any]], add_generation_pr
     template = tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
     try:
         return tokenizer.apply_chat_template(
-            list(messages), chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+            list(messages),
+            chat_template=template if isinstance(template, str) else None,  # dict: named templates, HF picks
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
         )
     except jinja2.TemplateError as exc:
         raise PromptError(f"cannot render the chat: {exc}") from exc

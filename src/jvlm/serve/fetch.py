@@ -500,6 +500,12 @@ async def fetch_image_bytes(url: str, policy: MediaPolicy, *, param: str | None 
         except asyncio.TimeoutError:
             raise MediaError(f"image URL {text[:200]!r} took longer than {policy.total_timeout_s:g} s "
                              "to download.", param=param) from None
+        except MediaError:
+            raise
+        except Exception as exc:  # a failed download is the client's 400, never the server's 500
+            log.exception("unexpected error while fetching image URL %s", text[:200])
+            raise MediaError(f"image URL {text[:200]!r} could not be downloaded ({type(exc).__name__}: "
+                             f"{exc}).", param=param) from exc
         source = f"image URL {text[:200]!r}"
     elif scheme == "file":
         path = _file_url_path(text, param)

@@ -1,0 +1,5 @@
+import sys
+
+from jvlm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,282 @@
+"""Document-like task families: receipts, forms, tables and signs.
+
+Answers are copied verbatim from what the image prints (a price as printed, a name as
+written), so the tasks teach reading and locating, never arithmetic. Right-to-left
+languages get mirrored layouts: labels on the right, values on the left.
+"""
+
+from __future__ import annotations
+
+import random
+
+from PIL import Image
+
+from jvlm.data import synth_lexicon as lex
+from jvlm.data.synth_core import Draft, Painter, pick, readable_on, tint
+from jvlm.data.synth_phrases import ask, label
+
+INK = (25, 25, 30)
+GREY_INK = (90, 90, 100)
+
+
+def _side(lang: str) -> tuple[str, str]:
+    """(anchor of the leading column, anchor of the trailing column) for a text row."""
+    return ("rm", "lm") if lang in lex.RTL_LANGUAGES else ("lm", "rm")
+
+
+# --- receipts --------------------------------------------------------------------------------
+
+def make_receipt(rng: random.Random, lang: str) -> Draft:
+    n_items = rng.randint(2, 6)
+    keys = rng.sample(list(lex.ITEMS), n_items)
+    cents = [rng.randint(1, 60) * 25 for _ in keys]  # 0.25 .. 15.00, quarter steps
+    date = [rng.randint(2019, 2026), rng.randint(1, 12), rng.randint(1, 28)]
+    spec = {
+        "store": pick(rng, lex.STORES[lang]),
+        "date": date,
+        "items": [[k, c] for k, c in zip(keys, cents)],
+        "desk": tint(rng, (95, 105, 115), 25),
+        "paper": tint(rng, (248, 246, 238), 6),
+        "offset": rng.randint(-12, 12),
+    }
+    kind = pick(rng, ["total", "total", "price", "price", "date", "count", "store"])
+    if kind == "total":
+        answer = lex.format_price(sum(cents), lang)
+    elif kind == "price":
+        key, c = spec["items"][rng.randrange(n_items)]
+        answer = lex.format_price(c, lang)
+        question = ask(rng, "receipt.price", lang, item=lex.ITEMS[key][lang], item_the=lex.item_the(key, lang))
+        return Draft(question, answer, spec)
+    elif kind == "date":
+        answer = lex.format_date(*date, lang)
+    elif kind == "count":
+        answer = str(n_items)
+    else:
+        answer = spec["store"]
+    return Draft(ask(rng, f"receipt.{kind}", lang), answer, spec)
+
+
+def render_receipt(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
+    p = Painter(size, tuple(spec["desk"]))
+    items = spec["items"]
+    n_lines = 6 + len(items)  # store, title, date, rule, items, rule, total
+    paper_w = int(p.width * 0.74)
+    x0 = (p.width - paper_w) // 2 + p.px(spec["offset"])
+    top, bottom = p.px(12), p.height - p.px(12)
+    p.draw.rectangle([x0, top, x0 + paper_w, bottom], fill=tuple(spec["paper"]))
+    line_h = min(p.px(34), (bottom - top - p.px(16)) / n_lines)
+    size_px = int(line_h * 0.62)
+    margin = p.px(14)
+    lead_a, trail_a = _side(lang)
+    lead_x, trail_x = (x0 + paper_w - margin, x0 + margin) if lang in lex.RTL_LANGUAGES else (x0 + margin, x0 + paper_w - margin)
+    cx = x0 + paper_w / 2
+    y = top + p.px(8) + line_h / 2
+    store_px = p.fit(spec["store"], lang, int(size_px * 1.25), paper_w - 2 * margin, bold=True)
+    p.text((cx, y), spec["store"], lang, store_px, INK, "mm", bold=True)
+    y += line_h
+    p.text((cx, y), label("receipt.title", lang), lang, size_px, GREY_INK, "mm")
+    y += line_h
+    p.text((lead_x, y), label("receipt.date", lang) + ":", lang, size_px, INK, lead_a)
+    p.text((trail_x, y), lex.format_date(*spec["date"], lang), lang, size_px, INK, trail_a)
+    y += line_h * 0.8
+    p.draw.line([x0 + margin, y, x0 + paper_w - margin, y], fill=GREY_INK, width=p.px(1))
+    y += line_h * 0.7
+    for key, c in items:
+        p.text((lead_x, y), lex.ITEMS[key][lang], lang, size_px, INK, lead_a)
+        p.text((trail_x, y), lex.format_price(c, lang), lang, size_px, INK, trail_a)
+        y += line_h
+    y -= line_h * 0.3
+    p.draw.line([x0 + margin, y, x0 + paper_w - margin, y], fill=GREY_INK, width=p.px(1))
+    y += line_h * 0.7
+    total = lex.format_price(sum(c for _, c in items), lang)
+    p.text((lead_x, y), label("receipt.total", lang), lang, size_px, INK, lead_a, bold=True)
+    p.text((trail_x, y), total, lang, size_px, INK, trail_a, bold=True)
+    return p.image
+
+
+# --- forms -----------------------------------------------------------------------------------
+
+FORM_FIELDS = ("name", "city", "age", "phone", "code")
+
+
+def _field_value(rng: random.Random, field: str, lang: str) -> str:
+    if field == "name":
+        return lex.full_name(lang, pick(rng, lex.FIRST_NAMES[lang]), pick(rng, lex.LAST_NAMES[lang]))
+    if field == "city":
+        return pick(rng, lex.CITIES[lang])
+    if field == "age":
+        return str(rng.randint(18, 80))
+    if field == "phone":
+        return f"{rng.randint(200, 989)}-{rng.randint(0, 9999):04d}"
+    return str(rng.randint(10000, 99999))
+
+
+def make_form(rng: random.Random, lang: str) -> Draft:
+    fields = ["name"] + rng.sample(FORM_FIELDS[1:], rng.randint(2, 4))
+    spec = {
+        "fields": [[f, _field_value(rng, f, lang)] for f in fields],
+        "paper": tint(rng, (250, 250, 246), 5),
+        "accent": tint(rng, (60, 90, 150), 40),
+        "box": pick(rng, [True, False]),
+    }
+    field, value = spec["fields"][rng.randrange(len(fields))]
+    return Draft(ask(rng, "form.field", lang, label=label(f"form.{field}", lang)), value, spec)
+
+
+def render_form(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
+    p = Painter(size, tuple(spec["paper"]))
+    accent = tuple(spec["accent"])
+    rtl = lang in lex.RTL_LANGUAGES
+    margin = p.px(22)
+    band_h = p.px(52)
+    p.draw.rectangle([0, 0, p.width, band_h], fill=accent)
+    title = label("form.title", lang)
+    p.text((p.width / 2, band_h / 2), title, lang, p.fit(title, lang, p.px(22), p.width - 2 * margin, True),
+           readable_on(accent), "mm", bold=True)
+    fields = spec["fields"]
+    row_h = min(p.px(60), (p.height - band_h - p.px(20)) / len(fields))
+    size_px = p.px(17)
+    label_w = int((p.width - 2 * margin) * 0.34)
+    y = band_h + p.px(16) + row_h / 2
+    for field, value in fields:
+        text = label(f"form.{field}", lang) + ":"
+        if rtl:
+            p.text((p.width - margin, y), text, lang, size_px, GREY_INK, "rm")
+            box = [margin, y - row_h * 0.32, p.width - margin - label_w, y + row_h * 0.32]
+            value_xy, value_anchor = (box[2] - p.px(8), y), "rm"
+        else:
+            p.text((margin, y), text, lang, size_px, GREY_INK, "lm")
+            box = [margin + label_w, y - row_h * 0.32, p.width - margin, y + row_h * 0.32]
+            value_xy, value_anchor = (box[0] + p.px(8), y), "lm"
+        if spec["box"]:
+            p.draw.rectangle(box, outline=accent, width=p.px(1.5))
+        else:
+            p.draw.line([box[0], box[3], box[2], box[3]], fill=accent, width=p.px(1.5))
+        value_px = p.fit(value, lang, int(size_px * 1.1), int(box[2] - box[0] - p.px(16)))
+        p.text(value_xy, value, lang, value_px, INK, value_anchor)
+        y += row_h
+    return p.image
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+def make_table(rng: random.Random, lang: str) -> Draft:
+    n_rows, n_cols = rng.randint(2, 5), rng.randint(2, 4)
+    start = rng.randrange(7 - n_cols + 1)
+    spec = {
+        "rows": rng.sample(list(lex.ITEMS), n_rows),
+        "cols": list(range(start, start + n_cols)),  # consecutive weekdays
+        "values": [[rng.randint(0, 99) for _ in range(n_cols)] for _ in range(n_rows)],
+        "header": tint(rng, (210, 225, 240), 20),
+        "stripes": pick(rng, [True, False]),
+    }
+    r, c = rng.randrange(n_rows), rng.randrange(n_cols)
+    question = ask(rng, "table.cell", lang, row=lex.ITEMS[spec["rows"][r]][lang],
+                   col=lex.WEEKDAYS_SHORT[spec["cols"][c]][lang])
+    return Draft(question, str(spec["values"][r][c]), spec)
+
+
+def render_table(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
+    p = Painter(size, (252, 252, 252))
+    rtl = lang in lex.RTL_LANGUAGES
+    rows, cols, values = spec["rows"], spec["cols"], spec["values"]
+    margin = p.px(16)
+    title_h = p.px(44)
+    title = label("table.title", lang)
+    p.text((p.width / 2, title_h / 2 + p.px(4)), title, lang, p.fit(title, lang, p.px(20), p.width - 2 * margin, True),
+           INK, "mm", bold=True)
+    grid_w = p.width - 2 * margin
+    size_px = p.px(16)
+    # The item column takes what its longest label needs, so day columns keep the rest.
+    names = [label("table.corner", lang)] + [lex.ITEMS[r][lang] for r in rows]
+    needed = max(p.text_width(t, lang, size_px, bold=True) for t in names) + p.px(16)
+    first_w = int(min(max(needed, grid_w * 0.22), grid_w * 0.42))
+    cell_w = (grid_w - first_w) / len(cols)
+    row_h = min(p.px(48), (p.height - title_h - 2 * margin) / (len(rows) + 1))
+    top = title_h + margin / 2
+
+    def col_x(j: int) -> tuple[float, float]:
+        """Left and right edge of column j (0 = the item column), mirrored for RTL."""
+        left = margin if j == 0 else margin + first_w + (j - 1) * cell_w
+        right = left + (first_w if j == 0 else cell_w)
+        return (p.width - right, p.width - left) if rtl else (left, right)
+
+    for i in range(len(rows) + 1):
+        y0 = top + i * row_h
+        fill = tuple(spec["header"]) if i == 0 else ((240, 243, 247) if spec["stripes"] and i % 2 == 0 else None)
+        if fill:
+            p.draw.rectangle([margin, y0, p.width - margin, y0 + row_h], fill=fill)
+        cells = [label("table.corner", lang)] + [lex.WEEKDAYS_SHORT[c][lang] for c in cols] if i == 0 else \
+            [lex.ITEMS[rows[i - 1]][lang]] + [str(v) for v in values[i - 1]]
+        for j, text in enumerate(cells):
+            left, right = col_x(j)
+            cx = (left + right) / 2
+            text_px = p.fit(text, lang, size_px, int(right - left - p.px(8)), bold=i == 0)
+            p.text((cx, y0 + row_h / 2), text, lang, text_px, INK, "mm", bold=i == 0)
+    bottom = top + (len(rows) + 1) * row_h
+    line = dict(fill=(120, 120, 130), width=p.px(1))
+    for i in range(len(rows) + 2):
+        p.draw.line([margin, top + i * row_h, p.width - margin, top + i * row_h], **line)
+    for j in range(len(cols) + 1):
+        left, right = col_x(j)
+        p.draw.line([left, top, left, bottom], **line)
+        p.draw.line([right, top, right, bottom], **line)
+    return p.image
+
+
+# --- signs -----------------------------------------------------------------------------------
+
+def make_sign(rng: random.Random, lang: str) -> Draft:
+    key = pick(rng, lex.SIGNS)
+    colour = "red" if key == "stop" and rng.random() < 0.7 else pick(rng, lex.PALETTE)
+    text = lex.SIGNS[key][lang]
+    shape = "octagon" if key == "stop" else pick(rng, ["rect", "rounded"])
+    spec = {
+        "sign": key,
+        "colour": colour,
+        "shape": shape,
+        "wall": tint(rng, pick(rng, [(225, 225, 220), (200, 215, 230), (235, 225, 205), (190, 205, 190)]), 10),
+        "post": pick(rng, [True, False]),
+        "scale": rng.randint(80, 100),  # % of the largest sign that fits
+        "dy": rng.randint(-20, 20),
+    }
+    if rng.random() < 0.7:
+        return Draft(ask(rng, "sign.text", lang), text, spec)
+    return Draft(ask(rng, "sign.colour", lang), lex.colour_name(colour, lang), spec)
+
+
+def render_sign(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
+    p = Painter(size, tuple(spec["wall"]))
+    fill = lex.COLOURS[spec["colour"]]["rgb"]
+    ink = readable_on(fill)
+    text = lex.SIGNS[spec["sign"]][lang]
+    cx, cy = p.width / 2, p.height / 2 + p.px(spec["dy"])
+    scale = spec["scale"] / 100
+    if spec["shape"] == "octagon":
+        r = min(p.width, p.height) * 0.36 * scale
+        if spec["post"]:
+            p.draw.rectangle([cx - p.px(6), cy, cx + p.px(6), p.height], fill=(120, 120, 125))
+        p.draw.regular_polygon((cx, cy, r), 8, rotation=22.5, fill=(245, 245, 245))
+        p.draw.regular_polygon((cx, cy, r * 0.92), 8, rotation=22.5, fill=fill)
+        box_w = r * 1.5
+    else:
+        w, h = p.width * 0.8 * scale, p.height * 0.42 * scale
+        if spec["post"]:
+            p.draw.rectangle([cx - p.px(6), cy, cx + p.px(6), p.height], fill=(120, 120, 125))
+        radius = p.px(18) if spec["shape"] == "rounded" else p.px(3)
+        p.draw.rounded_rectangle([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], radius, fill=(245, 245, 245))
+        inset = p.px(6)
+        p.draw.rounded_rectangle([cx - w / 2 + inset, cy - h / 2 + inset, cx + w / 2 - inset, cy + h / 2 - inset],
+                                 max(1, radius - inset), fill=fill)
+        box_w = w - 4 * inset
+    size_px = p.px(44)
+    lines = [text]
+    if p.text_width(text, lang, size_px, True) > box_w and " " in text:
+        lines = p.wrap(text, lang, size_px, int(box_w), True)
+    size_px = min(p.fit(line, lang, size_px, int(box_w), True) for line in lines)
+    line_h = size_px * 1.25
+    y = cy - line_h * (len(lines) - 1) / 2
+    for line in lines:
+        p.text((cx, y), line, lang, size_px, ink, "mm", bold=True)
+        y += line_h
+    return p.image

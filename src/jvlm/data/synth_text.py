@@ -1,0 +1,114 @@
+"""Text-only task families: small arithmetic, word translation, and facts of the world.
+
+These keep the decoder's language ability exercised (the paper mixes text-only data in for
+the same reason) and tie the image vocabulary across languages: the translation task asks
+exactly the colour, shape, item and number words that the images print.
+"""
+
+from __future__ import annotations
+
+import random
+
+from jvlm.data import synth_lexicon as lex
+from jvlm.data.synth_core import Draft, pick
+from jvlm.data.synth_phrases import WEEKDAYS_RU_INS, ask
+
+
+def make_arithmetic(rng: random.Random, lang: str) -> Draft:
+    """One operation on small numbers; subtraction never goes below zero."""
+    op = pick(rng, ["+", "+", "-", "×"])
+    if op == "+":
+        a, b = rng.randint(0, 50), rng.randint(0, 50)
+        result = a + b
+    elif op == "-":
+        a = rng.randint(0, 50)
+        b = rng.randint(0, a)
+        result = a - b
+    else:
+        a, b = rng.randint(1, 10), rng.randint(1, 10)
+        result = a * b
+    return Draft(ask(rng, "arith", lang, a=str(a), op=op, b=str(b)), str(result))
+
+
+def _translatable() -> list[dict[str, str]]:
+    """Every lexicon word with one form per language: colours, shapes, items, numbers."""
+    words = [entry["name"] for entry in lex.COLOURS.values()]
+    words += [entry["name"] for entry in lex.SHAPES.values()]
+    words += list(lex.ITEMS.values())
+    words += list(lex.NUMBER_WORDS.values())
+    return words
+
+
+TRANSLATABLE = _translatable()
+
+
+def make_translation(rng: random.Random, lang: str) -> Draft:
+    """Ask for the ``lang`` word of a word given in another language.
+
+    The answer is always in the sample's language, like every other answer; the source
+    word's language is drawn from the rest. Pairs whose two forms are identical (e.g.
+    Portuguese "bananas" for English "bananas") are skipped: they teach nothing.
+    """
+    while True:
+        entry = pick(rng, TRANSLATABLE)
+        source = pick(rng, [other for other in lex.LANGUAGES if other != lang])
+        if entry[source].lower() != entry[lang].lower():
+            break
+    return Draft(ask(rng, "translate", lang, word=entry[source]), entry[lang])
+
+
+def make_facts(rng: random.Random, lang: str) -> Draft:
+    """Fixed facts a model can memorise: sides of shapes, weekday order, number words, sizes."""
+    kind = pick(rng, ["sides", "next_day", "next_day", "digits", "digits", "larger", "larger", "colour"])
+    if kind == "sides":
+        shape = pick(rng, lex.SHAPE_SIDES)
+        facts = lex.SHAPE_SIDES[shape]
+        if lang in ("ru", "tr"):
+            slot = facts[lang]
+        elif lang in ("ar", "pt"):
+            slot = lex.SHAPES[shape]["the"][lang]
+        else:
+            slot = lex.SHAPES[shape]["name"][lang]
+        return Draft(ask(rng, "facts.sides", lang, shape=slot), str(facts["n"]))
+    if kind == "next_day":
+        i = rng.randrange(7)
+        day = lex.WEEKDAYS_RU_GEN[i] if lang == "ru" else lex.WEEKDAYS[i][lang]
+        question = ask(rng, "facts.next_day", lang, day=day, day_ins=WEEKDAYS_RU_INS[i])
+        return Draft(question, lex.WEEKDAYS[(i + 1) % 7][lang])
+    if kind == "digits":
+        n = pick(rng, lex.NUMBER_WORDS)
+        return Draft(ask(rng, "facts.digits", lang, word=lex.NUMBER_WORDS[n][lang]), str(n))
+    if kind == "larger":
+        a, b = rng.sample(range(0, 100), 2)
+        return Draft(ask(rng, "facts.larger", lang, a=str(a), b=str(b)), str(max(a, b)))
+    item = pick(rng, lex.ITEM_COLOURS)
+    question = pick(rng, ITEM_COLOUR_QUESTIONS[item][lang])
+    return Draft(question, lex.colour_name(lex.ITEM_COLOURS[item], lang))
+
+
+ITEM_COLOUR_QUESTIONS: dict[str, dict[str, tuple[str, str]]] = {
+    "bananas": dict(zip(lex.LANGUAGES, [
+        ("What colour are ripe bananas?", "Which colour is a ripe banana?"),
+        ("成熟的香蕉是什么颜色？", "熟透的香蕉通常是什么颜色？"),
+        ("ما لون الموز الناضج؟", "ما لون ثمرة الموز الناضجة؟"),
+        ("De que cor são as bananas maduras?", "Qual é a cor de uma banana madura?"),
+        ("Какого цвета спелые бананы?", "Какой цвет у спелого банана?"),
+        ("Olgun muz ne renktir?", "Olgun bir muz hangi renktir?"),
+    ])),
+    "tomatoes": dict(zip(lex.LANGUAGES, [
+        ("What colour are ripe tomatoes?", "Which colour is a ripe tomato?"),
+        ("成熟的西红柿是什么颜色？", "熟透的西红柿通常是什么颜色？"),
+        ("ما لون الطماطم الناضجة؟", "ما لون حبة الطماطم الناضجة؟"),
+        ("De que cor são os tomates maduros?", "Qual é a cor de um tomate maduro?"),
+        ("Какого цвета спелые помидоры?", "Какой цвет у спелого помидора?"),
+        ("Olgun domates ne renktir?", "Olgun bir domates hangi renktir?"),
+    ])),
+    "milk": dict(zip(lex.LANGUAGES, [
+        ("What colour is milk?", "Which colour does milk have?"),
+        ("牛奶是什么颜色？", "牛奶通常是什么颜色的？"),
+        ("ما لون الحليب؟", "ما هو لون الحليب؟"),
+        ("De que cor é o leite?", "Qual é a cor do leite?"),
+        ("Какого цвета молоко?", "Какой цвет у молока?"),
+        ("Süt ne renktir?", "Sütün rengi nedir?"),
+    ])),
+}

@@ -1,0 +1,269 @@
+"""Synthetic multilingual document and scene data, deterministic from a seed.
+
+The project's small default model is trained on this: image question answering over
+receipts, forms, charts, tables, signs and shape scenes, plus text-only arithmetic,
+translation and facts, in English, Chinese, Arabic, Portuguese, Russian and Turkish. Each
+sample's question and answer are in one language, drawn per sample.
+
+Determinism: sample ``i`` of ``(split, seed)`` depends only on those three values, so the
+same call gives byte-identical PNGs and identical text (on machines with the same fonts,
+see ``scripts/install_fonts.sh``).
+
+Held-out splits: every draft (task, language, question, answer, image spec) is hashed into
+one of 1000 buckets; train owns 900, val and test 50 each, and each split only keeps
+drafts from its own buckets (redrawing otherwise). No val/test sample can therefore equal
+a train sample, whatever the seeds. Questions have several phrasings, so a fact held out
+under one wording is usually still taught under another.
+
+    python -m jvlm.data.synthetic --out data/synth --n 1000 --seed 0 --split train
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from PIL import Image
+
+from jvlm.data import synth_charts, synth_docs, synth_text
+from jvlm.data.fonts import check_fonts
+from jvlm.data.synth_core import Draft, Painter, TaskFamily, is_rtl_text
+from jvlm.data.synth_lexicon import LANGUAGES
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE_SIZE = 378  # one crop of the vision encoder
+FORMAT_VERSION = "jvlm-synthetic/v1"  # part of every seed: change it when the output changes
+
+TASK_FAMILIES: dict[str, TaskFamily] = {
+    f.name: f
+    for f in (
+        TaskFamily("receipt", synth_docs.make_receipt, synth_docs.render_receipt),
+        TaskFamily("form", synth_docs.make_form, synth_docs.render_form),
+        TaskFamily("bar_chart", synth_charts.make_bar_chart, synth_charts.render_bar_chart),
+        TaskFamily("line_chart", synth_charts.make_line_chart, synth_charts.render_line_chart),
+        TaskFamily("table", synth_docs.make_table, synth_docs.render_table),
+        TaskFamily("sign", synth_docs.make_sign, synth_docs.render_sign),
+        TaskFamily("shapes", synth_charts.make_shapes, synth_charts.render_shapes),
+        TaskFamily("arithmetic", synth_text.make_arithmetic),
+        TaskFamily("translation", synth_text.make_translation),
+        TaskFamily("facts", synth_text.make_facts),
+    )
+}
+TASKS: tuple[str, ...] = tuple(TASK_FAMILIES)
+IMAGE_TASKS: tuple[str, ...] = tuple(name for name, f in TASK_FAMILIES.items() if f.has_image)
+
+#: split -> [first, last) of the 1000 content buckets it owns
+SPLIT_BUCKETS: dict[str, tuple[int, int]] = {"train": (0, 900), "val": (900, 950), "test": (950, 1000)}
+MAX_ATTEMPTS = 5000  # redraws per sample before giving up on a split's share of the space
+
+
+@dataclass
+class Sample:
+    """One question–answer pair, with zero or one image."""
+
+    id: str
+    images: list[Image.Image] = field(repr=False)
+    question: str
+    answer: str
+    task: str
+    language: str
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode("utf-8")).digest()
+
+
+def _rng(*parts: object) -> random.Random:
+    return random.Random(int.from_bytes(_digest(FORMAT_VERSION, *parts)[:16], "big"))
+
+
+def content_bucket(task: str, language: str, draft: Draft) -> int:
+    """Which of the 1000 split buckets this content belongs to (seed-independent)."""
+    content = json.dumps([task, language, draft.question, draft.answer, draft.spec],
+                         ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return int.from_bytes(_digest("split", content)[:8], "big") % 1000
+
+
+def _normalise_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, int) and 128 <= s <= 2048 for s in size):
+        raise ValueError(f"image_size must be an int or (width, height) with sides in 128..2048, got {image_size!r}")
+    return size  # type: ignore[return-value]
+
+
+def _check_choice(kind: str, chosen: Sequence[str] | None, known: Sequence[str]) -> tuple[str, ...]:
+    if chosen is None:
+        return tuple(known)
+    chosen = tuple(chosen)
+    unknown = [c for c in chosen if c not in known]
+    if unknown or not chosen:
+        raise ValueError(f"unknown or empty {kind} {unknown or chosen!r}; expected a non-empty subset of {list(known)}")
+    return chosen
+
+
+def generate(
+    n: int,
+    seed: int,
+    split: str = "train",
+    tasks: Sequence[str] | None = None,
+    languages: Sequence[str] | None = None,
+    image_size: int | tuple[int, int] = DEFAULT_IMAGE_SIZE,
+) -> Iterator[Sample]:
+    """Yield ``n`` samples of ``split`` for ``seed``, lazily (rendering as it goes).
+
+    Task families and languages are balanced: each block of ``len(tasks) * len(languages)``
+    samples holds every (task, language) pair once, in a seeded random order.
+    """
+    if split not in SPLIT_BUCKETS:
+        raise ValueError(f"split must be one of {list(SPLIT_BUCKETS)}, got {split!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    tasks = _check_choice("tasks", tasks, TASKS)
+    languages = _check_choice("languages", languages, LANGUAGES)
+    size = _normalise_size(image_size)
+    if any(TASK_FAMILIES[t].has_image for t in tasks):
+        check_fonts(languages)  # fail before the first sample, naming every missing package
+    pairs = [(t, lang) for t in tasks for lang in languages]
+    low, high = SPLIT_BUCKETS[split]
+    block_order: list[tuple[str, str]] = []
+    for index in range(n):
+        if index % len(pairs) == 0:
+            block_order = list(pairs)
+            _rng("order", split, seed, index // len(pairs)).shuffle(block_order)
+        task, lang = block_order[index % len(pairs)]
+        family = TASK_FAMILIES[task]
+        for attempt in range(MAX_ATTEMPTS):
+            draft = family.make(_rng("sample", split, seed, index, attempt), lang)
+            if low <= content_bucket(task, lang, draft) < high:
+                break
+        else:
+            raise RuntimeError(
+                f"no {split} sample for task {task!r}/{lang!r} in {MAX_ATTEMPTS} draws: the task's content "
+                "space is too small for a held-out share; widen its vocabulary or phrasings"
+            )
+        images = [family.render(draft.spec, lang, size)] if family.render is not None else []
+        yield Sample(f"{split}-{seed}-{index:06d}", images, draft.question, draft.answer, task, lang)
+
+
+def to_messages_row(sample: Sample, image_paths: Sequence[str]) -> dict:
+    """A JSONL row in the Hugging Face chat "messages" format (image parts first)."""
+    user = [{"type": "image", "image": path} for path in image_paths]
+    user.append({"type": "text", "text": sample.question})
+    return {
+        "messages": [
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": [{"type": "text", "text": sample.answer}]},
+        ],
+        "task": sample.task,
+        "language": sample.language,
+        "id": sample.id,
+    }
+
+
+def write_jsonl(samples: Iterable[Sample], out_dir: str | Path, filename: str = "data.jsonl") -> Path:
+    """Write ``out_dir/filename`` plus ``out_dir/images/NNNNNN.png``; return the JSONL path.
+
+    Image paths in the rows are relative to the JSONL file, so the folder can be moved.
+    """
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    path = out / filename
+    image_count = 0
+    with path.open("w", encoding="utf-8") as fh:
+        for sample in samples:
+            rel_paths = []
+            for image in sample.images:
+                image_count += 1
+                rel = f"images/{image_count:06d}.png"
+                image.save(out / rel, format="PNG")
+                rel_paths.append(rel)
+            fh.write(json.dumps(to_messages_row(sample, rel_paths), ensure_ascii=False) + "\n")
+    return path
+
+
+def _caption_language(text: str, language: str) -> str:
+    """Font to caption ``text`` with: a text-only question may quote a word in another script."""
+    if is_rtl_text(text):
+        return "ar"
+    if any("\u3000" <= ch <= "\u9fff" or "\uff00" <= ch <= "\uffef" for ch in text):
+        return "zh"
+    return language
+
+
+def contact_sheet(samples: Sequence[Sample], columns: int = 4, cell: int = 300) -> Image.Image:
+    """A grid of thumbnails with each question and answer beneath, for eyeballing the data."""
+    text_h = 84
+    rows = max(1, -(-len(samples) // columns))
+    sheet = Painter((columns * cell, rows * (cell + text_h)), (255, 255, 255))
+    sheet.unit = 1.0  # captions in plain pixels
+    for k, sample in enumerate(samples):
+        x, y = (k % columns) * cell, (k // columns) * (cell + text_h)
+        if sample.images:
+            thumb = sample.images[0].copy()
+            thumb.thumbnail((cell - 8, cell - 8))
+            sheet.image.paste(thumb, (x + (cell - thumb.width) // 2, y + 4))
+        else:
+            sheet.draw.rectangle([x + 4, y + 4, x + cell - 4, y + cell - 4], outline=(200, 200, 200))
+            lang = _caption_language(sample.question, sample.language)
+            for i, line in enumerate(sheet.wrap(sample.question, lang, 16, cell - 24)[:8]):
+                sheet.text((x + 12, y + 24 + i * 24), line, lang, 16, anchor="lm")
+        sheet.text((x + 4, y + cell + 12), f"{sample.task} / {sample.language}", "en", 11, (120, 120, 120))
+        for i, (line, colour) in enumerate([(sample.question, (20, 20, 20)), (sample.answer, (0, 0, 170))]):
+            lang = _caption_language(line, sample.language)
+            size = sheet.fit(line, lang, 13, cell - 8, floor_px=7)
+            sheet.text((x + 4, y + cell + 34 + i * 24), line, lang, size, colour)
+    return sheet.image
+
+
+def preview(seed: int = 0, per_task: int = len(LANGUAGES), image_size: int | tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Image.Image:
+    """Contact sheet of ``per_task`` samples of every family, one family per row."""
+    samples = []
+    for task in TASKS:
+        samples += list(generate(per_task, seed, "train", tasks=[task], image_size=image_size))
+    return contact_sheet(samples, columns=per_task)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jvlm.data.synthetic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="output folder (gets data.jsonl and images/)")
+    parser.add_argument("--n", type=int, default=1000, help="number of samples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split", choices=list(SPLIT_BUCKETS), default="train")
+    parser.add_argument("--tasks", help=f"comma-separated subset of {','.join(TASKS)}")
+    parser.add_argument("--languages", help=f"comma-separated subset of {','.join(LANGUAGES)}")
+    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="square image side in pixels")
+    parser.add_argument("--preview", type=Path, help="also save a contact sheet of every family to this PNG")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    tasks = args.tasks.split(",") if args.tasks else None
+    languages = args.languages.split(",") if args.languages else None
+    stream = generate(args.n, args.seed, args.split, tasks, languages, args.image_size)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress:
+        bar = progress.add_task(f"{args.split} samples", total=args.n)
+
+        def counted(samples: Iterable[Sample]) -> Iterator[Sample]:
+            for sample in samples:
+                yield sample
+                progress.advance(bar)
+
+        path = write_jsonl(counted(stream), args.out)
+    print(f"wrote {args.n} samples to {path}")
+    if args.preview:
+        preview(args.seed, image_size=args.image_size).save(args.preview)
+        print(f"wrote preview to {args.preview}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

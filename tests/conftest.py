@@ -1,0 +1,21 @@
+"""Shared fixtures: a tiny random model folder in the exact official layout."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A complete tiny checkpoint folder (config, safetensors, tokenizer, preprocessor)."""
+    from jvlm.random_model import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("tiny-model"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model_dir):
+    """(model, processor) loaded from the tiny folder, fp32."""
+    import jvlm
+
+    return jvlm.load(tiny_model_dir, dtype="fp32")
