@@ -185,7 +185,7 @@ def read_tensors(files: Iterable[Path], dtype: torch.dtype | None = None,
                     out[k] = t
                     if on_tensor:
                         on_tensor(k)
-        except (OSError, ValueError, RuntimeError) as e:
+        except Exception as e:  # safetensors raises its own SafetensorError for corrupt files
             if isinstance(e, FileNotFoundError):
                 raise ModelFolderError(f"weights file {f} is missing") from None
             raise CheckpointError(f"cannot read {f}: {e} (truncated or not a safetensors file?)") from None
@@ -195,8 +195,11 @@ def read_tensors(files: Iterable[Path], dtype: torch.dtype | None = None,
 def count_tensors(files: Iterable[Path]) -> int:
     n = 0
     for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            n += len(list(fh.keys()))
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                n += len(list(fh.keys()))
+        except Exception as e:
+            raise CheckpointError(f"cannot read {f}: {e} (truncated or not a safetensors file?)") from None
     return n
 
 
