@@ -1,0 +1,219 @@
+"""Synthetic data generator: determinism, coverage, held-out splits, shaping, JSONL output."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from jvlm.data import fonts
+from jvlm.data import synth_lexicon as lex
+from jvlm.data.synth_core import Painter
+from jvlm.data.synth_phrases import ANSWERS, LABELS
+from jvlm.data.synthetic import IMAGE_TASKS, TASKS, generate, main, write_jsonl
+from jvlm.errors import MissingFontError
+
+
+def _fonts_missing_reason() -> str | None:
+    try:
+        fonts.check_fonts(lex.LANGUAGES)
+    except MissingFontError as exc:
+        return f"fonts for the synthetic data are not installed (run scripts/install_fonts.sh): {exc}"
+    return None
+
+
+needs_fonts = pytest.mark.skipif(_fonts_missing_reason() is not None, reason=str(_fonts_missing_reason()))
+
+ALL_PAIRS = len(TASKS) * len(lex.LANGUAGES)  # one block of the balanced order covers every pair
+SMALL = 160  # image side for tests that do not look at pixels closely
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _fingerprint(sample) -> tuple:
+    return (sample.task, sample.language, sample.question, sample.answer,
+            tuple(hashlib.sha256(_png(im)).hexdigest() for im in sample.images))
+
+
+@needs_fonts
+def test_same_seed_gives_identical_pngs_and_text():
+    first = list(generate(ALL_PAIRS, seed=7, image_size=SMALL))
+    second = list(generate(ALL_PAIRS, seed=7, image_size=SMALL))
+    assert [(s.id, s.question, s.answer, s.task, s.language) for s in first] == \
+        [(s.id, s.question, s.answer, s.task, s.language) for s in second]
+    assert [[_png(im) for im in s.images] for s in first] == [[_png(im) for im in s.images] for s in second]
+    other = list(generate(ALL_PAIRS, seed=8, image_size=SMALL))
+    assert [_fingerprint(s) for s in other] != [_fingerprint(s) for s in first]
+
+
+@needs_fonts
+def test_every_task_and_language_yields_valid_samples():
+    samples = list(generate(ALL_PAIRS, seed=0, image_size=SMALL))
+    assert {(s.task, s.language) for s in samples} == {(t, lang) for t in TASKS for lang in lex.LANGUAGES}
+    for s in samples:
+        assert s.question.strip() and s.answer.strip(), s
+        assert "{" not in s.question and "}" not in s.question, f"unfilled template slot: {s.question}"
+        if s.task in IMAGE_TASKS:
+            assert len(s.images) == 1 and s.images[0].size == (SMALL, SMALL) and s.images[0].mode == "RGB"
+            # an image a model must read is not blank
+            assert np.asarray(s.images[0]).std() > 5, f"{s.task}/{s.language} rendered a flat image"
+        else:
+            assert s.images == []
+
+
+SCRIPT_CHECKS = {
+    "zh": lambda t: any("\u4e00" <= c <= "\u9fff" for c in t),
+    "ar": lambda t: any("\u0600" <= c <= "\u06ff" for c in t),
+    "ru": lambda t: any("\u0400" <= c <= "\u04ff" for c in t),
+}
+
+
+def test_questions_are_written_in_the_sample_language():
+    for s in generate(2 * len(lex.LANGUAGES) * 3, seed=3, tasks=["arithmetic", "translation", "facts"]):
+        if s.language in SCRIPT_CHECKS:
+            assert SCRIPT_CHECKS[s.language](s.question), f"{s.language} question in another script: {s.question}"
+
+
+@needs_fonts
+def test_closed_answer_vocabularies_for_scene_tasks():
+    """Shape and sign answers come from the sample language's small vocabulary."""
+    for s in generate(120, seed=5, tasks=["shapes", "sign"], image_size=SMALL):
+        lang = s.language
+        colours = {lex.colour_name(c, lang) for c in lex.COLOURS}
+        if s.task == "shapes":
+            allowed = {str(i) for i in range(10)} | colours | {v["name"][lang] for v in lex.SHAPES.values()}
+            allowed |= {ANSWERS[k][lang][0] for k in ("left", "right", "top", "bottom")}
+        else:
+            allowed = colours | {row[lang] for row in lex.SIGNS.values()}
+        assert s.answer in allowed, f"{s.task}/{lang}: {s.answer!r} is outside the closed vocabulary"
+
+
+def test_held_out_splits_never_repeat_a_train_sample():
+    """Small text-only spaces repeat across seeds of one split, but never across splits."""
+    text_tasks = ["arithmetic", "translation", "facts"]
+    train = {_fingerprint(s) for s in generate(900, seed=0, split="train", tasks=text_tasks)}
+    train_again = {_fingerprint(s) for s in generate(900, seed=1, split="train", tasks=text_tasks)}
+    assert train & train_again, "expected repeats within one split, else this test proves nothing"
+    for split in ("val", "test"):
+        held_out = {_fingerprint(s) for s in generate(300, seed=0, split=split, tasks=text_tasks)}
+        assert not held_out & train and not held_out & train_again
+    val = {_fingerprint(s) for s in generate(300, seed=0, split="val", tasks=text_tasks)}
+    test = {_fingerprint(s) for s in generate(300, seed=0, split="test", tasks=text_tasks)}
+    assert not val & test
+
+
+@needs_fonts
+def test_held_out_image_samples_differ_from_train():
+    train = {_fingerprint(s) for s in generate(ALL_PAIRS, seed=0, split="train", tasks=IMAGE_TASKS, image_size=128)}
+    test = {_fingerprint(s) for s in generate(ALL_PAIRS, seed=0, split="test", tasks=IMAGE_TASKS, image_size=128)}
+    assert not train & test
+
+
+@needs_fonts
+def test_arabic_is_shaped_and_right_to_left():
+    # Shaped: joined letters differ from the isolated forms that an unshaped layout draws.
+    word = "سوق المدينة"
+    size = 40
+    painter = Painter((400, 100), (255, 255, 255))
+    painter.text((390, 50), word, "ar", size, (0, 0, 0), anchor="rm")
+    path = fonts.find_font("arabic")
+    basic = Image.new("RGB", (400, 100), (255, 255, 255))
+    ImageDraw.Draw(basic).text((390, 50), word, font=ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC),
+                               fill=(0, 0, 0), anchor="rm")
+    assert _png(painter.image) != _png(basic)
+    # Joining narrows a word: medial forms are narrower than the isolated ones.
+    assert painter.text_width("بببب", "ar", size) < fonts.load_font("ar", size).getlength("ب") * 4 * 0.9
+
+    # Right to left: the first letter in reading order (tall alef) sits on the right.
+    rtl = Painter((300, 120), (255, 255, 255))
+    rtl.text((150, 60), "ا     ب", "ar", 60, (0, 0, 0), anchor="mm")
+    ink = np.asarray(rtl.image.convert("L")) < 128
+    rows = lambda half: np.nonzero(half.any(axis=1))[0]  # noqa: E731
+    left_top, right_top = rows(ink[:, :150]).min(), rows(ink[:, 150:]).min()
+    assert right_top < left_top, "alef (taller, first in reading order) should be drawn on the right"
+
+
+@needs_fonts
+def test_every_drawn_word_has_glyphs_in_its_font():
+    """Catches a word whose characters the chosen font cannot draw (it would show as boxes)."""
+    for lang in lex.LANGUAGES:
+        font = fonts.load_font(lang, 20)
+        texts = [v[lang][0] for v in LABELS.values()]
+        texts += [v["name"][lang] for v in lex.COLOURS.values()] + [row[lang] for row in lex.ITEMS.values()]
+        texts += [row[lang] for row in lex.SIGNS.values()] + [row[lang] for row in lex.WEEKDAYS_SHORT]
+        texts += [row[lang] for row in lex.MONTHS_SHORT] + lex.CITIES[lang] + lex.STORES[lang]
+        texts += [lex.full_name(lang, first, last) for first in lex.FIRST_NAMES[lang] for last in lex.LAST_NAMES[lang][:1]]
+        texts += [lex.format_date(2024, 3, 15, lang), lex.format_price(1234, lang), "555-0142:"]
+        missing = {t: fonts.missing_glyphs(font, t) for t in texts}
+        assert not {t: m for t, m in missing.items() if m}, f"{lang}: characters without glyphs"
+
+
+@needs_fonts
+def test_write_jsonl_rows_match_messages_format_and_images_resolve(tmp_path):
+    samples = list(generate(ALL_PAIRS, seed=2, image_size=SMALL))
+    path = write_jsonl(samples, tmp_path / "out")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == len(samples)
+    text_only = 0
+    for row, sample in zip(rows, samples):
+        user, assistant = row["messages"]
+        assert user["role"] == "user" and assistant["role"] == "assistant"
+        assert assistant["content"] == [{"type": "text", "text": sample.answer}]
+        assert user["content"][-1] == {"type": "text", "text": sample.question}
+        images = [part["image"] for part in user["content"] if part["type"] == "image"]
+        assert len(images) == len(sample.images)
+        assert (row["task"], row["language"]) == (sample.task, sample.language)
+        for rel in images:
+            assert not rel.startswith("/")
+            with Image.open(path.parent / rel) as im:
+                assert im.size == (SMALL, SMALL)
+        text_only += not images
+    assert text_only == 3 * len(lex.LANGUAGES)  # arithmetic, translation, facts in every language
+
+
+@needs_fonts
+def test_cli_writes_the_same_data_as_the_api(tmp_path):
+    assert main(["--out", str(tmp_path / "cli"), "--n", "12", "--seed", "4", "--split", "val",
+                 "--image-size", str(SMALL)]) == 0
+    api = write_jsonl(generate(12, seed=4, split="val", image_size=SMALL), tmp_path / "api")
+    assert (tmp_path / "cli" / "data.jsonl").read_bytes() == api.read_bytes()
+    for png in sorted((tmp_path / "api" / "images").iterdir()):
+        assert (tmp_path / "cli" / "images" / png.name).read_bytes() == png.read_bytes()
+
+
+@needs_fonts
+def test_image_size_is_a_parameter():
+    (sample,) = generate(1, seed=0, tasks=["bar_chart"], image_size=(512, 640))
+    assert sample.images[0].size == (512, 640)
+    with pytest.raises(ValueError, match="image_size"):
+        next(generate(1, seed=0, image_size=10))
+
+
+def test_bad_arguments_say_what_is_allowed():
+    with pytest.raises(ValueError, match="split"):
+        next(generate(1, seed=0, split="dev"))
+    with pytest.raises(ValueError, match="receipt"):
+        next(generate(1, seed=0, tasks=["poems"]))
+    with pytest.raises(ValueError, match="languages"):
+        next(generate(1, seed=0, languages=["xx"]))
+
+
+def test_missing_font_error_names_the_apt_package(monkeypatch):
+    monkeypatch.setitem(fonts.FONT_CHOICES, "han", fonts.FontChoice(
+        family="No Such Family", regular=("/nonexistent/font.ttc",), bold=(), package="fonts-wqy-microhei"))
+    fonts.find_font.cache_clear()
+    try:
+        with pytest.raises(MissingFontError, match="fonts-wqy-microhei"):
+            fonts.find_font("han")
+        with pytest.raises(MissingFontError, match="install_fonts.sh"):
+            fonts.check_fonts(["en", "zh"])
+    finally:
+        fonts.find_font.cache_clear()
