@@ -41,6 +41,11 @@ REL_TOL = 1e-4
 CONTROL_FACTOR = 100
 
 SEED = 0
+# Weight scale of the random model. At init_random's default 0.02 the pre-activations are so
+# small that silu is almost linear: silu(gate)*value ~ silu(value)*gate, so a value/gate swap
+# moved the connector output by only 4e-3 (relative) and the connector output itself was ~1e-6.
+# At 0.1 every stage works at O(0.1-10) values and a swap moves the outputs by ~0.7.
+WEIGHT_STD = 0.1
 # Structural ids of the tiny vocabulary: rows 0..3 of new_embedding, in the order of spec §2
 # (the tiny test tokenizer puts them there). BOS is <|endoftext|> of the tiny tokenizer.
 BOS = 1021
@@ -64,7 +69,7 @@ def cfg() -> JinaVLMConfig:
 
 @pytest.fixture(scope="module")
 def ours(cfg):
-    model = init_random(JinaVLMForConditionalGeneration(cfg), seed=SEED).eval()
+    model = init_random(JinaVLMForConditionalGeneration(cfg), seed=SEED, std=WEIGHT_STD).eval()
     with torch.no_grad():
         # The port's decoder qkv has no bias (nor does the MLX conversion): compare the maths
         # on the weights both can hold.
@@ -164,32 +169,55 @@ def _mx(inputs):
 
 
 # ------------------------------------------------------------------------ measurements
-def _vit_features(ours, theirs, inputs) -> tuple[np.ndarray, np.ndarray]:
-    """Tapped, concatenated ViT states of the real crops (the padding crop is left to the
-    connector comparison, where the port applies its all -1 zeroing)."""
-    real = inputs["images"][:, :-1]  # (1, 3, 729, 588)
+# Each stage is (ours, port) over the same inputs. The ViT stage takes the real crops only:
+# the padding crop's all -1 zeroing happens after get_features in the port, so it is compared
+# at the connector stage.
+def _ours_vit(model, inputs) -> np.ndarray:
     with torch.no_grad():
-        a = ours.model.vision_model.encode(torch.from_numpy(real))[0].numpy()  # (3, 729, 2*W)
-    b = theirs.vision_model.get_features(mx.array(real[0]))
-    return a, np.array(b)
+        real = torch.from_numpy(inputs["images"][:, :-1])  # (1, 3, 729, 588)
+        return model.model.vision_model.encode(real)[0].numpy()  # (3, 729, 2*W), taps concatenated
 
 
-def _connector(ours, theirs, inputs) -> tuple[np.ndarray, np.ndarray]:
-    t, m = _torch(inputs), _mx(inputs)
+def _port_vit(model, inputs) -> np.ndarray:
+    return np.array(model.vision_model.get_features(mx.array(inputs["images"][0, :-1])))
+
+
+def _ours_connector(model, inputs) -> np.ndarray:
+    t = _torch(inputs)
     with torch.no_grad():
-        a = ours.model.image_features(t["images"], t["image_masks"]).numpy()  # (1, 4, 196, hidden)
-    b = theirs.get_image_features(m["images"], m["image_masks"])
-    return a, np.array(b)
+        return model.model.image_features(t["images"], t["image_masks"]).numpy()  # (1, 4, 196, hidden)
 
 
-def _logits(ours, theirs, inputs) -> tuple[np.ndarray, np.ndarray]:
-    t, m = _torch(inputs), _mx(inputs)
+def _port_connector(model, inputs) -> np.ndarray:
+    m = _mx(inputs)
+    return np.array(model.get_image_features(m["images"], m["image_masks"]))
+
+
+def _ours_logits(model, inputs) -> np.ndarray:
+    t = _torch(inputs)
     with torch.no_grad():
-        a = ours(t["input_ids"], images=t["images"], image_masks=t["image_masks"],
-                 image_input_idx=t["image_input_idx"]).logits.numpy()  # (1, S, vocab)
-    out = theirs(m["input_ids"], pixel_values=m["images"], image_masks=m["image_masks"],
-                 image_input_idx=m["image_input_idx"])
-    return a, np.array(out.logits)
+        return model(t["input_ids"], images=t["images"], image_masks=t["image_masks"],
+                     image_input_idx=t["image_input_idx"]).logits.numpy()  # (1, S, vocab)
+
+
+def _port_logits(model, inputs) -> np.ndarray:
+    m = _mx(inputs)
+    out = model(m["input_ids"], pixel_values=m["images"], image_masks=m["image_masks"],
+                image_input_idx=m["image_input_idx"])
+    return np.array(out.logits)
+
+
+STAGES = {
+    "vit_features": (_ours_vit, _port_vit),
+    "connector": (_ours_connector, _port_connector),
+    "logits": (_ours_logits, _port_logits),
+}
+
+
+@pytest.fixture(scope="module")
+def reference(ours, inputs) -> dict[str, np.ndarray]:
+    """Our output of every stage, computed once for the parity tests and the controls."""
+    return {stage: fn(ours, inputs) for stage, (fn, _) in STAGES.items()}
 
 
 # ------------------------------------------------------------------------------- tests
@@ -204,23 +232,23 @@ def test_converted_weights_fill_the_port_exactly(theirs, mlx_weights):
         assert np.array_equal(np.array(got), value), name
 
 
-@pytest.mark.parametrize("stage", ["vit_features", "connector", "logits"])
-def test_port_matches_within_fp32_tolerance(stage, ours, theirs, inputs):
-    measure = {"vit_features": _vit_features, "connector": _connector, "logits": _logits}[stage]
-    a, b = measure(ours, theirs, inputs)
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_port_matches_within_fp32_tolerance(stage, theirs, inputs, reference):
+    a, b = reference[stage], STAGES[stage][1](theirs, inputs)
     assert np.isfinite(a).all() and np.abs(a).max() > 0
     assert _rel_diff(a, b) <= REL_TOL, f"{stage}: max |ours - port| / max |ours| = {_rel_diff(a, b):.2e}"
 
 
-def test_image_features_are_added_not_written_over_the_patch_embeddings(ours, theirs, inputs):
+def test_image_features_are_added_not_written_over_the_patch_embeddings(theirs, inputs, reference):
     """Both merges *add* features onto the <im_patch> embeddings (official): a port that
     replaced them would differ from ours by exactly the token embedding at those positions."""
     m = _mx(inputs)
+    feats = reference["connector"]  # (1, 4, 196, hidden); equal to the port's by the parity test
     merged = np.array(theirs.get_input_embeddings(
-        m["input_ids"], m["images"], image_masks=m["image_masks"],
-        image_input_idx=m["image_input_idx"]).inputs_embeds)[0]  # (S, hidden)
+        m["input_ids"], m["images"], image_masks=m["image_masks"], image_input_idx=m["image_input_idx"],
+        cached_image_features=mx.array(feats)).inputs_embeds)[0]  # (S, hidden)
     plain = np.array(theirs.language_model.embedding(m["input_ids"]))[0]
-    feats = np.array(theirs.get_image_features(m["images"], m["image_masks"]))[0]  # (4, 196, hidden)
+    feats = feats[0]  # (4, 196, hidden)
     idx = inputs["image_input_idx"][0].reshape(-1)
     keep = idx >= 0
     np.testing.assert_allclose(merged[idx[keep]], plain[idx[keep]] + feats.reshape(-1, feats.shape[-1])[keep],
@@ -236,23 +264,23 @@ def _swap_halves(w: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("control", ["projector value/gate swapped", "decoder MLP value/gate swapped",
                                      "tap order reversed"])
-def test_negative_controls_are_caught(control, cfg, ours, mlx_weights, inputs):
+def test_negative_controls_are_caught(control, cfg, mlx_weights, inputs, reference):
     """Each mistake a port could make must land far outside the tolerance of the parity test,
     or passing that test would prove nothing about it."""
     weights, vit_layers = dict(mlx_weights), None
     if control == "projector value/gate swapped":
         name = "vl_connector.projector.gate_up.weight"
         weights[name] = _swap_halves(weights[name])
-        measure = _connector
+        stage = "connector"
     elif control == "decoder MLP value/gate swapped":
         for i in range(cfg.text.n_layers):
             name = f"language_model.layers.{i}.ffn.gate_up.weight"
             weights[name] = _swap_halves(weights[name])
-        measure = _logits
+        stage = "logits"
     else:
         vit_layers = tuple(reversed(cfg.vision.vit_layers))
-        measure = _vit_features
-    a, b = measure(ours, _build_port(cfg, weights, vit_layers), inputs)
+        stage = "vit_features"
+    a, b = reference[stage], STAGES[stage][1](_build_port(cfg, weights, vit_layers), inputs)
     assert _rel_diff(a, b) > CONTROL_FACTOR * REL_TOL, f"{control}: only {_rel_diff(a, b):.2e} apart"
 
 

@@ -136,7 +136,7 @@ def test_arabic_is_shaped_and_right_to_left():
     rtl = Painter((300, 120), (255, 255, 255))
     rtl.text((150, 60), "ا     ب", "ar", 60, (0, 0, 0), anchor="mm")
     ink = np.asarray(rtl.image.convert("L")) < 128
-    rows = lambda half: np.nonzero(half.any(axis=1))[0]  # noqa: E731
+    rows = lambda half: np.nonzero(half.any(axis=1))[0]
     left_top, right_top = rows(ink[:, :150]).min(), rows(ink[:, 150:]).min()
     assert right_top < left_top, "alef (taller, first in reading order) should be drawn on the right"
 

@@ -66,3 +66,15 @@ class MissingFontError(JVLMError, FileNotFoundError):
     """A font needed to render a script is not installed (the message names the apt package)."""
 
     code = "missing_font"
+
+
+class TrainConfigError(JVLMError, ValueError):
+    """A training config is invalid: unknown key, impossible batch split, missing section."""
+
+    code = "train_config_error"
+
+
+class TrainDataError(JVLMError, ValueError):
+    """Training data cannot be used at all (missing file, a source with no usable rows)."""
+
+    code = "train_data_error"

@@ -99,12 +99,12 @@ def _fc_match(family: str, bold: bool) -> Path | None:
     return path if path.is_file() else None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def find_font(script: str, bold: bool = False) -> Path:
     """Path of the font for ``script`` ("latin", "cyrillic", "arabic", "han").
 
     With ``bold=True`` returns the bold face, or the regular one when the family has none
-    (``load_font`` then reports that it must be emboldened by stroking).
+    (see ``has_bold``; such text is drawn regular).
     Raises MissingFontError naming the Debian package when the font is not installed.
     """
     if script not in FONT_CHOICES:

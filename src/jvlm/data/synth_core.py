@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -66,7 +66,7 @@ class Painter:
 
     def px(self, value: float) -> int:
         """Reference pixels -> canvas pixels."""
-        return max(1, int(round(value * self.unit)))
+        return max(1, round(value * self.unit))
 
     def font(self, lang: str, size_px: int, bold: bool = False) -> ImageFont.FreeTypeFont:
         # A family without a bold face (the Chinese one) stays regular: stroking it to fake
@@ -107,7 +107,7 @@ class Painter:
     ) -> None:
         """Draw ``text`` at ``xy`` (canvas pixels) with a Pillow anchor such as "lm", "rm", "mm"."""
         opts = self._style(lang, text, bold)
-        self.draw.text((int(round(xy[0])), int(round(xy[1]))), text, font=self.font(lang, size_px, bold),
+        self.draw.text((round(xy[0]), round(xy[1])), text, font=self.font(lang, size_px, bold),
                        fill=fill, anchor=anchor, **opts)
 
     def wrap(self, text: str, lang: str, size_px: int, max_width: int, bold: bool = False) -> list[str]:

@@ -76,7 +76,7 @@ def render_receipt(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
     y += line_h
     p.text((cx, y), label("receipt.title", lang), lang, size_px, GREY_INK, "mm")
     y += line_h
-    p.text((lead_x, y), label("receipt.date", lang) + ":", lang, size_px, INK, lead_a)
+    p.text((lead_x, y), label("receipt.date", lang) + lex.colon(lang), lang, size_px, INK, lead_a)
     p.text((trail_x, y), lex.format_date(*spec["date"], lang), lang, size_px, INK, trail_a)
     y += line_h * 0.8
     p.draw.line([x0 + margin, y, x0 + paper_w - margin, y], fill=GREY_INK, width=p.px(1))
@@ -139,7 +139,7 @@ def render_form(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
     label_w = int((p.width - 2 * margin) * 0.34)
     y = band_h + p.px(16) + row_h / 2
     for field, value in fields:
-        text = label(f"form.{field}", lang) + ":"
+        text = label(f"form.{field}", lang) + lex.colon(lang)
         if rtl:
             p.text((p.width - margin, y), text, lang, size_px, GREY_INK, "rm")
             box = [margin, y - row_h * 0.32, p.width - margin - label_w, y + row_h * 0.32]
@@ -214,7 +214,7 @@ def render_table(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
             text_px = p.fit(text, lang, size_px, int(right - left - p.px(8)), bold=i == 0)
             p.text((cx, y0 + row_h / 2), text, lang, text_px, INK, "mm", bold=i == 0)
     bottom = top + (len(rows) + 1) * row_h
-    line = dict(fill=(120, 120, 130), width=p.px(1))
+    line = {"fill": (120, 120, 130), "width": p.px(1)}
     for i in range(len(rows) + 2):
         p.draw.line([margin, top + i * row_h, p.width - margin, top + i * row_h], **line)
     for j in range(len(cols) + 1):

@@ -250,6 +250,11 @@ STORES: dict[str, list[str]] = {
     "tr": ["Güneş Market", "Köşe Bakkal", "Yıldız Market", "Şehir Market"],
 }
 
+def colon(lang: str) -> str:
+    """The colon after a field label (Chinese uses the full-width one)."""
+    return "：" if lang == "zh" else ":"
+
+
 #: decimal separator as each language prints prices
 DECIMAL_SEP: dict[str, str] = {"en": ".", "zh": ".", "ar": ".", "pt": ",", "ru": ",", "tr": ","}
 

@@ -63,11 +63,11 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "Qual é a data do recibo?", "Какая дата указана в чеке?", "Fişteki tarih nedir?",
     ),
     "receipt.price": _t(
-        ("What is the price of {item}?", "How much do {item} cost on this receipt?"),
+        ("What is the price of {item}?", "How much does “{item}” cost on this receipt?"),
         ("{item}的价格是多少？", "{item}多少钱？"),
         ("ما سعر {item_the}؟", "بكم {item_the}؟"),
         ("Qual é o preço de “{item}”?", "Quanto custa “{item}”?"),
-        ("Сколько стоит «{item}»?", "Какая цена у «{item}»?"),
+        ("Сколько стоит «{item}»?", "Какая цена у товара «{item}»?"),
         ("“{item}” fiyatı nedir?", "“{item}” kaç para?"),
     ),
     "receipt.count": _t(
@@ -91,7 +91,7 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         ("“{label}”的数值是多少？", "图中“{label}”对应的数值是多少？"),
         ("ما قيمة «{label}»؟", "ما القيمة المبيّنة لـ«{label}» في الرسم؟"),
         ("Qual é o valor de “{label}”?", "Que valor o gráfico mostra para “{label}”?"),
-        ("Какое значение у «{label}»?", "Какое значение показано для «{label}»?"),
+        ("Какое значение у категории «{label}»?", "Какое значение показано для категории «{label}»?"),
         ("“{label}” için değer nedir?", "Grafikte “{label}” değeri kaç?"),
     ),
     "bar.max": _t(
@@ -117,7 +117,7 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         ("表中“{row}”行、“{col}”列的数值是多少？", "“{row}”在“{col}”这一列的数字是多少？"),
         ("ما القيمة في صف «{row}» وعمود «{col}»؟", "ما الرقم في عمود «{col}» لـ«{row}»؟"),
         ("Qual é o valor na linha “{row}”, coluna “{col}”?", "Que número aparece na coluna “{col}” para “{row}”?"),
-        ("Какое значение в строке «{row}», столбце «{col}»?", "Какое число в столбце «{col}» для «{row}»?"),
+        ("Какое значение в строке «{row}», столбце «{col}»?", "Какое число в столбце «{col}» для строки «{row}»?"),
         ("“{row}” satırı, “{col}” sütunundaki değer nedir?", "Tabloda “{row}” için “{col}” sütununda hangi sayı var?"),
     ),
     "sign.text": _t(

@@ -79,7 +79,7 @@ def make_facts(rng: random.Random, lang: str) -> Draft:
         n = pick(rng, lex.NUMBER_WORDS)
         return Draft(ask(rng, "facts.digits", lang, word=lex.NUMBER_WORDS[n][lang]), str(n))
     if kind == "larger":
-        a, b = rng.sample(range(0, 100), 2)
+        a, b = rng.sample(range(100), 2)
         return Draft(ask(rng, "facts.larger", lang, a=str(a), b=str(b)), str(max(a, b)))
     item = pick(rng, lex.ITEM_COLOURS)
     question = pick(rng, ITEM_COLOUR_QUESTIONS[item][lang])

@@ -76,6 +76,7 @@ class ImageInput:
     masks: np.ndarray | None = None  # (n_crops, P)
     features: torch.Tensor | None = None  # (n_crops, tokens_per_crop, hidden)
     cache_key: str | None = None
+    layout: Any = None  # processing.image.ImageLayout, kept with cached features
     n_tokens: int = 0  # length of the image block in the prompt
     tiling: tuple[int, int] = (0, 0)  # (rows, cols) of tiles, for reports
 

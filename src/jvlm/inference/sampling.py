@@ -37,3 +37,23 @@ def select_next(logits: torch.Tensor, *, do_sample: bool = False, temperature: f
     logits = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
     probs = logits.softmax(-1)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+def sample_rows(logits: torch.Tensor, params: list, generators: list[torch.Generator | None],
+                banned: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, V) logits -> (B,) ids for a batch whose rows have their own settings.
+
+    Greedy rows share one argmax; each sampled row draws with its own generator, so a seeded
+    request gets the same answer whatever else shares the batch. ``params[i]`` needs
+    ``greedy``, ``temperature``, ``top_p`` and ``top_k`` (a ``SamplingParams``).
+    """
+    logits = logits.float()
+    if banned is not None and banned.numel():
+        keep = banned[banned < logits.shape[-1]]
+        logits = logits.index_fill(-1, keep.to(logits.device), float("-inf"))
+    nxt = logits.argmax(-1)
+    for i, p in enumerate(params):
+        if not p.greedy:
+            nxt[i] = select_next(logits[i:i + 1], do_sample=True, temperature=p.temperature, top_p=p.top_p,
+                                 top_k=p.top_k, generator=generators[i])[0]
+    return nxt

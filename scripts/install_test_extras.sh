@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Extra tools some tests need beyond the Python extras; called by `scripts/install.sh --test`.
+# Each block is idempotent: it does nothing (and needs no network) when its tools are present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV_PY=${VENV_PY:-.venv/bin/python}
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# --- browser for the web playground's end-to-end test (tests/test_playground.py) ----------
+# The Debian `chromium` package, driven by the Playwright Python package through
+# executable_path=/usr/bin/chromium. Playwright's own browser download is never used.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "install_test_extras: installing chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends chromium
+fi
+if ! "$VENV_PY" -c "import playwright.sync_api" >/dev/null 2>&1; then
+  echo "install_test_extras: installing the playwright Python package"
+  "$VENV_PY" -m pip install --disable-pip-version-check -q playwright
+fi
