@@ -20,3 +20,14 @@ if ! "$VENV_PY" -c "import playwright.sync_api" >/dev/null 2>&1; then
   echo "install_test_extras: installing the playwright Python package"
   "$VENV_PY" -m pip install --disable-pip-version-check -q playwright
 fi
+
+# --- fonts for the synthetic document data (tests/test_synthetic.py) ----------------------
+bash scripts/install_fonts.sh
+
+# --- the independent MLX port, for the parity test (tests/test_mlx_parity.py) -------------
+# Only its model code is needed: mlx-vlm's other dependencies (datasets, opencv, ...) are skipped.
+if ! "$VENV_PY" -c "import mlx_vlm.models.jina_vlm" >/dev/null 2>&1; then
+  echo "install_test_extras: installing mlx (CPU) and mlx-vlm"
+  "$VENV_PY" -m pip install --disable-pip-version-check -q 'mlx[cpu]==0.32.4' requests
+  "$VENV_PY" -m pip install --disable-pip-version-check -q --no-deps 'mlx-vlm==0.7.10'
+fi

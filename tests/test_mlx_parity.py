@@ -28,10 +28,10 @@ port = pytest.importorskip(
     reason="mlx-vlm is not installed: pip install --no-deps mlx-vlm (plus requests)",
 )
 
-from jvlm.config import JinaVLMConfig  # noqa: E402
-from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random  # noqa: E402
-from jvlm.processing.image import image_block_ids, image_input_idx, image_layout  # noqa: E402
-from jvlm.weights import official_to_mlx  # noqa: E402
+from jvlm.config import JinaVLMConfig
+from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
+from jvlm.processing.image import image_block_ids, image_input_idx, image_layout
+from jvlm.weights import official_to_mlx
 
 # fp32 on both sides: anything above this, relative to the reference's largest value, is a
 # difference in the maths, not rounding (measured values are in docs/parity.md).
@@ -105,11 +105,12 @@ def _port_config(cfg: JinaVLMConfig, vit_layers: tuple[int, ...] | None = None):
         tie_word_embeddings=False,
     )
     ids = _ids(cfg)
+    placeholder = t.base_rows + 4  # <|image|>: new_embedding row 4
     # The port's defaults are 151665-151668; its forward never reads them, but set ours anyway.
     return port.ModelConfig(
         text_config=text, vision_config=vision, vocab_size=t.base_rows, bos_token_id=BOS,
-        eos_token_id=BOS, pad_token_id=BOS, image_token_index=ids["im_col"] + 1,
-        image_token_id=ids["im_col"] + 1, image_start_token_id=ids["im_start"],
+        eos_token_id=BOS, pad_token_id=BOS, image_token_index=placeholder,
+        image_token_id=placeholder, image_start_token_id=ids["im_start"],
         image_end_token_id=ids["im_end"], image_patch_token_id=ids["im_patch"],
         image_column_token_id=ids["im_col"],
     )
@@ -200,10 +201,12 @@ def _ours_logits(model, inputs) -> np.ndarray:
                      image_input_idx=t["image_input_idx"]).logits.numpy()  # (1, S, vocab)
 
 
-def _port_logits(model, inputs) -> np.ndarray:
+def _port_logits(model, inputs, image_features: np.ndarray | None = None) -> np.ndarray:
+    """The port's whole path (ViT, connector, merge, decoder), or from given image features."""
     m = _mx(inputs)
+    cached = None if image_features is None else mx.array(image_features)
     out = model(m["input_ids"], pixel_values=m["images"], image_masks=m["image_masks"],
-                image_input_idx=m["image_input_idx"])
+                image_input_idx=m["image_input_idx"], cached_image_features=cached)
     return np.array(out.logits)
 
 
@@ -267,7 +270,7 @@ def _swap_halves(w: np.ndarray) -> np.ndarray:
 def test_negative_controls_are_caught(control, cfg, mlx_weights, inputs, reference):
     """Each mistake a port could make must land far outside the tolerance of the parity test,
     or passing that test would prove nothing about it."""
-    weights, vit_layers = dict(mlx_weights), None
+    weights, vit_layers, kwargs = dict(mlx_weights), None, {}
     if control == "projector value/gate swapped":
         name = "vl_connector.projector.gate_up.weight"
         weights[name] = _swap_halves(weights[name])
@@ -276,11 +279,11 @@ def test_negative_controls_are_caught(control, cfg, mlx_weights, inputs, referen
         for i in range(cfg.text.n_layers):
             name = f"language_model.layers.{i}.ffn.gate_up.weight"
             weights[name] = _swap_halves(weights[name])
-        stage = "logits"
+        stage, kwargs = "logits", {"image_features": reference["connector"]}  # the ViT is not at stake
     else:
         vit_layers = tuple(reversed(cfg.vision.vit_layers))
         stage = "vit_features"
-    a, b = reference[stage], STAGES[stage][1](_build_port(cfg, weights, vit_layers), inputs)
+    a, b = reference[stage], STAGES[stage][1](_build_port(cfg, weights, vit_layers), inputs, **kwargs)
     assert _rel_diff(a, b) > CONTROL_FACTOR * REL_TOL, f"{control}: only {_rel_diff(a, b):.2e} apart"
 
 

@@ -78,3 +78,9 @@ class TrainDataError(JVLMError, ValueError):
     """Training data cannot be used at all (missing file, a source with no usable rows)."""
 
     code = "train_data_error"
+
+
+class EndpointError(JVLMError, ConnectionError):
+    """An OpenAI-compatible endpoint could not be reached, or failed in a way a retry may fix."""
+
+    code = "endpoint_error"

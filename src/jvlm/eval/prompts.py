@@ -115,11 +115,13 @@ class Prompt:
     max_crops: int | None = None
 
     def messages(self) -> list[dict]:
-        """Hugging Face chat messages; images as ``{"type": "image", "image": source}`` parts."""
+        """Hugging Face chat messages with one ``{"type": "image"}`` slot per image, filled
+        from ``images`` in order: the layout the server builds from an OpenAI request, so
+        both paths render the same prompt."""
         messages = [{"role": "system", "content": self.system}] if self.system else []
         if not self.images:
             return [*messages, {"role": "user", "content": self.text}]
-        parts = [{"type": "image", "image": _as_processor_input(image)} for image in self.images]
+        parts = [{"type": "image"} for _ in self.images]
         return [*messages, {"role": "user", "content": [*parts, {"type": "text", "text": self.text}]}]
 
     def fingerprint(self) -> str:
@@ -129,11 +131,6 @@ class Prompt:
                   "max_crops": self.max_crops, "images": [image_digest(image) for image in self.images]}
         digest.update(json.dumps(header, sort_keys=True, ensure_ascii=False).encode("utf-8"))
         return digest.hexdigest()[:32]
-
-
-def _as_processor_input(image: ImageSource) -> ImageSource | str:
-    # The processor reads paths given as str or Path; keep bytes as they are.
-    return str(image) if isinstance(image, Path) else image
 
 
 def image_bytes(image: ImageSource) -> bytes:

@@ -88,6 +88,8 @@ class Engine:
         # Positions are read from the prompt: the first structural token id marks images.
         self._structural = frozenset(int(i) for i in getattr(model, "structural_token_ids", []))
         self._pad_id = int(cfg.pad_token_id if cfg.pad_token_id is not None else 0)
+        # The compute dtype; not model.dtype, which is the LM head's and may be int8.
+        self._dtype = model.model.language_model.ln_f.weight.dtype
 
         self._lock = threading.Lock()
         self._waiting: collections.deque[_Sequence] = collections.deque()
@@ -315,7 +317,7 @@ class Engine:
         """(n_crops, K, H) features: given, cached, or computed now (and cached)."""
         if im.features is not None:
             seq.stats["images_cached"] = seq.stats.get("images_cached", 0) + 1
-            return im.features.to(self.model.device, self.model.dtype)
+            return im.features.to(self.model.device, self._dtype)
         cache = self.feature_cache
         if cache is not None and im.cache_key is not None:
             hit = cache.peek(im.cache_key)  # e.g. the same new image twice in one batch
@@ -323,7 +325,7 @@ class Engine:
                 return hit.features
         if im.crops is None:
             raise ValueError("an ImageInput needs crops or features")
-        dev, dtype = self.model.device, self.model.dtype
+        dev, dtype = self.model.device, self._dtype
         crops = torch.as_tensor(im.crops).to(dev, dtype)[None]  # (1, T, P, 588)
         masks = torch.ones(crops.shape[:3]) if im.masks is None else torch.as_tensor(im.masks)[None]  # (1, T, P)
         masks = masks.to(dev, dtype)

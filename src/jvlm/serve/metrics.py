@@ -16,6 +16,7 @@ import threading
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -55,10 +56,6 @@ class ServerMetrics:
         self.latency = Histogram("jvlm_request_duration_seconds", "From request arrival to its last token",
                                  buckets=_LATENCY_BUCKETS_S, registry=r)
         self.images = Counter("jvlm_images", "Images received in requests", registry=r)
-        self.image_cache_hits = Counter("jvlm_image_cache_hits", "Images whose features came from the cache",
-                                        registry=r)
-        self.image_cache_misses = Counter("jvlm_image_cache_misses", "Images that had to be encoded",
-                                          registry=r)
         self.model_ready = Gauge("jvlm_model_ready", "1 once the model is loaded and serving", registry=r)
         self._rate_lock = threading.Lock()
         self._rate_t = time.monotonic()
@@ -91,6 +88,29 @@ class ServerMetrics:
         if error_code is not None:
             self.errors.labels(code=error_code).inc()
 
+    def track_image_cache(self, cache) -> None:
+        """Export the hit and miss counts of the engine's image-feature cache (read at scrape time,
+        because the cache counts its own lookups)."""
+        self.registry.register(_ImageCacheCollector(cache))
+
     # ------------------------------------------------------------------ export
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ImageCacheCollector:
+    """Reads ``hits``/``misses``/``bytes_used`` of a ``FeatureCache`` when Prometheus scrapes."""
+
+    def __init__(self, cache):
+        self.cache = cache
+
+    def describe(self):
+        return []  # no fixed description: values are only known at collection time
+
+    def collect(self):
+        yield CounterMetricFamily("jvlm_image_cache_hits", "Images whose features came from the cache",
+                                  value=self.cache.hits)
+        yield CounterMetricFamily("jvlm_image_cache_misses", "Images that had to be encoded",
+                                  value=self.cache.misses)
+        yield GaugeMetricFamily("jvlm_image_cache_bytes", "Bytes held by the image-feature cache",
+                                value=self.cache.bytes_used)

@@ -1,0 +1,193 @@
+"""Ask a question about one or more images, PDF pages, or no image at all.
+
+Examples:
+  jvlm infer -i photo.jpg -p "Describe this image"
+  jvlm infer -i chart.png -i table.png -p "Compare the two figures"
+  jvlm infer -i report.pdf --pages 1-2 -p "Summarise the findings" --stream
+  jvlm infer -p "What is the capital of France?"
+  jvlm infer -i https://example.com/receipt.jpg -p "What is the total?" --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.epilog = __doc__.split("\n", 2)[2]  # the examples above
+    p.add_argument("-i", "--image", action="append", default=[], metavar="IMG",
+                   help="image file, http(s) URL or PDF; repeat for several images")
+    p.add_argument("-p", "--prompt", required=True, help="the question or instruction")
+    p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
+    p.add_argument("--model", default=None,
+                   help="model folder or cached Hugging Face repo id (default: the bundled tiny random model)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="answer length limit in tokens (default 1024)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); above 0 samples")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same sampled answer")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop when this text appears")
+    p.add_argument("--max-crops", type=int, default=None,
+                   help="tiles per image, 1-12+ (default: the model's, 12); fewer = faster and fewer tokens")
+    p.add_argument("--pages", default=None, help="PDF pages to read, e.g. 1-3,5 (default: all)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16"],
+                   help="weight precision (default auto: the checkpoint's)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="where to run (default auto: CUDA, then Apple MPS, then CPU)")
+    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="int8: weight-only int8 decoder for faster CPU decoding")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: answer, timings, tiles and visual tokens")
+
+
+def run(args: argparse.Namespace) -> int:
+    from jvlm.errors import JVLMError
+
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `jvlm infer ... | head`
+        return 0
+    except JVLMError:
+        raise  # jvlm.cli.main prints it as one line
+    except (ValueError, OSError, RuntimeError) as e:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"jvlm infer: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jvlm.inference.prompt import check_max_crops
+    from jvlm.inference.request import SamplingParams
+
+    check_max_crops(args.max_crops)
+    params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, seed=args.seed, stop=tuple(args.stop))
+    t0 = time.perf_counter()
+    images, sources = collect_images(args.image, args.pages)  # inputs fail fast, before loading weights
+    engine, processor, resolved = load_engine(args.model, args.dtype, args.device, args.quantize,
+                                              progress=sys.stderr.isatty())
+    if resolved.is_random:
+        from jvlm.resolve import random_model_notice
+
+        print(random_model_notice(resolved.name), file=sys.stderr)
+    load_s = time.perf_counter() - t0
+
+    from jvlm.inference.prompt import build_request
+
+    t1 = time.perf_counter()
+    request = build_request(processor, args.prompt, images, max_crops=args.max_crops, params=params,
+                            feature_cache=engine.feature_cache, context_length=engine.context_length)
+    prepare_s = time.perf_counter() - t1
+
+    result = None
+    for ev in engine.stream(request):
+        if args.stream and ev.text:
+            if args.json:
+                print(json.dumps({"delta": ev.text}, ensure_ascii=False), flush=True)
+            else:
+                print(ev.text, end="", flush=True)
+        if ev.finished:
+            result = ev.result
+    if args.json:
+        print(json.dumps(report(result, request, sources, resolved, load_s, prepare_s), ensure_ascii=False, indent=2))
+    elif args.stream:
+        print()
+    else:
+        print(result.text)
+    return 0
+
+
+def collect_images(specs: list[str], pages: str | None) -> tuple[list, list[str]]:
+    """Each ``-i`` as image inputs (a PDF gives one per selected page) and a label for each."""
+    from jvlm.inference.documents import expand_document, is_pdf, render_pdf
+
+    images, sources = [], []
+    for spec in specs:
+        if spec.startswith(("http://", "https://")):
+            data = fetch_url(spec)
+            items = render_pdf(data, pages, name=spec) if is_pdf(data) else [data]
+        else:
+            items = expand_document(spec, pages)
+        for item in items:
+            if isinstance(item, bytes):
+                check_image_header(item, spec)
+        images += items
+        sources += [spec] if len(items) == 1 else [f"{spec}#page={i + 1}" for i in range(len(items))]
+    return images, sources
+
+
+def check_image_header(data: bytes, name: str) -> None:
+    """Fail on a file that is neither an image nor a PDF before spending time on the weights."""
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    from jvlm.errors import InvalidImageError
+
+    try:
+        with Image.open(io.BytesIO(data)):  # reads the header only
+            pass
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise InvalidImageError(f"{name} is neither an image (PNG, JPEG, WebP, GIF, ...) nor a PDF") from None
+
+
+def fetch_url(url: str, max_bytes: int = 50 * 2**20, timeout_s: float = 30.0) -> bytes:
+    """Download an image or PDF the user named on their own command line (their network,
+    their choice: no private-address filtering here, unlike the server)."""
+    import urllib.request
+
+    from jvlm.errors import InvalidImageError
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - http(s) checked by caller
+            data = resp.read(max_bytes + 1)
+    except OSError as e:
+        raise InvalidImageError(f"could not download {url}: {e}") from None
+    if len(data) > max_bytes:
+        raise InvalidImageError(f"{url} is larger than {max_bytes // 2**20} MiB")
+    return data
+
+
+def load_engine(model: str | None, dtype: str, device: str, quantize: str, progress: bool = False):
+    """(engine, processor, resolved model) with the feature and prefix caches on."""
+    from jvlm.inference.engine import Engine
+    from jvlm.inference.feature_cache import FeatureCache, PrefixCache
+    from jvlm.loading import load, resolve_device
+    from jvlm.resolve import resolve_model
+
+    resolved = resolve_model(model)
+    dev = resolve_device(device)
+    model_obj, processor = load(resolved.path, dtype=None if dtype == "auto" else dtype, device=dev,
+                                progress=progress)
+    if quantize == "int8":
+        from jvlm.inference.quantize import quantize_decoder_int8
+
+        quantize_decoder_int8(model_obj)
+    engine = Engine(model_obj, processor, feature_cache=FeatureCache(), prefix_cache=PrefixCache())
+    return engine, processor, resolved
+
+
+def report(result, request, sources: list[str], resolved, load_s: float, prepare_s: float) -> dict:
+    images = [{"source": src, "tiles": list(im.tiling), "crops": im.n_crops, "visual_tokens": im.n_tokens}
+              for src, im in zip(sources, request.images)]
+    return {
+        "answer": result.text,
+        "finish_reason": result.finish_reason,
+        "model": resolved.name,
+        "model_is_random": resolved.is_random,
+        "usage": {"prompt_tokens": result.prompt_tokens, "image_tokens": result.image_tokens,
+                  "completion_tokens": result.completion_tokens},
+        "timings": {"load_s": round(load_s, 3), "prepare_s": round(prepare_s, 3),
+                    "time_to_first_token_s": round(prepare_s + result.time_to_first_token_s, 3),
+                    "tokens_per_s": round(result.decode_tokens_per_s, 2), "total_s": round(prepare_s + result.total_s, 3),
+                    "vision_s": round(result.stats.get("vision_s", 0.0), 3),
+                    "prefill_s": round(result.stats.get("prefill_s", 0.0), 3)},
+        "images": images,
+    }

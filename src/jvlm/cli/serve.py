@@ -1,0 +1,121 @@
+"""Run the OpenAI-compatible HTTP server (chat completions with images, streaming, metrics).
+
+Example:
+  jvlm serve --model ./jina-vlm --port 8000 --api-key "$KEY"
+  curl localhost:8000/v1/chat/completions -H "Authorization: Bearer $KEY" \\
+       -d '{"messages": [{"role": "user", "content": "Hello"}]}'
+
+The port opens at once; /v1/* answers 503 (model_loading, Retry-After) until the model has
+loaded, /health is 200 throughout and /ready turns 200 when serving starts.
+Image URLs may only reach public addresses unless --allow-private-urls is given; local files
+only under --allowed-local-media-path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+#: testing only: seconds to sleep before loading the model, to observe cold-start answers
+LOAD_DELAY_ENV = "JVLM_SERVE_TEST_LOAD_DELAY_S"
+API_KEY_ENV = "JVLM_API_KEY"
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, type=Path, help="model folder (config.json, safetensors, tokenizer)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--served-model-name", default="jina-vlm", help="model name clients send and see")
+    p.add_argument("--api-key", default=None,
+                   help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${API_KEY_ENV}, else no key)")
+    p.add_argument("--max-batch", type=int, default=8, help="requests generated together (default: 8)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="requests waiting beyond --max-batch before 503 server_overloaded (default: 64)")
+    g = p.add_argument_group("image fetching (safe by default)")
+    g.add_argument("--allowed-domains", "--allowed-media-domains", dest="allowed_domains", nargs="+",
+                   default=None, metavar="DOMAIN",
+                   help="fetch image URLs only from these domains and their subdomains (default: any public host)")
+    g.add_argument("--allow-private-urls", action="store_true",
+                   help="let image URLs reach loopback, private and link-local addresses (unsafe on shared networks)")
+    g.add_argument("--allowed-local-media-path", type=Path, default=None, metavar="DIR",
+                   help="let file:// URLs and paths read images inside DIR (default: no local files)")
+    g.add_argument("--max-images", type=int, default=8, help="images per request (default: 8)")
+    g.add_argument("--max-image-mb", type=float, default=20, help="bytes per image, in MiB (default: 20)")
+    g.add_argument("--max-image-pixels", type=int, default=64_000_000,
+                   help="pixels per image, checked before decoding (default: 64000000)")
+    lim = p.add_argument_group("limits and defaults")
+    lim.add_argument("--max-body-mb", type=float, default=32, help="request body cap in MiB, then 413 (default: 32)")
+    lim.add_argument("--max-crops-limit", type=int, default=None,
+                     help="largest max_crops a request may ask for (default: the model's max_crops)")
+    lim.add_argument("--default-max-tokens", type=int, default=512,
+                     help="new tokens when a request sets no max_tokens (default: 512)")
+    p.add_argument("--dtype", default=None, help="bf16, fp16, fp32 (default: the checkpoint's)")
+    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
+    p.add_argument("--image-cache-mb", type=float, default=256, help="image feature cache, MiB; 0 = off (default: 256)")
+    p.add_argument("--prefix-cache-mb", type=float, default=1024,
+                   help="KV cache of image prompts for follow-up questions, MiB; 0 = off (default: 1024)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def build_config(args: argparse.Namespace):
+    """A ``ServerConfig`` from parsed arguments (checked here, so mistakes fail before binding)."""
+    from jvlm.serve.app import ServerConfig
+    from jvlm.serve.chat import GenerationDefaults
+    from jvlm.serve.fetch import MediaPolicy
+
+    if args.max_batch < 1 or args.max_queue < 0:
+        raise SystemExit("jvlm serve: error: --max-batch must be >= 1 and --max-queue >= 0")
+    if args.allowed_local_media_path is not None and not args.allowed_local_media_path.is_dir():
+        raise SystemExit(f"jvlm serve: error: --allowed-local-media-path {args.allowed_local_media_path} "
+                         "is not a directory")
+    if not args.model.is_dir():
+        raise SystemExit(f"jvlm serve: error: --model {args.model} is not a directory")
+    media = MediaPolicy(
+        allow_private_urls=args.allow_private_urls,
+        allowed_domains=tuple(args.allowed_domains) if args.allowed_domains else None,
+        allowed_local_media_path=args.allowed_local_media_path,
+        max_bytes=int(args.max_image_mb * 2**20),
+        max_pixels=args.max_image_pixels,
+        max_images=args.max_images,
+    )
+    return ServerConfig(
+        model_dir=args.model,
+        served_model_name=args.served_model_name,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        max_body_bytes=int(args.max_body_mb * 2**20),
+        media=media,
+        defaults=GenerationDefaults(max_tokens=args.default_max_tokens),
+        max_crops_limit=args.max_crops_limit,
+        dtype=args.dtype,
+        device=args.device,
+        image_cache_bytes=int(args.image_cache_mb * 2**20),
+        prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),
+        load_delay_s=float(os.environ.get(LOAD_DELAY_ENV, "0") or 0),
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from jvlm.serve.app import create_app
+
+    config = build_config(args)
+    logging.getLogger("jvlm").setLevel(args.log_level.upper())
+    if config.media.allow_private_urls:
+        logging.getLogger(__name__).warning(
+            "--allow-private-urls: image URLs may reach this machine and its private network")
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                                           timeout_graceful_shutdown=5))
+    state = app.state.serving
+
+    def stop_on_failure(_exc: BaseException) -> None:  # a server without a model should not linger
+        server.should_exit = True
+
+    state.on_load_failed = stop_on_failure
+    server.run()
+    return 1 if state.status == "failed" else 0

@@ -1,0 +1,495 @@
+"""The HTTP server: routes, limits, authentication, streaming and error answers.
+
+``create_app(config)`` returns a FastAPI app that opens its port at once and loads the model
+on a background thread (cold start): until the model is ready every ``/v1/*`` call gets 503
+``model_loading`` with ``Retry-After``, while ``/health`` (liveness) answers 200 and
+``/ready`` (readiness) 503. Requests then flow:
+
+    gate (auth, readiness, metrics) -> body cap -> schema -> admission (bounded)
+    -> image fetch (safety gate) -> prompt + images + budget (thread) -> engine worker
+    -> JSON answer, or SSE chunks ending in ``data: [DONE]``
+
+Every error, including 401, 404 and errors after a stream began, is the OpenAI error object.
+A client that disconnects has its generation cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError
+from jvlm.serve import chat
+from jvlm.serve.fetch import MediaError, MediaPolicy, Resolver
+from jvlm.serve.metrics import ServerMetrics
+from jvlm.serve.protocol import (
+    SSE_DONE,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ErrorResponse,
+    InvalidRequestError,
+    ModelCard,
+    ModelList,
+    error_body,
+    new_completion_id,
+    parse_chat_request,
+    sse_event,
+    unix_now,
+)
+from jvlm.serve.worker import EngineFailure, EngineWorker, Generation, ServerOverloaded, Ticket, WorkerStopped
+
+log = logging.getLogger(__name__)
+
+#: builds an engine for the loaded model: (model, processor, config, feature_cache) -> engine
+EngineFactory = Callable[[Any, Any, "ServerConfig", Any], Any]
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``jvlm serve`` can set. Defaults are safe for a public deployment."""
+
+    model_dir: Path | None = None
+    served_model_name: str = "jina-vlm"
+    api_key: str | None = None
+    max_batch: int = 8  # requests generating together
+    max_queue: int = 64  # requests waiting beyond those (then 503 server_overloaded)
+    max_body_bytes: int = 32 * 2**20  # a 20 MiB image is ~27 MiB as base64
+    media: MediaPolicy = field(default_factory=MediaPolicy)
+    defaults: chat.GenerationDefaults = field(default_factory=chat.GenerationDefaults)
+    max_crops_limit: int | None = None  # None: the model's own max_crops
+    dtype: str | None = None
+    device: str | None = None
+    image_cache_bytes: int = 256 * 2**20
+    prefix_cache_bytes: int = 1 * 2**30
+    overload_retry_after_s: int = 2
+    loading_retry_after_s: int = 15
+    #: testing only: sleep this long before loading, to observe the cold-start answers
+    load_delay_s: float = 0.0
+    #: replaces DNS in the image fetcher (tests, split-horizon setups)
+    resolver: Resolver | None = None
+    #: replaces the engine (tests that need an engine which fails on purpose)
+    engine_factory: EngineFactory | None = None
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, OpenAI error object fields, extra headers."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+# ----------------------------------------------------------------------------- model state
+
+class ServingState:
+    """The model's lifecycle (loading -> ready | failed) and what the routes need of it."""
+
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics):
+        self.config = config
+        self.metrics = metrics
+        self.status = "loading"
+        self.error: str | None = None
+        self.created = unix_now()
+        self.processor = None
+        self.worker: EngineWorker | None = None
+        self.feature_cache = None
+        self.context_length = 0
+        self.reserved_text: list[str] = []
+        self.on_load_failed: Callable[[BaseException], None] | None = None
+        self._thread: threading.Thread | None = None
+
+    def start_loading(self) -> None:
+        self._thread = threading.Thread(target=self._load, name="jvlm-model-loader", daemon=True)
+        self._thread.start()
+
+    def wait_until_loaded(self, timeout_s: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self.status == "ready"
+
+    def _load(self) -> None:
+        cfg = self.config
+        t0 = time.perf_counter()
+        try:
+            if cfg.load_delay_s > 0:
+                time.sleep(cfg.load_delay_s)
+            from jvlm.inference.feature_cache import FeatureCache
+            from jvlm.loading import load
+
+            model, processor = load(cfg.model_dir, dtype=cfg.dtype, device=cfg.device)
+            feature_cache = FeatureCache(cfg.image_cache_bytes) if cfg.image_cache_bytes > 0 else None
+            factory = cfg.engine_factory or _default_engine
+            worker = EngineWorker(lambda: factory(model, processor, cfg, feature_cache), max_batch=cfg.max_batch,
+                                  max_queue=cfg.max_queue, metrics=self.metrics)
+            worker.start()
+        except BaseException as exc:  # noqa: BLE001 - the port stays open and says why
+            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.exception("loading the model from %s failed", cfg.model_dir)
+            if self.on_load_failed is not None:
+                self.on_load_failed(exc)
+            return
+        self.processor, self.worker, self.feature_cache = processor, worker, feature_cache
+        if feature_cache is not None:
+            self.metrics.track_image_cache(feature_cache)
+        self.context_length = processor.model_max_length
+        self.reserved_text = [t for t in processor.config.tokens.structural() if t]
+        self.status = "ready"
+        self.metrics.model_ready.set(1)
+        log.info("model %s ready in %.1f s, serving as %r", cfg.model_dir, time.perf_counter() - t0,
+                 cfg.served_model_name)
+
+    def not_ready_error(self) -> ApiError | None:
+        if self.status == "ready":
+            return None
+        if self.status == "failed":
+            return ApiError(503, f"The model could not be loaded ({self.error}); check the server log.",
+                            type="server_error", code="model_load_failed")
+        n = self.config.loading_retry_after_s
+        return ApiError(503, f"Model is loading, please retry in {n} seconds.", type="server_error",
+                        code="model_loading", headers={"Retry-After": str(n)})
+
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+def _default_engine(model, processor, config: ServerConfig, feature_cache):
+    from jvlm.inference.engine import Engine
+    from jvlm.inference.feature_cache import PrefixCache
+
+    prefix = PrefixCache(config.prefix_cache_bytes) if config.prefix_cache_bytes > 0 else None
+    return Engine(model, processor, max_batch_size=config.max_batch, feature_cache=feature_cache, prefix_cache=prefix)
+
+
+# ----------------------------------------------------------------------------- errors
+
+def to_api_error(exc: BaseException, config: ServerConfig) -> ApiError:
+    """The answer for an exception; unknown ones are logged and become 500 ``internal_error``."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, InvalidRequestError):
+        return ApiError(400, exc.message, code=exc.code, param=exc.param)
+    if isinstance(exc, MediaError):
+        return ApiError(exc.status_code, exc.message, code=exc.code, param=exc.param)
+    if isinstance(exc, ContextLengthError):
+        return ApiError(400, str(exc), code="context_length_exceeded", param="messages")
+    if isinstance(exc, InvalidImageError):
+        return ApiError(400, f"an image could not be used: {exc}", code="invalid_image", param="messages")
+    if isinstance(exc, PromptError):
+        return ApiError(400, str(exc), code="invalid_value", param="messages")
+    if isinstance(exc, ServerOverloaded):
+        n = config.overload_retry_after_s
+        return ApiError(503, f"{exc} ({n} s).", type="server_error", code="server_overloaded",
+                        headers={"Retry-After": str(n)})
+    if isinstance(exc, WorkerStopped):
+        return ApiError(503, str(exc), type="server_error", code=exc.code, headers={"Retry-After": "5"})
+    if isinstance(exc, EngineFailure):
+        if exc.retryable:
+            return ApiError(503, str(exc), type="server_error", code="out_of_memory",
+                            headers={"Retry-After": str(config.overload_retry_after_s)})
+        return ApiError(500, str(exc), type="server_error", code="internal_error")
+    if isinstance(exc, JVLMError):  # every other error a user can cause
+        return ApiError(400, str(exc), code=exc.code)
+    log.error("unexpected error while answering a request", exc_info=exc)
+    return ApiError(500, f"The server failed to answer ({type(exc).__name__}); the error was logged.",
+                    type="server_error", code="internal_error")
+
+
+def error_response(err: ApiError, metrics: ServerMetrics) -> JSONResponse:
+    metrics.errors.labels(code=err.code or str(err.status)).inc()
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+# ----------------------------------------------------------------------------- gate
+
+_ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions")
+
+
+class Gate:
+    """Outermost ASGI layer: counts every answer, checks the key and readiness for ``/v1``.
+
+    Plain ASGI rather than ``BaseHTTPMiddleware`` so streaming and disconnect signals pass
+    through untouched.
+    """
+
+    def __init__(self, app, state: ServingState):
+        self.app, self.state = app, state
+        key = state.config.api_key
+        self._key = key.encode() if key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path: str = scope["path"]
+        route = path if path in _ROUTES else "/v1/models/{model}" if path.startswith("/v1/models/") else "other"
+        status = {}
+
+        async def counting_send(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            err = self._check(scope) if path.startswith("/v1/") else None
+            if err is not None:
+                await error_response(err, self.state.metrics)(scope, receive, counting_send)
+            else:
+                await self.app(scope, receive, counting_send)
+        finally:
+            self.state.metrics.observe_response(route, status.get("code", 500))
+
+    def _check(self, scope) -> ApiError | None:
+        if self._key is not None:
+            given = b""
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    scheme, _, token = value.partition(b" ")
+                    given = token.strip() if scheme.lower() == b"bearer" else b""
+                    break
+            # compare_digest: the time taken does not reveal how much of the key matched
+            if not hmac.compare_digest(given, self._key):
+                what = "No API key was provided" if not given else "The API key is not valid"
+                return ApiError(401, f"{what}; send 'Authorization: Bearer <key>'.", code="invalid_api_key",
+                                headers={"WWW-Authenticate": "Bearer"})
+        return self.state.not_ready_error()
+
+
+# ----------------------------------------------------------------------------- app
+
+def create_app(config: ServerConfig) -> FastAPI:
+    """The server app; the model starts loading when the app starts (lifespan)."""
+    metrics = ServerMetrics()
+    state = ServingState(config, metrics)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        state.start_loading()
+        yield
+        await asyncio.to_thread(state.stop)
+
+    app = FastAPI(title="jvlm", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.serving = state
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, str(exc.status_code))
+        return error_response(ApiError(exc.status_code, str(exc.detail), code=code), metrics)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, exc: RequestValidationError):
+        return error_response(ApiError(400, f"Invalid request: {exc.errors()[:1]}", code="invalid_value"), metrics)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc: Exception):  # the net under every other handler
+        return error_response(to_api_error(exc, config), metrics)
+
+    @app.get("/health", include_in_schema=True)
+    async def health() -> dict:
+        """Liveness: 200 while the process runs, loading or not."""
+        return {"status": "ok", "model": state.status}
+
+    @app.get("/ready")
+    async def ready():
+        """Readiness: 200 once the model serves requests."""
+        err = state.not_ready_error()
+        if err is not None:
+            return error_response(err, metrics)
+        return {"status": "ready"}
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def list_models() -> ModelList:
+        return ModelList(data=[_card(state)])
+
+    @app.get("/v1/models/{model}", response_model=ModelCard, responses={404: {"model": ErrorResponse}})
+    async def get_model(model: str):
+        if model != config.served_model_name:
+            return error_response(_unknown_model(model, config), metrics)
+        return _card(state)
+
+    @app.post("/v1/chat/completions", openapi_extra=_CHAT_BODY, responses=_ERROR_RESPONSES)
+    async def chat_completions(request: Request) -> Response:
+        try:
+            return await _chat(request, state)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
+            return error_response(to_api_error(exc, config), metrics)
+
+    app.openapi = lambda: _openapi(app)
+    app.add_middleware(Gate, state=state)
+    return app
+
+
+def _card(state: ServingState) -> ModelCard:
+    return ModelCard(id=state.config.served_model_name, created=state.created)
+
+
+def _unknown_model(model: str, config: ServerConfig) -> ApiError:
+    return ApiError(404, f"The model {model!r} does not exist on this server; it serves "
+                    f"{config.served_model_name!r}.", code="model_not_found", param="model")
+
+
+# ----------------------------------------------------------------------------- chat completions
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) as soon as it is known to exceed ``limit``."""
+    too_large = ApiError(413, f"The request body is larger than the limit of {limit:,} bytes; send smaller "
+                         "or fewer images (or an image URL instead of inline data).", code="request_too_large")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+async def _chat(request: Request, state: ServingState) -> Response:
+    arrived = time.perf_counter()
+    config = state.config
+    body = await _read_body(request, config.max_body_bytes)
+    limit = config.max_crops_limit or state.processor.image_config.max_crops
+    try:
+        req = parse_chat_request(body, max_crops_limit=limit)
+    except RecursionError:  # JSON nested deeper than the parser's stack
+        raise ApiError(400, "The request body is nested too deeply to be parsed.", code="invalid_json") from None
+    if req.model is not None and req.model != config.served_model_name:
+        raise _unknown_model(req.model, config)
+    chat.check_text(req, state.reserved_text)
+    ticket = state.worker.reserve()
+    try:
+        images = await chat.fetch_images(req, config.media, config.resolver)
+        state.metrics.images.inc(len(images))
+        request_id = new_completion_id()
+        engine_request = await asyncio.to_thread(
+            chat.build, state.processor, req, images, request_id=request_id, defaults=config.defaults,
+            context_length=state.context_length, feature_cache=state.feature_cache)
+        gen = state.worker.submit(engine_request, arrived_s=arrived)
+    except BaseException:
+        ticket.release()
+        raise
+    try:
+        first = await _unless_disconnected(request, gen.next_event())
+    except BaseException:
+        gen.cancel()
+        ticket.release()
+        raise
+    if first is None:  # the client left while waiting
+        gen.cancel()
+        ticket.release()
+        return Response(status_code=499)
+    created = unix_now()
+    if req.stream:
+        return StreamingResponse(_sse(gen, first, ticket, req, state, request_id, created),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    try:
+        last = first
+        while not last.finished:
+            last = await _unless_disconnected(request, gen.next_event())
+            if last is None:
+                gen.cancel()
+                return Response(status_code=499)
+    finally:
+        ticket.release()
+    _check_not_aborted(last)
+    return JSONResponse(chat.completion(request_id, config.served_model_name, created, last).model_dump(mode="json"))
+
+
+async def _unless_disconnected(request: Request, awaitable):
+    """The awaitable's result, or None if the client disconnects first."""
+    task = asyncio.ensure_future(awaitable)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    return None
+
+
+async def _disconnected(request: Request) -> None:
+    # the body has been read, so the next ASGI message can only be the disconnect
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _check_not_aborted(event) -> None:
+    if event.finish_reason not in ("stop", "length"):
+        raise EngineFailure(f"the generation ended unexpectedly ({event.finish_reason})")
+
+
+async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionRequest, state: ServingState,
+               request_id: str, created: int) -> AsyncIterator[str]:
+    """Role chunk, content chunks (the last with ``finish_reason``), usage, ``[DONE]``; on an
+    error, one error event and the end of the stream. Cancelled if the client disconnects."""
+    model = state.config.served_model_name
+    try:
+        yield sse_event(ChatCompletionChunk.role(id=request_id, model=model, created=created))
+        event = first
+        while True:
+            if event.finished:
+                _check_not_aborted(event)
+            if event.text or event.finished:
+                yield sse_event(chat.content_chunk(request_id, model, created, event))
+            if event.finished:
+                break
+            event = await gen.next_event()
+        if req.include_usage:
+            yield sse_event(ChatCompletionChunk.final_usage(id=request_id, model=model, created=created,
+                                                            usage=chat.usage_of(event)))
+        yield SSE_DONE
+    except Exception as exc:  # noqa: BLE001 - after the first byte the status is sent: report in-stream
+        err = to_api_error(exc, state.config)
+        state.metrics.errors.labels(code=err.code or str(err.status)).inc()
+        yield sse_event(err.body())
+    finally:  # runs on normal end, on error, and when the client disconnects (cancellation)
+        gen.cancel()
+        ticket.release()
+
+
+# ----------------------------------------------------------------------------- OpenAPI
+
+_CHAT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}}
+_ERROR_RESPONSES: dict[int | str, dict] = {
+    status: {"model": ErrorResponse, "description": what} for status, what in (
+        (400, "Invalid request"), (401, "Missing or wrong API key"), (404, "Unknown model"),
+        (413, "Body too large"), (503, "Model loading or server overloaded"))}
+
+
+def _openapi(app: FastAPI) -> dict:
+    """The generated schema plus the chat request schema, which the route parses by hand."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(request_schema.pop("$defs", {}))
+        components["ChatCompletionRequest"] = request_schema
+        app.openapi_schema = schema
+    return app.openapi_schema

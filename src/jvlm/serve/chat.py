@@ -1,0 +1,150 @@
+"""Serving logic of chat completions: from a parsed request to an engine ``Request``, and
+from engine events back to OpenAI responses. No routes and no HTTP here (see ``app``).
+
+The steps, in the order they run, each failing with a typed error the app turns into a 400:
+
+1. text checks (no structural image tokens typed into the prompt);
+2. image count, then every image fetched concurrently through ``fetch`` (the safety gate);
+3. chat template, image preprocessing (or the feature cache) and the token budget, all in
+   ``jvlm.inference.prompt.build_request`` on a worker thread, because decoding and tiling
+   images would otherwise stall the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from jvlm.inference.prompt import build_request
+from jvlm.inference.request import Request, SamplingParams, TokenEvent
+from jvlm.serve.fetch import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
+from jvlm.serve.protocol import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ImageURLPart,
+    InvalidRequestError,
+    TextPart,
+    Usage,
+)
+
+log = logging.getLogger(__name__)
+
+#: torch generators take seeds in [0, 2**64); any integer a client sends is folded into it
+_SEED_MODULUS = 2**63
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    """What a request gets for the fields it leaves out."""
+
+    max_tokens: int = 512
+    #: 0 = greedy, as the model's generation_config.json asks; clients may send their own
+    temperature: float = 0.0
+
+
+def hf_messages(req: ChatCompletionRequest) -> list[dict]:
+    """Messages in the Hugging Face chat format the processor's template reads.
+
+    ``developer`` (the newer OpenAI name for system prompts) becomes ``system``; image parts
+    become ``{"type": "image"}`` slots, filled by the fetched images in order.
+    """
+    out = []
+    for message in req.messages:
+        role = "system" if message.role in ("system", "developer") else message.role
+        parts = message.parts()
+        if all(isinstance(p, TextPart) for p in parts):
+            out.append({"role": role, "content": "".join(p.text for p in parts)})
+        else:
+            out.append({"role": role, "content": [
+                {"type": "image"} if isinstance(p, ImageURLPart) else {"type": "text", "text": p.text}
+                for p in parts]})
+    return out
+
+
+def check_text(req: ChatCompletionRequest, reserved: list[str]) -> None:
+    """Refuse text that spells a token only the processor may place.
+
+    A typed ``<im_patch>`` would become a real image slot with no features behind it, and
+    the model would then refuse the whole batch it shares with other users' requests.
+    """
+    for i, message in enumerate(req.messages):
+        for j, part in enumerate(message.parts()):
+            if not isinstance(part, TextPart):
+                continue
+            found = next((tok for tok in reserved if tok in part.text), None)
+            if found is not None:
+                param = f"messages[{i}].content" if isinstance(message.content, str) else f"messages[{i}].content[{j}].text"
+                raise InvalidRequestError(
+                    f"the text contains {found!r}, a token reserved for images; send images as image_url "
+                    "parts and remove the token from the text.", param=param, code="invalid_value")
+
+
+async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy, resolver: Resolver | None = None) -> list[bytes]:
+    """Bytes of every image in the request, fetched concurrently; the first failure wins and
+    cancels the other downloads."""
+    urls = req.image_urls()
+    check_image_count(len(urls), policy)
+    if not urls:
+        return []
+    tasks = [asyncio.ensure_future(fetch_image_bytes(url, policy, param=path, resolver=resolver))
+             for path, url in urls]
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:  # report the failure of the earliest image, as the client reads them
+            if task in done and task.exception() is not None:
+                raise task.exception()
+        return [task.result() for task in tasks]
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+
+
+def sampling_params(req: ChatCompletionRequest, defaults: GenerationDefaults) -> SamplingParams:
+    """Engine sampling settings; an omitted ``max_tokens`` is provisionally 1 (see ``build``)."""
+    return SamplingParams(
+        max_new_tokens=req.max_new_tokens or 1,
+        temperature=defaults.temperature if req.temperature is None else float(req.temperature),
+        top_p=1.0 if req.top_p is None else float(req.top_p),
+        top_k=req.top_k_or_none or 0,
+        seed=None if req.seed is None else req.seed % _SEED_MODULUS,
+        stop=tuple(req.stop_sequences),
+    )
+
+
+def build(processor, req: ChatCompletionRequest, images: list[bytes], *, request_id: str,
+          defaults: GenerationDefaults, context_length: int, feature_cache=None) -> Request:
+    """The engine request (blocking: run it on a worker thread).
+
+    Raises ``ContextLengthError`` when the prompt plus ``max_tokens`` overflows the context.
+    Without ``max_tokens`` the budget is the default, shortened to what the context has left,
+    so a long prompt still gets an answer instead of an error.
+    """
+    params = sampling_params(req, defaults)
+    request = build_request(processor, hf_messages(req), images, max_crops=req.max_crops, params=params,
+                            feature_cache=feature_cache, context_length=context_length, request_id=request_id)
+    if req.max_new_tokens is None:
+        room = context_length - len(request.prompt_ids)
+        request.params.max_new_tokens = max(1, min(defaults.max_tokens, room))
+    return request
+
+
+# ----------------------------------------------------------------------------- responses
+
+def completion(request_id: str, model: str, created: int, event: TokenEvent) -> ChatCompletion:
+    """The non-streaming answer from the last event of a generation."""
+    result = event.result
+    return ChatCompletion.single(id=request_id, model=model, created=created, content=result.text,
+                                 finish_reason=event.finish_reason,
+                                 usage=Usage.of(result.prompt_tokens, result.completion_tokens))
+
+
+def usage_of(event: TokenEvent) -> Usage:
+    return Usage.of(event.result.prompt_tokens, event.result.completion_tokens)
+
+
+def content_chunk(request_id: str, model: str, created: int, event: TokenEvent) -> ChatCompletionChunk:
+    return ChatCompletionChunk.content(id=request_id, model=model, created=created, text=event.text,
+                                       finish_reason=event.finish_reason)

@@ -1,0 +1,321 @@
+"""The training loop: one optimiser step = one global batch, drawn by the mixing sampler.
+
+Every process draws the same global list of rows (the sampler is deterministic and its
+state identical everywhere) and encodes only its own slice: micro-batch ``m`` of the step
+holds samples ``[m * micro, (m + 1) * micro)``, and process ``r`` owns micro-batches
+``r * accum ... (r + 1) * accum - 1``. A run on N processes therefore sees exactly the
+micro-batches of a 1-process run with the same global batch, only spread out.
+
+A row that fails to encode is replaced by the next row of the same source and category.
+The failures are exchanged between processes first, so every sampler makes the same
+replacements in the same order and the samplers never diverge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jvlm.errors import TrainConfigError
+from jvlm.train import checkpoint as ckpt_io
+from jvlm.train import distributed
+from jvlm.train.config import TrainConfig, config_digest, load_config
+from jvlm.train.data import BadRows, ExampleEncoder, RowError, TEXT, collate, encode_ref, index_source
+from jvlm.train.metrics import MetricsLog, Progress, Throughput, plot_metrics
+from jvlm.train.mixing import MixingSampler, SampleRef, build_phases
+from jvlm.train.objective import ModelWithLoss
+from jvlm.train.optim import Schedule, apply_freezing, build_optimizer, enable_activation_checkpointing
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_model: Path  # a model folder usable by `jvlm infer` and as a stage-2 start
+    steps: int
+    final_loss: float
+    metrics: Path
+    plot: Path | None
+    bad_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def build_model(cfg: TrainConfig, resume_from: Path | None):
+    """``(model, processor)`` in fp32 on the CPU: from a checkpoint being resumed, a jvlm
+    folder, SigLIP + Qwen3 parts, or a random preset."""
+    from jvlm.loading import attach_token_ids, load_model
+    from jvlm.processing.processor import JinaVLMProcessor
+
+    m = cfg.model
+    folder = resume_from / "model" if resume_from is not None else (Path(m.checkpoint) if m.checkpoint else None)
+    if folder is not None:
+        model = load_model(folder, dtype="fp32", device="cpu")
+        processor = JinaVLMProcessor.from_pretrained(folder)
+        attach_token_ids(model, processor)
+    elif m.kind() == "parts":
+        from jvlm.train.init_from_parts import build_from_parts
+
+        model, processor = build_from_parts(m.vision, m.text, m.tokenizer, m.vit_layers, m.projector_size,
+                                            m.init_seed, m.connector_init_std)
+    else:
+        from jvlm.random_model import build_random_model
+
+        model, processor = build_random_model(m.preset, seed=m.init_seed)
+    return model.float().train(), processor
+
+
+def _find_resume(root: Path, resume: bool | str | None) -> Path | None:
+    if resume in (None, False):
+        existing = ckpt_io.find_latest(root)
+        if existing is not None:
+            raise TrainConfigError(
+                f"{root} already holds checkpoints (latest {existing.name}); pass --resume to continue "
+                "that run, or choose another output_dir"
+            )
+        return None
+    if resume in (True, "auto"):
+        found = ckpt_io.find_latest(root)
+        if found is None:
+            log.warning("--resume: no checkpoint under %s yet, starting from the beginning", root)
+        return found
+    path = Path(resume)
+    if (path / ckpt_io.STATE_FILE).is_file():
+        return path
+    found = ckpt_io.find_latest(path / "checkpoints") or ckpt_io.find_latest(path)
+    if found is None:
+        raise TrainConfigError(f"--resume {path}: no training checkpoint there")
+    return found
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, resume: bool | str | None = None):
+        self.cfg = cfg
+        self.ctx = distributed.setup(cfg.device, cfg.distributed.backend)
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        self.out = Path(cfg.output_dir)
+        self.ckpt_root = self.out / "checkpoints"
+        resume_from = _find_resume(self.ckpt_root, resume)
+        if self.ctx.is_main:
+            self.ckpt_root.mkdir(parents=True, exist_ok=True)
+            ckpt_io.clean_partial(self.ckpt_root)
+        self.ctx.barrier()
+
+        model, self.processor = build_model(cfg, resume_from)
+        counts = apply_freezing(model, cfg.optim)
+        log.info("trainable parameters per group: %s", counts)
+        if cfg.optim.activation_checkpointing:
+            enable_activation_checkpointing(model)
+        self.model = model.to(self.ctx.device)
+        self.wrapped = distributed.wrap(ModelWithLoss(self.model, touch_all=self.ctx.enabled), self.ctx,
+                                        cfg.distributed.strategy)
+        self.optimizer = build_optimizer(self.wrapped.named_parameters(), cfg.optim)
+        self.schedule = Schedule(self.optimizer, cfg.optim.steps, cfg.optim.schedule, cfg.optim.min_lr_ratio)
+        self.trainable = [p for p in self.wrapped.parameters() if p.requires_grad]
+
+        self.index_bad, self.bad = BadRows(), BadRows()  # malformed at indexing / found while training
+        self.sources = [index_source(s.name, s.path, self.index_bad) for s in cfg.data.sources]
+        names = [s.name for s in cfg.data.sources]
+        phases = cfg.phases()
+        shares = [cfg.resolved_text_only_share(p) for p in phases]
+        self.sampler = MixingSampler(self.sources, build_phases(phases, names, cfg.optim.steps, shares), cfg.seed)
+        self.encoder = ExampleEncoder(self.processor, cfg.data.max_length, cfg.data.max_crops)
+        self.accum = cfg.accumulation_steps(self.ctx.world_size)
+        self.step = 0
+        self.resumed = resume_from is not None
+        self.totals = {"samples": 0, "target_tokens": 0, "tokens": 0, "elapsed_s": 0.0}
+        if resume_from is not None:
+            self._restore(resume_from)
+        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step if resume_from else None) if self.ctx.is_main else None
+        if self.ctx.is_main:
+            (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
+
+    # ----------------------------------------------------------------- state
+    def _restore(self, path: Path) -> None:
+        state = ckpt_io.read_state(path)
+        if state.get("config_digest") != config_digest(self.cfg):
+            log.warning("the config differs from the one %s was written with; continuing with the new one", path.name)
+        ckpt_io.load_optimizer(path, self.wrapped, self.optimizer)
+        self.sampler.load_state_dict(state["sampler"])
+        self.bad.load_state_dict(state["bad_rows"])
+        self.step, self.totals = state["step"], state["totals"]
+        rngs = state["rng"]
+        ckpt_io.set_rng_state(rngs[self.ctx.rank] if self.ctx.rank < len(rngs) else rngs[0])
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _state(self) -> dict[str, Any]:
+        return {"step": self.step, "totals": self.totals, "sampler": self.sampler.state_dict(),
+                "bad_rows": self.bad.state_dict(), "config_digest": config_digest(self.cfg),
+                "world_size": self.ctx.world_size}
+
+    def save(self) -> Path:
+        return ckpt_io.save_checkpoint(self.ckpt_root, self.step, self.wrapped, self.optimizer, self.model.cfg,
+                                       self.model.tied, self.processor, self._state(), self.ctx,
+                                       self.cfg.checkpoint.keep_last)
+
+    # ------------------------------------------------------------------ data
+    def _encode(self, ref: SampleRef):
+        return encode_ref(self.encoder, self.sources[ref.source], ref.category, ref.row)
+
+    def _examples(self, refs: list[SampleRef], mine: range) -> list:
+        """Encode this process's slice, replacing bad rows identically on every process."""
+        done: dict[int, Any] = {}
+        todo = list(mine)
+        pool = ThreadPoolExecutor(self.cfg.data.num_workers) if self.cfg.data.num_workers > 0 else None
+        try:
+            while True:
+                failures = []
+                results = pool.map(self._try_encode, [refs[i] for i in todo]) if pool else map(self._try_encode, [refs[i] for i in todo])
+                for pos, res in zip(todo, results):
+                    if isinstance(res, RowError):
+                        ref = refs[pos]
+                        line = self.sources[ref.source].line(ref.category, ref.row)
+                        failures.append((pos, self.sources[ref.source].name, line, res.reason, str(res)))
+                    else:
+                        done[pos] = res
+                every = sorted(f for part in self.ctx.gather_objects(failures) for f in part)
+                if not every:
+                    return [done[i] for i in mine]
+                todo = []
+                for pos, source, line, reason, message in every:
+                    self.bad.add(source, line, reason, message)
+                    refs[pos] = self.sampler.replace(refs[pos])
+                    if pos in mine:
+                        todo.append(pos)
+        finally:
+            if pool:
+                pool.shutdown()
+
+    def _try_encode(self, ref: SampleRef):
+        try:
+            return self._encode(ref)
+        except RowError as e:
+            return e
+
+    # ------------------------------------------------------------------ step
+    def train_step(self) -> dict[str, Any]:
+        cfg, ctx = self.cfg, self.ctx
+        micro, total = cfg.optim.micro_batch_size, cfg.optim.global_batch_size
+        phase = self.sampler.set_step(self.step)
+        refs = [self.sampler.draw() for _ in range(total)]
+        per_rank = self.accum * micro
+        examples = self._examples(refs, range(ctx.rank * per_rank, (ctx.rank + 1) * per_rank))
+        batches = [collate(self.processor, examples[i * micro:(i + 1) * micro]) for i in range(self.accum)]
+        n_targets, n_tokens = ctx.sum([sum(int((b["labels"] >= 0).sum()) for b in batches),
+                                       sum(int(b["attention_mask"].sum()) for b in batches)])
+        lrs = self.schedule.apply(self.step)
+        scale = ctx.world_size / n_targets  # gradient = sum over the global batch / its target count
+        loss_sum = 0.0
+        for i, batch in enumerate(batches):
+            batch = {k: v.to(ctx.device) for k, v in batch.items()}
+            with distributed.no_sync(self.wrapped, sync=i == self.accum - 1):
+                with self._autocast():
+                    part = self.wrapped(**batch)
+                (part * scale).backward()
+            loss_sum += float(part.detach())
+        if not ctx.enabled:  # match multi-process runs, where every trainable tensor gets a (zero) gradient
+            for p in self.trainable:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm or math.inf)
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = ctx.sum([loss_sum])[0] / n_targets
+        self.step += 1
+        self.totals["samples"] += total
+        self.totals["target_tokens"] += int(n_targets)
+        self.totals["tokens"] += int(n_tokens)
+        return {"step": self.step, "phase": phase.name, "loss": loss, "lr": lrs, "grad_norm": float(norm),
+                "samples": total, "target_tokens": int(n_targets), "tokens": int(n_tokens),
+                "text_only_share_step": sum(r.category == TEXT for r in refs) / total, **self.sampler.shares(),
+                "bad_rows": self.bad.total + self.index_bad.total}
+
+    def _autocast(self):
+        if not self.cfg.optim.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16)
+
+    # ------------------------------------------------------------------- run
+    def run(self) -> TrainResult:
+        cfg, ctx = self.cfg, self.ctx
+        total_steps = cfg.optim.steps
+        progress = Progress(total_steps, self.step, cfg.log.progress if ctx.is_main else False)
+        timer = Throughput()
+        last: dict[str, Any] = {"loss": float("nan")}
+        saved_at = self.step if self.resumed else None
+        try:
+            while self.step < total_steps:
+                rec = self.train_step()
+                dt = timer.lap()
+                self.totals["elapsed_s"] += dt
+                rec.update(samples_per_s=rec["samples"] / dt, tokens_per_s=rec["tokens"] / dt,
+                           elapsed_s=self.totals["elapsed_s"])
+                last = rec
+                if self.metrics and (self.step % cfg.log.every == 0 or self.step == total_steps):
+                    self.metrics.write(rec)
+                progress.update(self.step, rec["loss"], rec["tokens_per_s"])
+                if self.step % cfg.checkpoint.every == 0 or self.step == total_steps:
+                    self.save()
+                    saved_at = self.step
+                    timer.lap()  # saving is not training time
+        finally:
+            progress.close()
+        if saved_at != self.step:
+            self.save()
+        return self._finish(last)
+
+    def _finish(self, last: dict[str, Any]) -> TrainResult:
+        final = self.out / "final"
+        plot = None
+        bad = BadRows()
+        for part in (self.index_bad, self.bad):
+            for src, per in part.counts.items():
+                for reason, n in per.items():
+                    bad.counts.setdefault(src, {})[reason] = bad.counts.get(src, {}).get(reason, 0) + n
+        if self.ctx.is_main:
+            src = ckpt_io.step_dir(self.ckpt_root, self.step) / "model"
+            tmp = self.out / ".final.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp)
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            if self.cfg.log.plot:
+                plot = plot_metrics(self.out / "metrics.jsonl", self.out / "metrics.png")
+            summary = {"steps": self.step, "final_loss": last.get("loss"), **self.totals,
+                       "text_only_share_run": self.sampler.shares()["text_only_share_run"],
+                       "samples_per_source": dict(zip([s.name for s in self.sources], self.sampler.per_source)),
+                       "bad_rows": bad.counts, "bad_row_examples": self.index_bad.examples + self.bad.examples}
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            log.info("training done: %d steps, final loss %.4f; %s", self.step, last.get("loss", float("nan")),
+                     bad.summary())
+        self.ctx.barrier()
+        distributed.teardown(self.ctx)
+        return TrainResult(self.out, final, self.step, float(last.get("loss", float("nan"))),
+                           self.out / "metrics.jsonl", plot, bad.counts)
+
+
+def train(config: TrainConfig | str | Path, resume: bool | str | None = None,
+          overrides: dict[str, Any] | None = None) -> TrainResult:
+    """Run a training config (a path to YAML, or a TrainConfig) to the end.
+
+    ``resume``: None/False = fresh run (refused if the output folder has checkpoints);
+    True/"auto" = continue from the latest checkpoint if any; a path = that checkpoint.
+    """
+    cfg = config if isinstance(config, TrainConfig) else load_config(config, overrides)
+    return Trainer(cfg, resume).run()

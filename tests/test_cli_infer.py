@@ -1,0 +1,131 @@
+"""`jvlm infer` on the tiny model: each usage line of the published infer.py, and its errors.
+
+The CLI runs in-process through ``jvlm.cli.main`` (what the ``jvlm`` script and the root
+``infer.py`` call), so a failure shows the exit code and both output streams.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jvlm.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-inputs")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)).save(d / "photo.png")
+    Image.fromarray(rng.integers(0, 256, (200, 150, 3), dtype=np.uint8)).save(d / "scan.jpg")
+    pages = [Image.new("RGB", (120, 160), c) for c in ("white", "gray", "black")]
+    pages[0].save(d / "doc.pdf", save_all=True, append_images=pages[1:])
+    (d / "notes.png").write_text("this is text, not a PNG")
+    return d
+
+
+def run(capsys, *argv):
+    code = main(["infer", *map(str, argv)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def ask(capsys, model, *argv):
+    return run(capsys, "--model", model, "--max-new-tokens", 6, *argv)
+
+
+def test_single_image(capsys, tiny_model_dir, files):
+    code, out, err = ask(capsys, tiny_model_dir, "-i", files / "photo.png", "-p", "Describe this image")
+    assert code == 0, err
+    assert out.strip() and "Traceback" not in err
+
+
+def test_several_images_json_reports_tiles_and_tokens(capsys, tiny_model_dir, files):
+    code, out, err = ask(capsys, tiny_model_dir, "-i", files / "photo.png", "-i", files / "scan.jpg",
+                         "-p", "Compare these images", "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert [im["source"] for im in rep["images"]] == [str(files / "photo.png"), str(files / "scan.jpg")]
+    assert all(im["visual_tokens"] > 0 and im["crops"] == 1 + im["tiles"][0] * im["tiles"][1]
+               for im in rep["images"])
+    assert rep["usage"]["image_tokens"] == sum(im["visual_tokens"] for im in rep["images"])
+    assert rep["usage"]["completion_tokens"] == 6 or rep["finish_reason"] == "stop"
+    t = rep["timings"]
+    assert 0 < t["time_to_first_token_s"] <= t["total_s"] and t["tokens_per_s"] >= 0
+
+
+def test_stream_prints_the_same_answer(capsys, tiny_model_dir, files):
+    code, plain, _ = ask(capsys, tiny_model_dir, "-i", files / "photo.png", "-p", "What is in it?")
+    code2, streamed, err = ask(capsys, tiny_model_dir, "-i", files / "photo.png", "-p", "What is in it?", "--stream")
+    assert code == code2 == 0, err
+    assert streamed == plain
+
+
+def test_text_only(capsys, tiny_model_dir):
+    code, out, err = ask(capsys, tiny_model_dir, "-p", "What is the capital of France?", "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert rep["images"] == [] and rep["usage"]["image_tokens"] == 0
+
+
+def test_pdf_pages_become_images(capsys, tiny_model_dir, files):
+    code, out, err = ask(capsys, tiny_model_dir, "-i", files / "doc.pdf", "--pages", "1,3", "-p", "Read it", "--json")
+    assert code == 0, err
+    rep = json.loads(out)
+    assert [im["source"] for im in rep["images"]] == [f"{files / 'doc.pdf'}#page=1", f"{files / 'doc.pdf'}#page=3"]
+
+
+def test_sampling_seed_reproduces(capsys, tiny_model_dir):
+    args = ("-p", "Tell a story", "--temperature", "1.2", "--seed", "3")
+    assert ask(capsys, tiny_model_dir, *args)[1] == ask(capsys, tiny_model_dir, *args)[1]
+
+
+@pytest.mark.parametrize("case", ["missing", "not_an_image", "bad_pages", "incomplete_model", "uncached_repo",
+                                  "bad_max_crops"])
+def test_errors_are_one_clear_line(capsys, tiny_model_dir, files, tmp_path, case):
+    incomplete = tmp_path / "model"
+    incomplete.mkdir()
+    (incomplete / "config.json").write_text((Path(tiny_model_dir) / "config.json").read_text())
+    argv = {
+        "missing": ("-i", files / "nope.png", "-p", "x"),
+        "not_an_image": ("-i", files / "notes.png", "-p", "x"),
+        "bad_pages": ("-i", files / "doc.pdf", "--pages", "4", "-p", "x"),
+        "incomplete_model": ("--model", incomplete, "-p", "x"),
+        "uncached_repo": ("--model", "nobody-xyz/not-a-model", "-p", "x"),
+        "bad_max_crops": ("--max-crops", "0", "-p", "x"),
+    }[case]
+    if case not in ("incomplete_model", "uncached_repo"):
+        argv = ("--model", tiny_model_dir, *argv)
+    code, out, err = run(capsys, *argv)
+    assert code != 0
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("jvlm infer: error:"), err
+    assert "Traceback" not in err and out == ""
+    expected = {"missing": "does not exist", "not_an_image": "neither an image", "bad_pages": "has 3 pages",
+                "incomplete_model": "tokenizer", "uncached_repo": "hf download nobody-xyz/not-a-model",
+                "bad_max_crops": "max_crops"}[case]
+    assert expected in lines[0]
+
+
+def test_default_model_is_labelled_random(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("JVLM_CACHE", str(tmp_path))
+    code, out, err = run(capsys, "-p", "Hello", "--max-new-tokens", 3, "--json")
+    assert code == 0, err
+    assert json.loads(out)["model_is_random"] is True
+    assert "RANDOM weights" in err
+    assert (tmp_path / "tiny-random" / "config.json").is_file()
+
+
+def test_root_infer_py_forwards_to_the_cli(tiny_model_dir):
+    proc = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--model", str(tiny_model_dir), "-p", "Hi",
+                           "--max-new-tokens", "3", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["usage"]["completion_tokens"] <= 3

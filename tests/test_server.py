@@ -1,0 +1,356 @@
+"""The server end to end: real uvicorn on 127.0.0.1, the tiny model, the official ``openai`` client.
+
+Each server runs in a thread of the test process (so tests can look at its worker and
+patch what the image fetcher considers public). Answers of a random-weight model are
+gibberish, so tests compare answers with each other and count tokens, never read text.
+Error answers are covered in ``test_server_errors.py``.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import io
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from PIL import Image
+
+from jvlm.serve.app import ServerConfig, ServingState, create_app
+from jvlm.serve.fetch import MediaPolicy
+
+API_KEY = "test-key-0123456789"
+MODEL = "jina-vlm"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@contextmanager
+def serve(config: ServerConfig, *, wait_ready: bool = True) -> Iterator[tuple[str, ServingState]]:
+    """Run the app under uvicorn on an ephemeral loopback port; yields (base URL, state)."""
+    app = create_app(config)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    state: ServingState = app.state.serving
+    if wait_ready:
+        assert state.wait_until_loaded(30), state.error
+    try:
+        yield f"http://127.0.0.1:{port}", state
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def client_for(base: str, api_key: str = API_KEY) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, timeout=60)
+
+
+def png(w: int = 64, h: int = 48, color=(200, 30, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def data_uri(data: bytes, media_type: str = "image/png") -> str:
+    return f"data:{media_type};base64,{base64.b64encode(data).decode()}"
+
+
+def user(text: str, *image_urls: str) -> list[dict]:
+    parts = [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}] if parts else text}]
+
+
+class ImageHandler(http.server.BaseHTTPRequestHandler):
+    """/ok.png serves a PNG; /redirect?to=URL answers 302. Every path asked for is recorded."""
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        self.server.seen.append(self.path)
+        parsed = urllib.parse.urlsplit(self.path)
+        if parsed.path == "/ok.png":
+            body = png(40, 30, (10, 120, 200))
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        elif parsed.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", urllib.parse.parse_qs(parsed.query)["to"][0])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        else:
+            self.send_error(404)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def image_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def config(tiny_model_dir) -> ServerConfig:
+    """Safe defaults (no private URLs), an API key, small batch and queue."""
+    return ServerConfig(model_dir=tiny_model_dir, api_key=API_KEY, max_batch=2, max_queue=1)
+
+
+@pytest.fixture(scope="module")
+def server(config):
+    with serve(config) as running:
+        yield running
+
+
+@pytest.fixture()
+def client(server) -> openai.OpenAI:
+    return client_for(server[0])
+
+
+def prompt_tokens(state: ServingState, messages: list[dict], images: list[bytes] = ()) -> int:
+    """Prompt length as the processor lays it out (text + image blocks + BOS)."""
+    from jvlm.serve.chat import hf_messages
+    from jvlm.serve.protocol import parse_chat_request
+
+    req = parse_chat_request({"messages": messages})
+    p = state.processor
+    text = p.apply_chat_template(hf_messages(req))
+    return len(p.encode(text, processed=[p.process_image(b) for b in images]).input_ids)
+
+
+# ----------------------------------------------------------------------------- answers
+
+def test_plain_text_answer_counts_tokens(client, server):
+    messages = user("Say hello.")
+    reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5)
+    choice = reply.choices[0]
+    assert reply.object == "chat.completion" and reply.model == MODEL
+    assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
+    assert choice.finish_reason == "length"  # random weights never say end-of-turn in 5 tokens
+    assert reply.usage.completion_tokens == 5
+    assert reply.usage.prompt_tokens == prompt_tokens(server[1], messages)
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + 5
+
+
+def test_stream_matches_non_stream_at_temperature_zero(client):
+    messages = user("Describe a cat.")
+    whole = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0)
+    chunks = list(client.chat.completions.create(model=MODEL, messages=messages, max_tokens=12, temperature=0,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert chunks[0].choices[0].delta.role == "assistant"
+    content = [c for c in chunks if c.choices]
+    assert "".join(c.choices[0].delta.content or "" for c in content) == whole.choices[0].message.content
+    assert [c.choices[0].finish_reason for c in content][-1] == "length"
+    assert all(c.choices[0].finish_reason is None for c in content[:-1])
+    usage_chunk = chunks[-1]  # include_usage: one last chunk, no choices
+    assert usage_chunk.choices == [] and usage_chunk.usage == whole.usage
+    assert all(c.usage is None for c in chunks[:-1])
+
+
+def test_stream_ends_with_done_marker(server):
+    body = {"model": MODEL, "messages": user("Hi"), "max_tokens": 3, "stream": True}
+    r = httpx.post(f"{server[0]}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {API_KEY}"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [e for e in r.text.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    assert "usage" not in json.loads(events[-2][6:]) or json.loads(events[-2][6:])["usage"] is None
+
+
+def test_base64_image_adds_its_tokens_to_the_prompt(client, server):
+    image = png()
+    with_image = client.chat.completions.create(model=MODEL, messages=user("What is this?", data_uri(image)),
+                                                max_tokens=2)
+    bare = client.chat.completions.create(  # base64 without the data: prefix is accepted too
+        model=MODEL, messages=user("What is this?", base64.b64encode(image).decode()), max_tokens=2)
+    block = server[1].processor.process_image(image).layout.n_block_tokens
+    text_only = prompt_tokens(server[1], user("What is this?"))
+    assert with_image.usage.prompt_tokens == text_only + block
+    assert bare.usage.prompt_tokens == with_image.usage.prompt_tokens
+    assert bare.choices[0].message.content == with_image.choices[0].message.content
+
+
+def test_two_images_in_one_message(client, server):
+    a, b = png(64, 48), png(300, 120, (0, 200, 0))
+    reply = client.chat.completions.create(model=MODEL, messages=user("Compare.", data_uri(a), data_uri(b)),
+                                           max_tokens=2)
+    assert reply.usage.prompt_tokens == prompt_tokens(server[1], user("Compare.", "x", "y"), [a, b])
+
+
+def test_http_image_from_loopback_needs_the_flag(config, server, image_server):
+    url = f"http://127.0.0.1:{image_server.server_port}/ok.png"
+    with pytest.raises(openai.BadRequestError) as refused:  # the default server refuses loopback
+        client_for(server[0]).chat.completions.create(model=MODEL, messages=user("?", url), max_tokens=1)
+    assert refused.value.body["code"] == "invalid_image_url"
+    assert "/ok.png" not in image_server.seen
+    with serve(replace(config, media=MediaPolicy(allow_private_urls=True))) as (base, state):
+        reply = client_for(base).chat.completions.create(model=MODEL, messages=user("?", url), max_tokens=2)
+    assert image_server.seen.count("/ok.png") == 1
+    assert reply.usage.prompt_tokens == prompt_tokens(state, user("?", url), [png(40, 30, (10, 120, 200))])
+
+
+def test_concurrent_requests_are_batched_and_answer_as_if_alone(client, server):
+    questions = [f"Question number {i}?" for i in range(4)]
+    alone = [client.chat.completions.create(model=MODEL, messages=user(q), max_tokens=16).choices[0].message.content
+             for q in questions]
+    batch_sizes_before = _histogram(server[0], "jvlm_batch_size")
+    results: dict[int, str] = {}
+
+    def ask(i: int) -> None:
+        reply = client_for(server[0]).chat.completions.create(model=MODEL, messages=user(questions[i]), max_tokens=16)
+        results[i] = reply.choices[0].message.content
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(2)]  # max_batch=2
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [results[i] for i in range(2)] == alone[:2]
+    count, total = (a - b for a, b in zip(_histogram(server[0], "jvlm_batch_size"), batch_sizes_before))
+    assert total > count, "no engine step advanced two requests at once"
+
+
+def _histogram(base: str, name: str) -> tuple[float, float]:
+    text = httpx.get(f"{base}/metrics").text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(name)}
+    return values[f"{name}_count"], values[f"{name}_sum"]
+
+
+# ----------------------------------------------------------------------------- operations
+
+def test_models_health_and_metrics(server):
+    base, _ = server
+    assert httpx.get(f"{base}/health").json()["status"] == "ok"  # no key needed
+    assert httpx.get(f"{base}/ready").status_code == 200
+    assert [m.id for m in client_for(base).models.list().data] == [MODEL]
+    text = httpx.get(f"{base}/metrics").text
+    for name in ("jvlm_requests_total", "jvlm_queue_depth", "jvlm_batch_size_bucket", "jvlm_generation_tokens_total",
+                 "jvlm_generation_tokens_per_second", "jvlm_time_to_first_token_seconds_bucket",
+                 "jvlm_image_cache_hits_total", "jvlm_cancelled_requests_total", "jvlm_model_ready 1.0"):
+        assert name in text
+
+
+def test_repeated_image_hits_the_feature_cache(client, server):
+    image = data_uri(png(80, 80, (1, 2, 3)))
+    hits_before = _metric(server[0], "jvlm_image_cache_hits_total")
+    first = client.chat.completions.create(model=MODEL, messages=user("One?", image), max_tokens=3)
+    second = client.chat.completions.create(model=MODEL, messages=user("One?", image), max_tokens=3)
+    assert _metric(server[0], "jvlm_image_cache_hits_total") == hits_before + 1
+    assert second.choices[0].message.content == first.choices[0].message.content
+
+
+def _metric(base: str, name: str) -> float:
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split(" ")[1])
+    raise AssertionError(f"{name} not exported")
+
+
+def test_cold_start_answers_503_until_loaded(config):
+    with serve(replace(config, load_delay_s=1.5), wait_ready=False) as (base, state):
+        assert httpx.get(f"{base}/health").status_code == 200
+        assert httpx.get(f"{base}/ready").status_code == 503
+        with pytest.raises(openai.APIStatusError) as loading:
+            client_for(base).chat.completions.create(model=MODEL, messages=user("Hi"), max_tokens=1)
+        assert loading.value.status_code == 503
+        assert loading.value.body["code"] == "model_loading"
+        assert "retry" in loading.value.body["message"]
+        assert int(loading.value.response.headers["Retry-After"]) > 0
+        models = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
+        assert models.status_code == 503 and "Retry-After" in models.headers
+        assert state.wait_until_loaded(30)
+        assert httpx.get(f"{base}/ready").status_code == 200
+        assert client_for(base).chat.completions.create(model=MODEL, messages=user("Hi"), max_tokens=1).choices
+
+
+def _open_stream(base: str, stack, max_tokens: int = 4000) -> Iterator[str]:
+    """Start a long streaming request; returns its line iterator (first chunk already arrived)."""
+    client = stack.enter_context(httpx.Client(timeout=60))
+    response = stack.enter_context(client.stream(
+        "POST", f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+        json={"model": MODEL, "messages": user("Tell a long story."), "max_tokens": max_tokens, "stream": True}))
+    assert response.status_code == 200
+    lines = response.iter_lines()
+    assert next(lines).startswith("data: ")
+    return lines
+
+
+STATS=lambda: None
+def _wait_for(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not reached in time {STATS()}"
+        time.sleep(0.02)
+
+
+def test_client_disconnect_cancels_generation(server):
+    from contextlib import ExitStack
+
+    base, state = server
+    worker = state.worker
+    cancelled = worker.stats()["cancelled"]
+    with ExitStack() as stack:
+        lines = _open_stream(base, stack)
+        for _ in range(3):
+            next(lines)
+        assert worker.stats()["running"] == 1
+    # the connection is closed: the worker drops the row long before 4000 tokens
+    _wait_for(lambda: worker.stats()["cancelled"] == cancelled + 1 and worker.stats()["admitted"] == 0)
+    assert worker.stats()["running"] == 0
+    assert _metric(base, "jvlm_cancelled_requests_total") >= 1
+
+
+def test_full_queue_answers_503_with_retry_after(server):
+    from contextlib import ExitStack
+
+    base, state = server
+    worker = state.worker  # max_batch=2, max_queue=1
+    waiting_result: dict = {}
+
+    def third():  # waits for a batch slot: its headers only come with its first token
+        try:
+            with httpx.Client(timeout=60) as c, c.stream(
+                    "POST", f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"},
+                    json={"messages": user("Wait."), "max_tokens": 2, "stream": True}) as r:
+                waiting_result["status"] = r.status_code
+                r.read()
+        except httpx.HTTPError as exc:
+            waiting_result["error"] = exc
+
+    with ExitStack() as stack:
+        _open_stream(base, stack)
+        _open_stream(base, stack)
+        global STATS
+        STATS=lambda: (worker.stats(), waiting_result)
+        waiter = threading.Thread(target=third)
+        waiter.start()
+        _wait_for(lambda: worker.stats()["admitted"] == 3)
+        with pytest.raises(openai.APIStatusError) as overloaded:
+            client_for(base).chat.completions.create(model=MODEL, messages=user("One more?"), max_tokens=1)
+        assert overloaded.value.status_code == 503
+        assert overloaded.value.body["code"] == "server_overloaded"
+        assert int(overloaded.value.response.headers["Retry-After"]) > 0
+    waiter.join(60)  # the long streams were closed: the waiting request got its turn
+    assert waiting_result.get("status") == 200
+    _wait_for(lambda: worker.stats()["admitted"] == 0)
