@@ -7,7 +7,7 @@ The CLI runs in-process through ``jvlm.cli.main`` (what the ``jvlm`` script and 
 from __future__ import annotations
 
 import json
-import subprocess
+import runpy
 import sys
 from pathlib import Path
 
@@ -124,8 +124,11 @@ def test_default_model_is_labelled_random(capsys, monkeypatch, tmp_path):
     assert (tmp_path / "tiny-random" / "config.json").is_file()
 
 
-def test_root_infer_py_forwards_to_the_cli(tiny_model_dir):
-    proc = subprocess.run([sys.executable, str(ROOT / "infer.py"), "--model", str(tiny_model_dir), "-p", "Hi",
-                           "--max-new-tokens", "3", "--json"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["usage"]["completion_tokens"] <= 3
+def test_root_infer_py_forwards_to_the_cli(capsys, monkeypatch, tiny_model_dir):
+    """Run as a script (in-process, to stay fast): same command, same output."""
+    argv = ["--model", str(tiny_model_dir), "-p", "Hi", "--max-new-tokens", "3", "--json"]
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "infer.py"), *argv])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(ROOT / "infer.py"), run_name="__main__")
+    assert done.value.code == 0
+    assert json.loads(capsys.readouterr().out)["usage"]["completion_tokens"] <= 3

@@ -7,7 +7,9 @@ Examples:
   jvlm eval --report results/*.json --summary results/summary
 
 Answers are cached next to --out (<out>.answers.jsonl), so an interrupted run, or a run first
-made with --limit, continues without asking the same questions again.
+made with --limit, continues without asking the same questions again. In-process answers are
+keyed by the model folder's files; server answers by URL and served model name, so after
+changing the model behind a server use --no-cache or another --cache file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
+    p.epilog = __doc__.split("\n", 2)[2]  # the examples and the caching note
     what = p.add_argument_group("what to evaluate")
     what.add_argument("--task", help="benchmark name (see --list-tasks)")
     what.add_argument("--data", help="the benchmark file (or folder, for MMLU) as distributed")
@@ -66,6 +69,7 @@ def _list_tasks() -> int:
 
 def _check(args: argparse.Namespace) -> None:
     from jvlm.eval.loaders import BENCHMARKS
+    from jvlm.eval.report import TEXT_ONLY_TASKS
 
     def fail(message: str) -> None:
         raise SystemExit(f"jvlm eval: error: {message}")
@@ -82,6 +86,8 @@ def _check(args: argparse.Namespace) -> None:
         fail("--data is required: the benchmark file as distributed")
     if bool(args.model) == bool(args.server):
         fail("pass exactly one of --model DIR (in this process) or --server URL")
+    if args.text_backbone and args.task not in TEXT_ONLY_TASKS:
+        fail(f"--text-backbone compares text-only benchmarks ({', '.join(TEXT_ONLY_TASKS)}); {args.task} has images")
     for name in ("limit", "concurrency", "batch_size", "max_new_tokens", "max_crops"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list_tasks:
         return _list_tasks()
     _check(args)
+    from jvlm.eval.loaders import load_benchmark
     from jvlm.eval.prompts import PromptSettings
     from jvlm.eval.report import read_results, write_results, write_summary
     from jvlm.eval.runner import AnswerCache, InProcessBackend, OpenAIBackend, evaluate, load_text_backbone
@@ -115,20 +122,21 @@ def run(args: argparse.Namespace) -> int:
                                   max_new_tokens=args.max_new_tokens, max_crops=args.max_crops)
         progress = not args.no_progress and sys.stderr.isatty()
         options = {"image_root": args.image_root} if args.image_root else {}
+        samples = load_benchmark(args.task, args.data, **options)  # a bad file fails before any model loads
         if args.server:
             backend = OpenAIBackend(args.server, model=args.server_model, api_key=args.api_key,
                                     concurrency=args.concurrency)
         else:
             backend = InProcessBackend.from_folder(args.model, dtype=args.dtype, device=args.device,
                                                    batch_size=args.batch_size, progress=progress)
-        run_results = [evaluate(args.task, args.data, backend, limit=args.limit, settings=settings, cache=cache,
-                                progress=progress, **options)]
+        run_results = [evaluate(args.task, samples, backend, limit=args.limit, settings=settings, cache=cache,
+                                progress=progress)]
         if args.text_backbone:
             del backend  # free the vision model before loading the second one
             backbone = load_text_backbone(args.text_backbone, dtype=args.dtype, device=args.device,
                                           batch_size=args.batch_size)
-            run_results.append(evaluate(args.task, args.data, backbone, limit=args.limit, settings=settings,
-                                        cache=cache, progress=progress, role="text_backbone", **options))
+            run_results.append(evaluate(args.task, samples, backbone, limit=args.limit, settings=settings,
+                                        cache=cache, progress=progress, role="text_backbone"))
         write_results(run_results, out)
         for result in run_results:
             print(_line(result))

@@ -112,14 +112,14 @@ def collect_images(specs: list[str], pages: str | None) -> tuple[list, list[str]
     for spec in specs:
         if spec.startswith(("http://", "https://")):
             data = fetch_url(spec)
-            items = render_pdf(data, pages, name=spec) if is_pdf(data) else [data]
+            items = render_pdf(data, pages, name=spec) if is_pdf(data) else [(None, data)]
         else:
             items = expand_document(spec, pages)
-        for item in items:
+        for page, item in items:
             if isinstance(item, bytes):
                 check_image_header(item, spec)
-        images += items
-        sources += [spec] if len(items) == 1 else [f"{spec}#page={i + 1}" for i in range(len(items))]
+            images.append(item)
+            sources.append(spec if page is None else f"{spec}#page={page}")
     return images, sources
 
 

@@ -225,6 +225,13 @@ def language_table(results: list[TaskResult], family: str, model: str) -> dict[s
     return table
 
 
+def _delta(own: TaskResult | None, base: TaskResult | None) -> str:
+    """Vision model minus backbone, in points: negative means a text skill was lost."""
+    if own is None or base is None or own.percent is None or base.percent is None:
+        return "–"
+    return f"{own.percent - base.percent:+.1f}"
+
+
 def summary_markdown(results: list[TaskResult]) -> str:
     """The Markdown summary; sections without results are left out."""
     models, backbones = _models(results, "model"), _models(results, "text_backbone")
@@ -257,7 +264,8 @@ def summary_markdown(results: list[TaskResult]) -> str:
         for model, table in tables.items():
             average = sum(table.values()) / len(table) if table else None
             note = "" if len(table) == len(MULTILINGUAL_LANGUAGES) else f" ({len(table)} of 6)"
-            rows.append([model, *(format_score(table.get(lang)) for lang in MULTILINGUAL_LANGUAGES), format_score(average) + note])
+            cells = [format_score(table.get(lang)) for lang in MULTILINGUAL_LANGUAGES]
+            rows.append([model, *cells, format_score(average) + note])
         rows.append(["jina-vlm (published)", *("–" for _ in MULTILINGUAL_LANGUAGES), format_score(PUBLISHED[family])])
         lines += [f"## {title} by language", ""] + _table(["model", *MULTILINGUAL_LANGUAGES, "average"], rows) + [""]
     text_tasks = [t for t in TEXT_ONLY_TASKS if any(k[2] == t for k in index)]
@@ -268,9 +276,7 @@ def summary_markdown(results: list[TaskResult]) -> str:
             base = [index.get(("text_backbone", b, task)) for b in backbones]
             row = [task, *(format_score(r.score if r else None) for r in own + base)]
             if len(models) == 1 and len(backbones) == 1:
-                delta = own[0].percent - base[0].percent if own[0] and base[0] and own[0].percent is not None \
-                    and base[0].percent is not None else None
-                row.append("–" if delta is None else f"{delta:+.1f}")
+                row.append(_delta(own[0], base[0]))
             rows.append(row)
         header = ["benchmark", *models, *(f"{b} (text backbone)" for b in backbones)]
         if len(models) == 1 and len(backbones) == 1:
@@ -282,10 +288,8 @@ def summary_markdown(results: list[TaskResult]) -> str:
 def summary_png(results: list[TaskResult], path: PathLike) -> Path:
     """Bar charts of the same numbers as the Markdown: benchmarks, languages, text backbone."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only; never open a window
-        import matplotlib.pyplot as plt
+        # A bare Figure draws with Agg and touches no pyplot state (no window, no backend switch).
+        from matplotlib.figure import Figure
     except ImportError as err:
         raise BenchmarkError("the PNG summary needs matplotlib: pip install matplotlib") from err
     models, backbones = _models(results, "model"), _models(results, "text_backbone")
@@ -299,7 +303,8 @@ def summary_png(results: list[TaskResult], path: PathLike) -> Path:
         tables = {m: language_table(results, family, m) for m in models}
         if any(tables.values()):
             langs = list(MULTILINGUAL_LANGUAGES)
-            panels.append((f"{title} by language", langs, {m: [t.get(lang) for lang in langs] for m, t in tables.items()}))
+            series = {m: [t.get(lang) for lang in langs] for m, t in tables.items()}
+            panels.append((f"{title} by language", langs, series))
     text_tasks = [t for t in TEXT_ONLY_TASKS if any(k[2] == t for k in index)]
     if text_tasks and backbones:
         series = {m: [getattr(index.get(("model", m, t)), "percent", None) for t in text_tasks] for m in models}
@@ -308,7 +313,8 @@ def summary_png(results: list[TaskResult], path: PathLike) -> Path:
         panels.append(("Text-only: vision model vs text backbone", text_tasks, series))
     if not panels:
         raise BenchmarkError("no scored results to plot")
-    figure, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False)
+    figure = Figure(figsize=(9, 3.2 * len(panels)))
+    axes = figure.subplots(len(panels), 1, squeeze=False)
     for ax, (title, labels, series) in zip(axes[:, 0], panels):
         width = 0.8 / max(1, len(series))
         for k, (name, values) in enumerate(series.items()):
@@ -316,6 +322,7 @@ def summary_png(results: list[TaskResult], path: PathLike) -> Path:
             bars = ax.bar(xs, [math.nan if v is None else v for v in values], width, label=name)
             ax.bar_label(bars, labels=["" if v is None else f"{v:.1f}" for v in values], fontsize="x-small")
         ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+        ax.set_xlim(-0.5, len(labels) - 0.5)  # missing languages keep their place
         ax.set_ylim(0, 100)
         ax.set_title(title)
         ax.legend(fontsize="small")
@@ -323,7 +330,6 @@ def summary_png(results: list[TaskResult], path: PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
-    plt.close(figure)
     return path
 
 

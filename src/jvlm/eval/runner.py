@@ -138,7 +138,7 @@ def _data_uri(image) -> str:
     data = image_bytes(image)
     try:
         fmt = Image.open(io.BytesIO(data)).format or ""
-    except Exception:  # the server will refuse it with a clear message; send it as it is
+    except OSError:  # not an image PIL knows: the server will say so; send it as it is
         fmt = ""
     mime = Image.MIME.get(fmt.upper(), "application/octet-stream")
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
@@ -169,8 +169,8 @@ class OpenAIBackend:
 
         self._openai = openai
         self.base_url = _v1_url(base_url)
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "none",
-                                    timeout=timeout_s, max_retries=max_retries)
+        api_key = api_key or os.environ.get("OPENAI_API_KEY") or "none"  # local servers often need none
+        self.client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
         self.model = model or self._served_model()
         self.name = self.model
         self.key = f"openai:{self.base_url}:{self.model}"
@@ -243,8 +243,9 @@ class TransformersTextBackend:
             by_budget.setdefault(prompt.max_new_tokens, []).append(i)
         texts: dict[int, str] = {}
         for budget, indices in by_budget.items():
+            # A chat template writes its own special tokens; plain text gets the tokenizer's (BOS).
             batch = self.tokenizer([self._render(prompts[i]) for i in indices], return_tensors="pt", padding=True,
-                                   add_special_tokens=False).to(self.device)
+                                   add_special_tokens=not self.tokenizer.chat_template).to(self.device)
             with self.torch.inference_mode():
                 ids = self.model.generate(**batch, max_new_tokens=budget, do_sample=False,
                                           pad_token_id=self.tokenizer.pad_token_id)
@@ -336,11 +337,7 @@ def select_samples(samples: list[Sample], limit: int | None, circular: bool = Fa
         raise BenchmarkError(f"limit must be at least 1, got {limit}")
     if not circular:
         return samples[:limit]
-    groups: list[int] = []
-    for sample in samples:
-        group = sample.meta["circular_group"]
-        if group not in groups:
-            groups.append(group)
+    groups = list(dict.fromkeys(sample.meta["circular_group"] for sample in samples))  # in file order
     keep = set(groups[:limit])
     return [sample for sample in samples if sample.meta["circular_group"] in keep]
 
@@ -354,7 +351,14 @@ class RunStats:
 
 def _progress(enabled: bool):
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled)
@@ -420,6 +424,8 @@ def evaluate(task: str, data: PathLike | list[Sample], backend: Backend, *, limi
     """
     if task not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {task!r}; known: {', '.join(sorted(BENCHMARKS))}")
+    if role not in ("model", "text_backbone"):
+        raise BenchmarkError(f"role must be 'model' or 'text_backbone', got {role!r}")
     settings = settings or PromptSettings()
     samples = data if isinstance(data, list) else load_benchmark(task, data, **loader_options)
     samples = select_samples(samples, limit, circular=BENCHMARKS[task].aggregate == "circular")

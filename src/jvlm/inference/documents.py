@@ -38,8 +38,9 @@ def parse_pages(spec: str | None, n_pages: int) -> list[int]:
     return out
 
 
-def render_pdf(data: bytes, pages: str | None = None, name: str = "PDF", scale: float = RENDER_SCALE) -> list:
-    """PIL images of the selected pages of a PDF given as bytes."""
+def render_pdf(data: bytes, pages: str | None = None, name: str = "PDF",
+               scale: float = RENDER_SCALE) -> list[tuple[int, object]]:
+    """(1-based page number, PIL image) for the selected pages of a PDF given as bytes."""
     try:
         import pypdfium2 as pdfium
     except ImportError:
@@ -54,18 +55,19 @@ def render_pdf(data: bytes, pages: str | None = None, name: str = "PDF", scale: 
         images = []
         for i in parse_pages(pages, len(doc)):
             page = doc[i]
-            images.append(page.render(scale=scale).to_pil().convert("RGB"))
+            images.append((i + 1, page.render(scale=scale).to_pil().convert("RGB")))
             page.close()
         return images
     finally:
         doc.close()
 
 
-def expand_document(path: str | Path, pages: str | None = None) -> list:
-    """A path's images: the rendered pages of a PDF, else the file's bytes as one image."""
+def expand_document(path: str | Path, pages: str | None = None) -> list[tuple[int | None, object]]:
+    """A path's images as (page number or None, image): the rendered pages of a PDF, else the
+    file's bytes as one image."""
     path = Path(path)
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
         raise InvalidImageError(f"image path {str(path)!r} {what}; pass the path of an image or PDF file")
     data = path.read_bytes()
-    return render_pdf(data, pages, name=str(path)) if is_pdf(data) else [data]
+    return render_pdf(data, pages, name=str(path)) if is_pdf(data) else [(None, data)]

@@ -83,10 +83,16 @@ class RenderedPDF:
 
 def page_scale(width_pt: float, height_pt: float, limits: PDFLimits) -> float:
     """Render scale (pixels per point) for a page: ``dpi``, lowered to fit ``max_page_pixels``."""
+    w, h = max(width_pt, 1.0), max(height_pt, 1.0)
     scale = limits.dpi / _POINTS_PER_INCH
-    area_pt = max(width_pt, 1.0) * max(height_pt, 1.0)
-    if area_pt * scale * scale > limits.max_page_pixels:
-        scale = math.sqrt(limits.max_page_pixels / area_pt)
+    if w * h * scale * scale > limits.max_page_pixels:
+        scale = math.sqrt(limits.max_page_pixels / (w * h))
+    # PDFium rounds the bitmap up to whole pixels: shrink by a pixel of the long side until
+    # the rounded size fits too (a few steps; bounded for absurd aspect ratios)
+    for _ in range(10_000):
+        if math.ceil(w * scale) * math.ceil(h * scale) <= limits.max_page_pixels:
+            break
+        scale -= 1.0 / max(w, h)
     return scale
 
 

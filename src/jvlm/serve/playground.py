@@ -19,9 +19,9 @@ readiness check to them exactly as to the chat route.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
-from functools import lru_cache
 from importlib import resources
 from typing import Annotated, Any
 
@@ -48,6 +48,7 @@ _ASSETS = {
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
         "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _MAX_LAYOUT_IMAGES = 64
+_MAX_LAYOUT_BODY_BYTES = 64 * 1024
 _LOADING_RETRY_AFTER_S = 5
 
 
@@ -153,10 +154,23 @@ class _ParamError(ValueError):
         self.param = param
 
 
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit`` (before reading it all)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
 # ----------------------------------------------------------------------------- assets
 
-@lru_cache(maxsize=None)
 def _asset(name: str) -> bytes:
+    # read on every request (a few tens of KB): an edited page shows on reload, no restart
     return resources.files("jvlm.serve").joinpath("static", name).read_bytes()
 
 
@@ -182,7 +196,7 @@ def mount_playground(
     policy = media_policy or MediaPolicy()
     limits = pdf_limits or PDFLimits(max_bytes=policy.max_bytes, max_pages=policy.max_images)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def playground_page() -> Response:
         return Response(_asset("playground.html"), media_type="text/html; charset=utf-8",
                         headers={"Content-Security-Policy": _CSP, "Cache-Control": "no-cache"})
@@ -210,11 +224,18 @@ def mount_playground(
 
     @app.post("/v1/jvlm/layout")
     async def layout(request: Request) -> Response:
-        raw = await request.body()
+        raw = await _read_capped(request, _MAX_LAYOUT_BODY_BYTES)
+        if raw is None:
+            return _error(413, f"a layout request is at most {_MAX_LAYOUT_BODY_BYTES:,} bytes; it carries image "
+                          "sizes, not images", code="request_too_large")
         try:
-            body = LayoutRequest.model_validate_json(raw)
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return _error(400, f"the request body is not valid JSON ({e})", code="invalid_json")
+        try:
+            body = LayoutRequest.model_validate(data)
         except ValidationError as e:
-            message, param = describe_validation_error(e)
+            message, param = describe_validation_error(e, data)
             return _error(400, message, code="invalid_value", param=param)
         processor = processor_getter()
         if processor is None:
@@ -226,15 +247,13 @@ def mount_playground(
 
     @app.post("/v1/jvlm/pdf")
     async def pdf(request: Request, first_page: int = 0) -> Response:
-        data = bytearray()
-        async for chunk in request.stream():  # stop reading at the cap, not after the upload
-            data += chunk
-            if len(data) > limits.max_bytes:
-                e = PDFTooLargeError(f"the PDF is larger than this server's limit of "
-                                     f"{limits.max_bytes / 2**20:.0f} MiB; split it or send the pages as images")
-                return _error(413, str(e), code=e.code)
+        data = await _read_capped(request, limits.max_bytes)
+        if data is None:
+            e = PDFTooLargeError(f"the PDF is larger than this server's limit of {limits.max_bytes / 2**20:.0f} MiB; "
+                                 "split it or send the pages as images")
+            return _error(413, str(e), code=e.code)
         try:
-            rendered = await run_in_threadpool(render_pdf, bytes(data), limits, first_page)
+            rendered = await run_in_threadpool(render_pdf, data, limits, first_page)
         except PDFSupportMissingError as e:
             return _error(501, str(e), code=e.code, type="not_implemented_error")
         except PDFTooLargeError as e:

@@ -238,16 +238,21 @@ function updateCost() {
   el.classList.remove("over");
   if (!images.length) { el.textContent = ""; return; }
   let tokens = 0;
-  let known = true;
+  let unknown = 0;
+  let refused = 0;
   for (const att of images) {
     const layout = state.layouts.get(layoutKey(att));
-    if (layout && layout.tokens) tokens += layout.tokens.visual; else known = false;
+    if (!layout) unknown += 1;
+    else if (layout.error) refused += 1;
+    else tokens += layout.tokens.visual;
   }
   const n = images.length;
-  let text = `${n} image${n === 1 ? "" : "s"} · ${known ? fmt(tokens) : "…"} visual tokens in the next request`;
+  const parts = [`${n} image${n === 1 ? "" : "s"} · ${unknown ? "…" : fmt(tokens)} visual tokens in the next request`];
+  if (refused) parts.push(`${refused} image${refused === 1 ? "" : "s"} over this server's limits`);
   const limit = state.settings && state.settings.max_images;
-  if (limit && n > limit) text += ` · the server accepts at most ${limit} images per request`;
-  el.textContent = text;
+  if (limit && n > limit) parts.push(`the server accepts at most ${limit} images per request`);
+  el.textContent = parts.join(" · ");
+  el.classList.toggle("over", parts.length > 1);
 }
 
 // ------------------------------------------------------------------------------ images
@@ -258,8 +263,16 @@ function svg(tag, attrs) {
   return el;
 }
 
+// Display boxes per place, in CSS px. Sizes are set explicitly (not by max-width/max-height)
+// so the frame always hugs the picture and the overlay lines up with it exactly.
+const BOX = {
+  tray: () => [150, 88],
+  turn: () => [Math.min(360, window.innerWidth * 0.75), 260],
+  viewer: () => [Math.min(window.innerWidth * 0.88, 1100), window.innerHeight * 0.58],
+};
+
 // <figure class="shot"> with the picture, the tile overlay and a caption; filled by drawShot.
-function makeShot(att, { zoomable = true } = {}) {
+function makeShot(att, { zoomable = true, box = "turn" } = {}) {
   const figure = document.createElement("figure");
   figure.className = "shot";
   figure.dataset.id = String(att.id);
@@ -273,8 +286,10 @@ function makeShot(att, { zoomable = true } = {}) {
   const img = document.createElement("img");
   img.src = att.url;
   img.alt = att.name;
-  img.width = att.width;
-  img.height = att.height;
+  const [maxW, maxH] = BOX[box]();
+  const scale = Math.min(1, maxW / att.width, maxH / att.height);
+  img.style.width = `${Math.max(1, Math.round(att.width * scale))}px`;
+  img.style.height = `${Math.max(1, Math.round(att.height * scale))}px`;
   const overlay = svg("svg", { class: "overlay", viewBox: `0 0 ${att.width} ${att.height}`,
     preserveAspectRatio: "none", "aria-hidden": "true" });
   frame.append(img, overlay);
@@ -321,8 +336,9 @@ function drawShot(figure) {
   figure.dataset.tiles = String(layout.n_tiles);
   figure.dataset.tokens = String(layout.tokens.visual);
   const tiles = layout.n_tiles === 1 ? "1 tile" : `${layout.n_tiles} tiles`;
-  caption.replaceChildren(bold(tiles), ` (${layout.rows}×${layout.cols}) · `, bold(fmt(layout.tokens.visual)), " tokens");
-  caption.title = `${layout.rows} rows × ${layout.cols} columns of tiles plus a thumbnail; `
+  const grid = figure.closest("#tray") ? " · " : ` (${layout.cols}×${layout.rows}) · `; // W×H, like image sizes
+  caption.replaceChildren(bold(tiles), grid, bold(fmt(layout.tokens.visual)), " tokens");
+  caption.title = `${layout.cols} columns × ${layout.rows} rows of tiles plus a thumbnail; `
     + `${fmt(layout.tokens.visual)} visual tokens in the prompt`;
 }
 
@@ -336,14 +352,14 @@ function openViewer(att) {
   const layout = state.layouts.get(layoutKey(att));
   $("viewer-title").textContent = att.name;
   const body = $("viewer-body");
-  const shot = makeShot(att, { zoomable: false });
+  const shot = makeShot(att, { zoomable: false, box: "viewer" });
   body.replaceChildren(shot);
   if (layout && !layout.error) {
     const dl = document.createElement("dl");
     const rows = [
       ["Image", `${att.width} × ${att.height} px`],
       ["Resized to", `${layout.resized.width} × ${layout.resized.height} px`],
-      ["Tiles", `${layout.rows} rows × ${layout.cols} columns = ${layout.n_tiles}, plus a thumbnail`],
+      ["Tiles", `${layout.cols} columns × ${layout.rows} rows = ${layout.n_tiles}, plus a thumbnail`],
       ["Visual tokens", `${fmt(layout.tokens.visual)} (${fmt(layout.tokens.features)} carry image features)`],
       ["Without 2×2 pooling", `${fmt(layout.tokens.unpooled)} tokens`],
     ];
@@ -438,8 +454,10 @@ function renderTray() {
       li.className = "pending";
       li.textContent = `Rendering ${att.name}…`;
     } else {
-      li.append(makeShot(att));
+      const shot = makeShot(att, { box: "tray" });
+      li.append(shot);
       const remove = document.createElement("button");
+      remove.style.left = `calc(${shot.querySelector("img").style.width} - 16px)`; // the picture's corner
       remove.type = "button";
       remove.className = "remove";
       remove.textContent = "✕";
@@ -594,6 +612,7 @@ async function runTurn(turn, view) {
     max_tokens: Math.max(1, Number($("max-tokens").value) || 512),
   };
   if (maxTiles() !== null) body.max_crops = maxTiles();
+  const requestImages = [...state.history.flatMap((h) => h.user.images), ...turn.images];
   for (let attempt = 0; ; attempt++) {
     const controller = new AbortController();
     state.abort = controller;
@@ -644,10 +663,10 @@ async function runTurn(turn, view) {
   view.answer.setAttribute("aria-busy", "false");
   state.abort = null;
   setBusy(false);
-  finishTurn(turn, view, { text, finish, usage, seconds: (performance.now() - started) / 1000 });
+  finishTurn(turn, view, { text, finish, usage, requestImages, seconds: (performance.now() - started) / 1000 });
 }
 
-function finishTurn(turn, view, { text, finish, usage, seconds }) {
+function finishTurn(turn, view, { text, finish, usage, requestImages, seconds }) {
   if (finish === "error" || (finish === "stopped" && !text)) {
     // Not part of the conversation: give the question and images back for another try.
     view.user.classList.add("failed");
@@ -666,8 +685,7 @@ function finishTurn(turn, view, { text, finish, usage, seconds }) {
   if (!text) view.answer.textContent = "(empty answer)";
   const parts = [];
   if (usage) {
-    const imageTokens = turn.images.length
-      ? allImages().reduce((sum, a) => sum + ((state.layouts.get(layoutKey(a)) || {}).tokens?.visual || 0), 0) : 0;
+    const imageTokens = requestImages.reduce((sum, a) => sum + (state.layouts.get(layoutKey(a))?.tokens?.visual || 0), 0);
     parts.push(`${fmt(usage.prompt_tokens)} prompt tokens${imageTokens ? ` (${fmt(imageTokens)} for images)` : ""}`);
     parts.push(`${fmt(usage.completion_tokens)} generated`);
   }

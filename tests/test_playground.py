@@ -1,0 +1,362 @@
+"""The web playground: its JSON helpers, PDF rendering, and the page itself in headless Chromium.
+
+The browser tests drive Debian's ``chromium`` through the Playwright Python package with the
+system executable (Playwright's own browser download is never used); they are skipped only
+where that browser stack is absent (``scripts/install_test_extras.sh`` installs it). Each
+server is the real app with the tiny random model under uvicorn on an ephemeral loopback
+port. Answers of a random-weight model are gibberish, so the page's streamed text is
+compared with the API's own non-streamed answer to the same request, never read.
+Screenshots land in ``test-artifacts/`` for a person to look at.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from PIL import Image, ImageDraw
+
+from jvlm.config import JinaVLMConfig
+from jvlm.processing.image import image_layout
+from jvlm.serve.app import ServerConfig, create_app
+from jvlm.serve.fetch import MediaPolicy
+from jvlm.serve.pdf import PDFError, PDFLimits, PDFTooLargeError, page_scale, render_pdf
+from jvlm.serve.playground import mount_playground
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+API_KEY = "playground-key-42"
+TIMEOUT_MS = 30_000
+
+
+# ----------------------------------------------------------------------------- helpers
+
+@contextmanager
+def serve(model_dir: Path, **overrides) -> Iterator[str]:
+    """The server app plus the playground, under uvicorn on 127.0.0.1:<ephemeral>; yields the base URL."""
+    config = ServerConfig(model_dir=model_dir, **overrides)
+    app = create_app(config)
+    mount_playground(app, processor_getter=lambda: app.state.serving.processor,
+                     media_policy=config.media, max_crops_limit=config.max_crops_limit)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def wait_ready(base: str) -> None:
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{base}/ready").status_code != 200:
+        assert time.monotonic() < deadline, "the model did not load"
+        time.sleep(0.05)
+
+
+def png_file(path: Path, width: int, height: int) -> Path:
+    """A picture with some structure (so it looks like something in the screenshots)."""
+    im = Image.new("RGB", (width, height), (233, 238, 245))
+    draw = ImageDraw.Draw(im)
+    bar = max(width // 16, 4)
+    for i, x in enumerate(range(bar, width - bar, bar * 2)):
+        top = height - (height * (3 + (i * 5) % 7)) // 11
+        draw.rectangle([x, top, x + bar, height - 1], fill=(47, 111, 222 - 12 * (i % 6)))
+    draw.ellipse([width * 3 // 4, height // 10, width * 3 // 4 + height // 5, height * 3 // 10], fill=(245, 185, 66))
+    im.save(path)
+    return path
+
+
+def pdf_bytes(pages: list[tuple[int, int]]) -> bytes:
+    """A PDF with one page per (width, height) in points (Pillow writes 72 dpi pages)."""
+    images = [Image.new("RGB", size, (255, 255, 255)) for size in pages]
+    for k, im in enumerate(images):
+        ImageDraw.Draw(im).rectangle([10, 10, 10 + 20 * (k + 1), 40], fill=(0, 0, 0))
+    buf = io.BytesIO()
+    images[0].save(buf, format="PDF", save_all=True, append_images=images[1:], resolution=72.0)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def image_cfg(tiny_model_dir):
+    return JinaVLMConfig.load(tiny_model_dir).image
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir) -> Iterator[str]:
+    with serve(tiny_model_dir, media=MediaPolicy(max_pixels=4_000_000)) as base:
+        wait_ready(base)
+        yield base
+
+
+# ----------------------------------------------------------------------------- layout helper
+
+def test_layout_matches_image_layout_for_every_tile_budget(server, image_cfg):
+    """The overlay's numbers are the processor's: tile count and tokens from ``image_layout``."""
+    sizes = [(900, 600), (378, 378), (640, 2000)]
+    for max_crops in (1, 4, 12):
+        r = httpx.post(f"{server}/v1/jvlm/layout", json={
+            "images": [{"width": w, "height": h} for w, h in sizes], "max_crops": max_crops})
+        assert r.status_code == 200, r.text
+        for (w, h), got in zip(sizes, r.json()["images"]):
+            want = image_layout(h, w, image_cfg, max_crops)
+            assert (got["rows"], got["cols"]) == want.tiling
+            assert got["n_tiles"] == len(got["tiles"]) == want.tiling[0] * want.tiling[1] <= max_crops
+            assert got["tokens"]["visual"] == want.n_block_tokens
+            # cut lines split the picture into rows x cols regions, inside the picture, in order
+            for cuts, n, side in ((got["cuts"]["x"], want.tiling[1], w), (got["cuts"]["y"], want.tiling[0], h)):
+                assert len(cuts) == n - 1 and cuts == sorted(cuts) and all(0 < c < side for c in cuts)
+            # the crops the ViT sees cover the whole picture, edge to edge
+            assert min(t["x"] for t in got["tiles"]) == 0 and min(t["y"] for t in got["tiles"]) == 0
+            assert max(t["x"] + t["width"] for t in got["tiles"]) == pytest.approx(w, abs=0.05)
+            assert max(t["y"] + t["height"] for t in got["tiles"]) == pytest.approx(h, abs=0.05)
+
+
+def test_layout_refuses_bad_input_in_the_openai_error_shape(server):
+    r = httpx.post(f"{server}/v1/jvlm/layout", json={"images": [{"width": "900", "height": 600}]})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "images[0].width"
+    r = httpx.post(f"{server}/v1/jvlm/layout", json={"images": [{"width": 9, "height": 9}], "max_crops": 99})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_crops"
+    assert "between 1 and 12" in r.json()["error"]["message"]
+    r = httpx.post(f"{server}/v1/jvlm/layout", content=b"{not json")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+
+
+def test_layout_flags_an_image_over_the_pixel_cap_without_hiding_the_others(server):
+    r = httpx.post(f"{server}/v1/jvlm/layout", json={"images": [{"width": 3000, "height": 2000},
+                                                                {"width": 300, "height": 200}]})
+    big, small = r.json()["images"]
+    assert big["error"]["code"] == "image_too_large" and "4,000,000" in big["error"]["message"]
+    assert small["n_tiles"] >= 1
+
+
+# ----------------------------------------------------------------------------- PDF rendering
+
+def test_pdf_pages_render_within_the_pixel_budget():
+    limits = PDFLimits(dpi=144, max_page_pixels=500_000)
+    data = pdf_bytes([(612, 792), (200, 100)])  # US Letter, then a small label
+    out = render_pdf(data, limits)
+    assert out.n_pages == 2 and out.next_page is None
+    letter, label = out.pages
+    assert letter.width * letter.height <= 500_000  # 144 dpi would be 1224 x 1584
+    assert letter.width / letter.height == pytest.approx(612 / 792, rel=0.01)
+    assert (label.width, label.height) == (400, 200)  # small pages get the full 144 dpi
+    decoded = Image.open(io.BytesIO(base64.b64decode(label.data_url().split(",", 1)[1])))
+    assert decoded.format == "PNG" and decoded.size == (400, 200)
+
+
+def test_pdf_page_cap_reports_where_rendering_stopped():
+    data = pdf_bytes([(100, 100)] * 5)
+    first = render_pdf(data, PDFLimits(max_pages=2))
+    assert [p.index for p in first.pages] == [0, 1] and first.next_page == 2 and first.n_pages == 5
+    rest = render_pdf(data, PDFLimits(max_pages=8), first_page=2)
+    assert [p.index for p in rest.pages] == [2, 3, 4] and rest.next_page is None
+
+
+def test_pdf_errors_are_typed():
+    with pytest.raises(PDFError, match="not a PDF"):
+        render_pdf(b"\x89PNG\r\n\x1a\n....")
+    with pytest.raises(PDFError, match="could not be opened"):
+        render_pdf(b"%PDF-1.7\n" + b"garbage" * 50)
+    with pytest.raises(PDFTooLargeError, match="above this server's limit"):
+        render_pdf(pdf_bytes([(100, 100)]), PDFLimits(max_bytes=100))
+    assert page_scale(72, 72, PDFLimits(dpi=72)) == 1.0
+
+
+def test_pdf_endpoint_answers_pages_and_errors(server):
+    r = httpx.post(f"{server}/v1/jvlm/pdf", content=pdf_bytes([(300, 200), (200, 300)]),
+                   headers={"Content-Type": "application/pdf"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["n_pages"] == 2 and body["next_page"] is None
+    assert [(p["width"], p["height"]) for p in body["pages"]] == [(600, 400), (400, 600)]
+    assert body["pages"][0]["url"].startswith("data:image/png;base64,")
+    r = httpx.post(f"{server}/v1/jvlm/pdf", content=b"hello")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_pdf"
+
+
+def test_page_and_assets_are_served_with_a_strict_content_policy(server):
+    r = httpx.get(f"{server}/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in r.headers["content-security-policy"]
+    for name in ("playground.js", "playground.css"):
+        assert f"/playground/{name}" in r.text
+        assert httpx.get(f"{server}/playground/{name}").status_code == 200
+    # self-contained: every file the page loads comes from this server (no CDN)
+    assert all(ref.startswith(("/", "#", "data:")) for ref in re.findall(r'(?:src|href)="([^"]*)"', r.text))
+    css = httpx.get(f"{server}/playground/playground.css").text
+    assert "@import" not in css and "url(http" not in css
+    r = httpx.get(f"{server}/playground/..%2Fapp.py")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+# ----------------------------------------------------------------------------- in the browser
+
+@pytest.fixture(scope="module")
+def playwright():
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        pytest.skip(f"Chromium is not installed ({CHROMIUM}); run scripts/install_test_extras.sh")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the playwright package is missing; run scripts/install_test_extras.sh")
+    with sync_api.sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture()
+def page(playwright, tmp_path):
+    """A page in a fresh browser profile (so session storage starts empty)."""
+    context = playwright.chromium.launch_persistent_context(
+        str(tmp_path / "profile"), executable_path=CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
+        args=CHROMIUM_ARGS, viewport={"width": 1100, "height": 860})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    assert not errors, f"the page threw: {errors}"
+
+
+def screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name))
+
+
+def ask(page, text: str):
+    """Type a question, press Enter, and return the chat request the page sent."""
+    page.fill("#prompt", text)
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.press("#prompt", "Enter")
+    return sent.value
+
+
+def test_image_question_streams_an_answer_over_the_tile_grid(page, server, image_cfg, tmp_path):
+    page.goto(server)
+    page.wait_for_selector("#status[data-state=ready]")
+    page.fill("#max-tokens", "6")
+    page.set_input_files("#file-input", str(png_file(tmp_path / "chart.png", 900, 600)))
+
+    # the overlay shows the tiling the processor will use, for the default and a smaller budget
+    shot = page.locator("#tray figure.shot[data-tiles]")
+    for max_crops in (image_cfg.max_crops, 4):
+        want = image_layout(600, 900, image_cfg, max_crops)
+        rows, cols = want.tiling
+        page.wait_for_selector(f"#tray figure.shot[data-tiles='{rows * cols}']")
+        assert shot.locator("rect.tile").count() == rows * cols
+        assert shot.get_attribute("data-tokens") == str(want.n_block_tokens)
+        assert f"{rows * cols} tiles" in shot.locator("figcaption").inner_text()
+        if max_crops != 4:  # move the slider with the keyboard, as a person could: 1, then +3
+            page.focus("#max-tiles")
+            page.keyboard.press("Home")
+            for _ in range(3):
+                page.keyboard.press("ArrowRight")
+
+    with page.expect_response("**/v1/chat/completions") as answered:
+        request = ask(page, "What does this chart show?")
+    assert answered.value.headers["content-type"].startswith("text/event-stream")
+    answer = page.locator(".turn.assistant .answer").first
+    page.wait_for_selector(".turn.assistant .answer[aria-busy=false]")
+    sent = request.post_data_json
+    assert sent["stream"] is True and sent["max_crops"] == 4 and sent["max_tokens"] == 6
+
+    # what the page assembled from the stream is exactly the API's own answer to that request
+    direct = httpx.post(f"{server}/v1/chat/completions", json={**sent, "stream": False}, timeout=60).json()
+    assert answer.inner_text() == (direct["choices"][0]["message"]["content"] or "(empty answer)")
+    assert "6 generated" in page.locator(".turn.assistant .meta").first.inner_text()
+    assert page.locator(".turn.user figure.shot[data-tiles='4']").count() == 1  # the grid stays in the history
+
+    # a follow-up in Arabic: the image travels again, and the bubble reads right to left
+    request = ask(page, "ما الذي يظهر في الصورة؟")
+    page.locator(".turn.assistant .answer[aria-busy=false]").nth(1).wait_for()
+    first_user = request.post_data_json["messages"][0]["content"]
+    assert first_user[0]["type"] == "image_url" and first_user[0]["image_url"]["url"].startswith("data:image/png")
+    arabic = page.locator(".turn.user .bubble").nth(1)
+    assert arabic.get_attribute("dir") == "auto"
+    assert arabic.evaluate("el => getComputedStyle(el).direction") == "rtl"
+    assert page.locator(".turn.assistant .error:not([hidden])").count() == 0
+    page.evaluate("window.scrollTo(0, 0)")
+    screenshot(page, "playground-answer.png")
+
+
+def test_loading_countdown_then_answer_then_oversized_image_error(page, tiny_model_dir, tmp_path):
+    with serve(tiny_model_dir, load_delay_s=2.5, loading_retry_after_s=1,
+               media=MediaPolicy(max_pixels=400_000)) as base:
+        page.goto(base)
+        page.wait_for_selector("#status[data-state=loading]")
+        assert "Loading the model" in page.inner_text("#status")
+        page.fill("#max-tokens", "3")
+        page.set_input_files("#file-input", str(png_file(tmp_path / "small.png", 320, 240)))
+        ask(page, "Hello?")
+
+        # the 503 model_loading answer becomes a readable countdown, then the page retries by itself
+        waiting = page.locator(".turn.assistant .error.waiting")
+        waiting.wait_for()
+        assert "still loading" in waiting.inner_text() and "Retrying in" in waiting.inner_text()
+        screenshot(page, "playground-loading.png")
+        page.wait_for_selector(".turn.assistant .answer[aria-busy=false]", timeout=TIMEOUT_MS)
+        assert waiting.is_hidden()
+        page.wait_for_selector("#status[data-state=ready]")
+
+        # 800 x 600 = 480,000 pixels: the page warns on the card, the API refuses, the page says why
+        page.set_input_files("#file-input", str(png_file(tmp_path / "big.png", 800, 600)))
+        bad = page.locator("#tray figure.shot.bad")
+        bad.wait_for()
+        assert "400,000" in bad.inner_text()
+        ask(page, "And this one?")
+        error = page.locator(".turn.assistant .error[role=alert]").last
+        error.wait_for()
+        assert "An image could not be used" in error.inner_text()
+        assert "480,000 pixels" in error.inner_text() and "400,000" in error.inner_text()
+        # the failed question and its image are back in the box for another try
+        assert page.input_value("#prompt") == "And this one?"
+        assert page.locator("#tray figure.shot").count() == 1
+        screenshot(page, "playground-error.png")
+
+
+def test_api_key_is_asked_once_and_kept_for_the_session(page, tiny_model_dir):
+    with serve(tiny_model_dir, api_key=API_KEY) as base:
+        wait_ready(base)
+        page.goto(base)
+        dialog = page.locator("#key-dialog")
+        dialog.wait_for()  # /v1/models answered 401: the page asks for the key
+        assert "needs an API key" in page.inner_text("#key-reason")
+        page.fill("#key-input", "wrong-key")
+        page.click("#key-save")
+        page.wait_for_selector("#key-dialog[open]")
+        assert "refused" in page.inner_text("#key-reason")
+        page.fill("#key-input", API_KEY)
+        page.click("#key-save")
+        page.wait_for_selector("#status[data-state=ready] >> text=jina-vlm")
+        assert page.evaluate("() => sessionStorage.getItem('jvlm.apiKey')") == API_KEY
+
+        page.reload()  # same tab: the key survives and is used without asking again
+        page.wait_for_selector("#status[data-state=ready] >> text=jina-vlm")
+        assert dialog.is_hidden()
+
+        # a PDF dropped in becomes one image per page (rendered on the server, with the key)
+        page.set_input_files("#file-input", files=[{"name": "two-pages.pdf", "mimeType": "application/pdf",
+                                                   "buffer": pdf_bytes([(300, 200), (200, 300)])}])
+        page.wait_for_selector("#tray figure.shot[data-tiles] >> nth=1")
+        names = page.locator("#tray figure.shot img").evaluate_all("els => els.map(e => e.alt)")
+        assert names == ["two-pages.pdf · page 1", "two-pages.pdf · page 2"]
