@@ -81,15 +81,20 @@ def random_init_(model: torch.nn.Module, std: float = 0.02) -> torch.nn.Module:
     return model
 
 
-def build_on_cpu(factory, dtype=torch.bfloat16) -> torch.nn.Module:
-    """Construct on the meta device, then allocate directly in ``dtype`` (no fp32 detour)."""
+def build_on_cpu(factory, dtype=torch.bfloat16, meta: bool = True) -> torch.nn.Module:
+    """Construct in ``dtype`` directly (no fp32 detour). ``meta``: build on the meta device and
+    fill with ``random_init_`` (fast; only for models without computed buffers)."""
     prev = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
+        if not meta:
+            return factory().eval()  # Transformers models initialise their own weights and buffers
         with torch.device("meta"):
             model = factory()
     finally:
         torch.set_default_dtype(prev)
+    if any(True for _ in model.buffers()):
+        raise ValueError("this model has buffers that the meta device would leave uninitialised; use meta=False")
     return random_init_(model.to_empty(device="cpu")).eval()
 
 
@@ -239,7 +244,7 @@ def bench_baseline(cfg: JinaVLMConfig, image_wh, n_decode: int, prompt_tokens: i
                               num_attention_heads=v.n_heads, image_size=v.image_size, patch_size=v.patch_size,
                               hidden_act="gelu_pytorch_tanh", layer_norm_eps=v.norm_eps, vision_use_head=False,
                               attn_implementation="sdpa")
-    vit = build_on_cpu(lambda: SiglipVisionModel(vcfg))
+    vit = build_on_cpu(lambda: SiglipVisionModel(vcfg), meta=False)
     n_crops = image_layout(image_wh[1], image_wh[0], cfg.image).n_crops
     pixels = torch.rand(n_crops, 3, v.image_size, v.image_size, dtype=torch.bfloat16) * 2 - 1
     with torch.inference_mode():
@@ -254,7 +259,7 @@ def bench_baseline(cfg: JinaVLMConfig, image_wh, n_decode: int, prompt_tokens: i
                        num_hidden_layers=t.n_layers, num_attention_heads=t.n_heads, num_key_value_heads=t.n_kv_heads,
                        head_dim=t.head_dim, max_position_embeddings=t.max_sequence_length, rope_theta=t.rope_theta,
                        rms_norm_eps=t.norm_eps, tie_word_embeddings=False, attn_implementation="sdpa")
-    lm = build_on_cpu(lambda: Qwen3ForCausalLM(qcfg))
+    lm = build_on_cpu(lambda: Qwen3ForCausalLM(qcfg), meta=False)
     lm.generation_config.eos_token_id = None
     lm.generation_config.pad_token_id = 0
     ids = torch.randint(1000, 100000, (1, prompt_tokens))

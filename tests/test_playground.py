@@ -202,6 +202,7 @@ def test_page_and_assets_are_served_with_a_strict_content_policy(server):
     assert "script-src 'self'" in r.headers["content-security-policy"]
     for name in ("playground.js", "playground.css"):
         assert f"/playground/{name}" in r.text
+    for name in ("playground.js", "core.js", "images.js", "playground.css"):
         assert httpx.get(f"{server}/playground/{name}").status_code == 200
     # self-contained: every file the page loads comes from this server (no CDN)
     assert all(ref.startswith(("/", "#", "data:")) for ref in re.findall(r'(?:src|href)="([^"]*)"', r.text))

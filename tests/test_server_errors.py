@@ -198,3 +198,48 @@ def test_local_files_refused_without_a_folder(post, tmp_path):
 def test_no_error_left_the_server_as_a_500(server):
     text = httpx.get(f"{server[0]}/metrics").text
     assert 'status="500"' not in text and 'code="internal_error"' not in text
+
+
+# ----------------------------------------------------------------------------- failures inside the server
+
+class FailOnDemand:
+    """The real engine, except that its next step raises once ``trigger`` is set."""
+
+    def __init__(self, engine, trigger):
+        self.engine, self.trigger = engine, trigger
+
+    def step(self):
+        if self.trigger.is_set():
+            self.trigger.clear()
+            raise RuntimeError("injected engine failure")
+        return self.engine.step()
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+
+def test_engine_failure_mid_stream_is_an_error_event_and_the_server_survives(tiny_model_dir):
+    import threading
+
+    from jvlm.serve.app import _default_engine
+
+    trigger = threading.Event()
+    config_ = replace(_base_config(tiny_model_dir), engine_factory=lambda *a: FailOnDemand(_default_engine(*a), trigger))
+    with serve(config_) as (base, state), httpx.Client(timeout=60) as client:
+        body = {"messages": user("Go on."), "max_tokens": 4000, "stream": True}
+        with client.stream("POST", f"{base}/v1/chat/completions", json=body, headers=AUTH) as response:
+            assert response.status_code == 200
+            events = []
+            for line in response.iter_lines():
+                if line:
+                    events.append(line)
+                if len(events) == 3:
+                    trigger.set()
+        assert events[-1] != "data: [DONE]"
+        error = json.loads(events[-1].removeprefix("data: "))["error"]
+        assert error["type"] == "server_error" and error["code"] == "internal_error"
+        assert all("error" not in json.loads(e[6:]) for e in events[:-1])
+        # the worker rebuilt its engine and keeps answering
+        reply = client_for(base).chat.completions.create(model=MODEL, messages=user("Still there?"), max_tokens=2)
+        assert reply.usage.completion_tokens == 2
+        assert state.worker.stats()["admitted"] == 0

@@ -38,6 +38,7 @@ from jvlm.serve.fetch import MediaError, MediaPolicy, Resolver
 from jvlm.serve.metrics import ServerMetrics
 from jvlm.serve.protocol import (
     SSE_DONE,
+    ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
     ErrorResponse,
@@ -479,17 +480,40 @@ _CHAT_BODY = {"requestBody": {"required": True, "content": {"application/json": 
     "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}}
 _ERROR_RESPONSES: dict[int | str, dict] = {
     status: {"model": ErrorResponse, "description": what} for status, what in (
-        (400, "Invalid request"), (401, "Missing or wrong API key"), (404, "Unknown model"),
-        (413, "Body too large"), (503, "Model loading or server overloaded"))}
+        (400, "Invalid request"), (404, "Unknown model"), (413, "Body too large"),
+        (503, "Model loading or server overloaded"))}
 
 
 def _openapi(app: FastAPI) -> dict:
-    """The generated schema plus the chat request schema, which the route parses by hand."""
-    if app.openapi_schema is None:
-        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
-        request_schema = ChatCompletionRequest.model_json_schema(ref_template="#/components/schemas/{model}")
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(request_schema.pop("$defs", {}))
-        components["ChatCompletionRequest"] = request_schema
-        app.openapi_schema = schema
-    return app.openapi_schema
+    """The generated schema, completed with what the routes do by hand: the chat request body
+    (parsed by the route, for exact error paths), both answer forms of chat completions, the
+    error answers every ``/v1`` route can give, and 400 (not FastAPI's 422) for bad input."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model in (ChatCompletionRequest, ChatCompletion):
+        model_schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        components.update(model_schema.pop("$defs", {}))
+        components[model.__name__] = model_schema
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    error = {"description": "OpenAI error object",
+             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if responses.pop("422", None) is not None:
+                responses["400"] = error
+            if path.startswith("/v1/"):
+                for status in ("401", "503"):
+                    responses.setdefault(status, error)
+    schema["paths"]["/v1/chat/completions"]["post"]["responses"]["200"] = {
+        "description": "The answer, or with stream=true a text/event-stream of chunks ending in 'data: [DONE]'",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletion"}},
+                    "text/event-stream": {"schema": {"type": "string"}}}}
+    schema["paths"]["/metrics"]["get"]["responses"]["200"] = {
+        "description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    schema["paths"]["/ready"]["get"]["responses"]["503"] = error
+    app.openapi_schema = schema
+    return schema

@@ -1,8 +1,8 @@
 """The web playground: one page at ``GET /`` that talks to the server's own OpenAI API.
 
-The page (``static/playground.html``, ``.css``, ``.js``; no CDN, no build step) sends chat
-requests straight to ``/v1/chat/completions`` like any client would, so it needs nothing the
-API does not already offer, except two small helpers mounted here:
+The page (``static/playground.html`` with its CSS and JavaScript modules; no CDN, no build
+step) sends chat requests straight to ``/v1/chat/completions`` like any client would, so it
+needs nothing the API does not already offer, except two small helpers mounted here:
 
 - ``POST /v1/jvlm/layout``: how each image would be tiled and what it costs in visual
   tokens, so the page can draw the tile grid over the picture. The numbers come from
@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 #: the files ``GET /playground/<name>`` may serve, with their media types
 _ASSETS = {
     "playground.css": "text/css; charset=utf-8",
-    "playground.js": "text/javascript; charset=utf-8",
+    "playground.js": "text/javascript; charset=utf-8",  # the page's script: status, chat, key
+    "core.js": "text/javascript; charset=utf-8",  # state, API calls, SSE, notices
+    "images.js": "text/javascript; charset=utf-8",  # attachments, tile overlay, token cost
 }
 #: everything the page loads comes from this server; images are data:/blob: URLs
 _CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
