@@ -7,9 +7,9 @@ tiny random model unless ``--model`` is given), then:
    for ``--duration`` seconds (default 60); reported: requests/s, tokens/s, p50/p99 time to
    first token and total latency, errors by kind (503 ``server_overloaded`` counted apart,
    since shedding load is intended);
-2. **batching speed-up**: ``--speedup-clients`` clients (default 8) for ``--speedup-duration``
-   seconds against a server with ``--max-batch 8`` and against one with ``--max-batch 1``
-   (one request at a time); the ratio of requests/s is the gain from batching.
+2. **batching speed-up**: ``--speedup-clients`` clients (default 8) against a server with
+   ``--max-batch 8`` and against one with ``--max-batch 1`` (one request at a time), in
+   alternating rounds; the ratio of requests/s is the gain from batching.
 
     python bench/bench_server.py                          # the full run (~3 min)
     python bench/bench_server.py --duration 10 --speedup-duration 10 --out server.json
@@ -57,11 +57,11 @@ def tiny_model(folder: Path) -> Path:
 
 
 @contextmanager
-def running_server(model: Path, *extra: str, ready_timeout_s: float = 120.0):
+def running_server(model: Path, *extra: str, torch_threads: int = 1, ready_timeout_s: float = 120.0):
     """``jvlm serve`` in a subprocess; yields its base URL once ``/ready`` answers 200."""
     port = free_port()
     cmd = [sys.executable, "-m", "jvlm", "serve", "--model", str(model), "--port", str(port),
-           "--api-key", API_KEY, "--log-level", "warning", *extra]
+           "--api-key", API_KEY, "--log-level", "warning", "--torch-threads", str(torch_threads), *extra]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -183,6 +183,35 @@ def scrape(base: str, prefix: str = "jvlm_batch_size") -> dict[str, float]:
     return {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line.startswith(prefix)}
 
 
+def speedup(model: Path, args) -> dict:
+    """Requests/s of a batching server over a one-at-a-time server, same clients and load.
+
+    Both servers run side by side and take turns, several short rounds each, so a change in
+    what else the machine is doing affects both alike.
+    """
+    rounds = max(1, args.speedup_rounds)
+    per_round = args.speedup_duration / rounds
+    parts: dict[str, list[dict]] = {"batched": [], "one_at_a_time": []}
+    threads = args.torch_threads
+    with running_server(model, "--max-batch", str(args.speedup_clients), torch_threads=threads) as batched, \
+            running_server(model, "--max-batch", "1", torch_threads=threads) as single:
+        for base in (batched, single):
+            asyncio.run(load(base, 2, 3.0, args.max_tokens))  # warm-up
+        for _ in range(rounds):
+            for label, base in (("batched", batched), ("one_at_a_time", single)):
+                parts[label].append(asyncio.run(load(base, args.speedup_clients, per_round, args.max_tokens)))
+    out: dict = {"clients": args.speedup_clients, "rounds": rounds}
+    for label, runs in parts.items():
+        wall = sum(r["wall_s"] for r in runs)
+        ok = sum(r["requests_ok"] for r in runs)
+        out[label] = {"requests_per_s": round(ok / wall, 3), "requests_ok": ok, "wall_s": round(wall, 1),
+                      "ttft_p50_s": statistics.median(r["ttft_p50_s"] for r in runs),
+                      "errors": sum(r["errors"] for r in runs)}
+    out["speedup_requests_per_s"] = round(out["batched"]["requests_per_s"]
+                                          / max(out["one_at_a_time"]["requests_per_s"], 1e-9), 2)
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 def main() -> int:
@@ -194,33 +223,31 @@ def main() -> int:
     ap.add_argument("--max-batch", type=int, default=16, help="server --max-batch in the load phase")
     ap.add_argument("--max-queue", type=int, default=64)
     ap.add_argument("--speedup-clients", type=int, default=8)
-    ap.add_argument("--speedup-duration", type=float, default=30.0)
+    ap.add_argument("--speedup-duration", type=float, default=60.0, help="seconds per server, all rounds")
+    ap.add_argument("--speedup-rounds", type=int, default=4)
+    ap.add_argument("--torch-threads", type=int, default=1,
+                    help="server --torch-threads (default 1: the tiny model's matrices are too small to "
+                         "gain from more, and a busy machine makes extra threads wait on each other)")
     ap.add_argument("--skip-load", action="store_true")
     ap.add_argument("--skip-speedup", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="also write the report as JSON here")
     args = ap.parse_args()
 
     model = args.model or tiny_model(Path(tempfile.gettempdir()) / "jvlm-bench-tiny")
-    report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                    "model": str(model), "max_tokens": args.max_tokens}
+    report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                "load_average": os.getloadavg()},
+                    "model": str(model), "max_tokens": args.max_tokens, "torch_threads": args.torch_threads}
     if not args.skip_load:
-        with running_server(model, "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue)) as base:
+        with running_server(model, "--max-batch", str(args.max_batch), "--max-queue", str(args.max_queue),
+                            torch_threads=args.torch_threads) as base:
             asyncio.run(load(base, 2, 3.0, args.max_tokens))  # warm-up
             report["load"] = asyncio.run(load(base, args.clients, args.duration, args.max_tokens))
             batch = scrape(base)
             report["load"]["mean_batch_size"] = round(batch["jvlm_batch_size_sum"] / max(batch["jvlm_batch_size_count"], 1), 2)
         print(json.dumps({"load": report["load"]}, indent=2), flush=True)
     if not args.skip_speedup:
-        speed = {}
-        for label, max_batch in (("batched", args.speedup_clients), ("one_at_a_time", 1)):
-            with running_server(model, "--max-batch", str(max_batch), "--max-queue", "64") as base:
-                asyncio.run(load(base, 2, 3.0, args.max_tokens))
-                speed[label] = asyncio.run(load(base, args.speedup_clients, args.speedup_duration, args.max_tokens))
-            print(label, json.dumps(speed[label]), flush=True)
-        speed["speedup_requests_per_s"] = round(
-            speed["batched"]["requests_per_s"] / max(speed["one_at_a_time"]["requests_per_s"], 1e-9), 2)
-        report["speedup"] = speed
-        print(json.dumps({"speedup": speed["speedup_requests_per_s"]}), flush=True)
+        report["speedup"] = speedup(model, args)
+        print(json.dumps({"speedup": report["speedup"]}, indent=2), flush=True)
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     errors = report.get("load", {}).get("errors", 0) + sum(

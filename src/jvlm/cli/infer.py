@@ -42,6 +42,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="where to run (default auto: CUDA, then Apple MPS, then CPU)")
     p.add_argument("--quantize", default="none", choices=["none", "int8"],
                    help="int8: weight-only int8 decoder for faster CPU decoding")
+    p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
+                   help="auto: on CPUs with AVX-512 BF16, decode with jvlm's streaming kernels (compiled once, "
+                        "about a minute); torch: PyTorch's own kernels only")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: answer, timings, tiles and visual tokens")
 
@@ -72,7 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     images, sources = collect_images(args.image, args.pages)  # inputs fail fast, before loading weights
     engine, processor, resolved = load_engine(args.model, args.dtype, args.device, args.quantize,
-                                              progress=sys.stderr.isatty())
+                                              kernels=args.kernels, progress=sys.stderr.isatty())
     if resolved.is_random:
         from jvlm.resolve import random_model_notice
 
@@ -155,7 +158,8 @@ def fetch_url(url: str, max_bytes: int = 50 * 2**20, timeout_s: float = 30.0) ->
     return data
 
 
-def load_engine(model: str | None, dtype: str, device: str, quantize: str, progress: bool = False):
+def load_engine(model: str | None, dtype: str, device: str, quantize: str = "none", kernels: str = "auto",
+                progress: bool = False):
     """(engine, processor, resolved model) with the feature and prefix caches on."""
     from jvlm.inference.engine import Engine
     from jvlm.inference.feature_cache import FeatureCache, PrefixCache
@@ -166,10 +170,12 @@ def load_engine(model: str | None, dtype: str, device: str, quantize: str, progr
     dev = resolve_device(device)
     model_obj, processor = load(resolved.path, dtype=None if dtype == "auto" else dtype, device=dev,
                                 progress=progress)
-    if quantize == "int8":
-        from jvlm.inference.quantize import quantize_decoder_int8
+    from jvlm.inference.quantize import quantize_decoder_int8, use_cpu_kernels
 
-        quantize_decoder_int8(model_obj)
+    if quantize == "int8":
+        quantize_decoder_int8(model_obj, own_kernels=kernels == "auto")
+    elif kernels == "auto":
+        use_cpu_kernels(model_obj)
     engine = Engine(model_obj, processor, feature_cache=FeatureCache(), prefix_cache=PrefixCache())
     return engine, processor, resolved
 

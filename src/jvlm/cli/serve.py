@@ -56,6 +56,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-cache-mb", type=float, default=256, help="image feature cache, MiB; 0 = off (default: 256)")
     p.add_argument("--prefix-cache-mb", type=float, default=1024,
                    help="KV cache of image prompts for follow-up questions, MiB; 0 = off (default: 1024)")
+    p.add_argument("--torch-threads", type=int, default=None,
+                   help="threads for tensor math (default: torch's choice; fewer can be faster on a busy machine)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -104,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
     from jvlm.serve.app import create_app
 
     config = build_config(args)
+    if args.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.torch_threads))
     logging.getLogger("jvlm").setLevel(args.log_level.upper())
     if config.media.allow_private_urls:
         logging.getLogger(__name__).warning(

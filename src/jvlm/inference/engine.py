@@ -90,6 +90,12 @@ class Engine:
         self._pad_id = int(cfg.pad_token_id if cfg.pad_token_id is not None else 0)
         # The compute dtype; not model.dtype, which is the LM head's and may be int8.
         self._dtype = model.model.language_model.ln_f.weight.dtype
+        # Models set up for the CPU decode kernels (quantize.py) also get kernel attention.
+        self._attn_ext = None
+        if getattr(model, "decode_kernels", None) and self._dtype == torch.bfloat16 and model.device.type == "cpu":
+            from jvlm.inference import cpu_kernels
+
+            self._attn_ext = cpu_kernels.load()
 
         self._lock = threading.Lock()
         self._waiting: collections.deque[_Sequence] = collections.deque()
@@ -253,7 +259,7 @@ class Engine:
             ids[i, t - lengths[i]:] = torch.tensor(s.request.prompt_ids, dtype=torch.long)
             mask[i, t - lengths[i]:] = 1
         feats, idx = self._batch_features(group, [t - n for n in lengths])
-        cache = model.new_cache(b, t + max(s.remaining for s in group))
+        cache = self._new_cache(b, t + max(s.remaining for s in group))
         t0 = time.perf_counter()
         out = model(ids.to(dev), attention_mask=mask.to(dev) if min(lengths) < t else None,
                     image_features=feats, image_input_idx=idx, past_key_values=cache, logits_to_keep=1)
@@ -268,7 +274,7 @@ class Engine:
         key, n = self._prefix_key(seq)
         k, v = self.prefix_cache.get(key)  # counts the hit
         ids = seq.request.prompt_ids
-        cache = self.model.new_cache(1, len(ids) + seq.remaining)
+        cache = self._new_cache(1, len(ids) + seq.remaining)
         cache.k[:, :, :, :n] = k  # (L, 1, KV, n, D)
         cache.v[:, :, :, :n] = v
         cache.length = n
@@ -394,6 +400,14 @@ class Engine:
         )
 
     # ----------------------------------------------------------- batch state
+    def _new_cache(self, batch: int, capacity: int) -> KVCache:
+        cache = self.model.new_cache(batch, max(capacity, 1))
+        if self._attn_ext is not None:
+            from jvlm.inference.kv_attention import use_kernel_attention
+
+            use_kernel_attention(cache, self._attn_ext)
+        return cache
+
     def _join(self, group: list[_Sequence], cache: KVCache, mask: torch.Tensor, nxt: torch.Tensor) -> None:
         """Append the group's rows to the running batch, right-aligning both caches."""
         if not self._rows:
@@ -403,7 +417,7 @@ class Engine:
         old, new = self._cache, cache
         s = max(old.length, new.length)
         need = s + max(x.remaining for x in self._rows + group)
-        merged = self.model.new_cache(old.batch + new.batch, max(need, 1))
+        merged = self._new_cache(old.batch + new.batch, need)
         for src, rows, n in ((old, slice(0, old.batch), old.length), (new, slice(old.batch, None), new.length)):
             merged.k[:, rows, :, s - n:s] = src.k[:, :, :, :n]  # (L, B, KV, S, D)
             merged.v[:, rows, :, s - n:s] = src.v[:, :, :, :n]

@@ -1,18 +1,19 @@
-"""Weight-only int8 for the decoder: half the bytes of bf16 for every generated token.
+"""Decoder weight formats for decoding on the CPU: int8 weight-only, and bf16 streaming kernels.
 
 Decoding one token reads every decoder weight once and does two FLOPs per weight, so on a
-CPU its speed is set by memory bandwidth, not arithmetic. Storing the weights as int8 with
-one scale per output row halves the bytes read; activations stay in the compute dtype (no
-activation quantization, so prefill quality is untouched by rounding of inputs).
+CPU its speed is set by memory bandwidth, not arithmetic. Two levers, both here:
 
-The model code is not changed: each quantized ``nn.Linear`` keeps a ``weight`` attribute,
-an ``Int8Weight`` tensor whose ``__torch_function__`` turns ``F.linear(x, weight, bias)``
-into an int8 kernel. That covers both ``module(x)`` calls and code that passes
-``module.weight`` to ``F.linear`` itself (the fused qkv projection does).
+* ``quantize_decoder_int8``: int8 weights with one scale per output row (half the bytes of
+  bf16). Activations are not rounded to 8 bits, so only the weights' rounding shows.
+* ``use_cpu_kernels``: keep bf16 weights but multiply them with the streaming kernels of
+  ``cpu_kernels`` for the few-row products of decoding.
 
-Kernels: few rows (decoding) use PyTorch's ``_weight_int8pack_mm``; many rows (prefill)
-dequantize the weight once per call and run a normal matmul, which is compute-bound anyway.
-The vision tower is left in the compute dtype: it runs once per image and is compute-bound.
+The model code is not changed: each affected ``nn.Linear`` gets a ``weight`` that is a tensor
+subclass whose ``__torch_function__`` turns ``F.linear(x, weight, bias)`` into the right
+kernel. That covers both ``module(x)`` calls and code that passes ``module.weight`` to
+``F.linear`` itself (the fused qkv projection does). Products with many rows (prefill) go to
+PyTorch's GEMM, which is compute-bound and already good; int8 weights are dequantized for them.
+The vision tower is never touched: it runs once per image and is compute-bound.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-#: Inputs with at most this many rows take the int8 kernel; larger ones dequantize first.
+#: Products with at most this many rows (a decode batch) take the decode kernels.
 SMALL_M = 16
 
 
@@ -37,24 +38,15 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scales
 
 
-class Int8Weight(torch.Tensor):
-    """An int8 (N, K) weight with per-row scales that ``F.linear`` knows how to multiply by.
+def _kernels():
+    from jvlm.inference import cpu_kernels
 
-    Any other operation sees a plain int8 tensor, so nothing can silently use it as floats.
-    """
+    return cpu_kernels.load() if cpu_kernels.available() else None
 
-    scales: torch.Tensor
-    compute_dtype: torch.dtype
 
-    @staticmethod
-    def __new__(cls, q: torch.Tensor, scales: torch.Tensor, compute_dtype: torch.dtype):
-        t = torch.Tensor._make_subclass(cls, q, False)
-        t.scales = scales.to(compute_dtype)
-        t.compute_dtype = compute_dtype
-        return t
-
-    def dequantize(self) -> torch.Tensor:
-        return self.as_subclass(torch.Tensor).to(self.compute_dtype) * self.scales[:, None]
+class _LinearWeight(torch.Tensor):
+    """Base of the weight subclasses: intercepts ``F.linear``; every other op sees the plain
+    stored tensor (int8 for ``Int8Weight``, so nothing can silently use it as floats)."""
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -62,55 +54,110 @@ class Int8Weight(torch.Tensor):
         if func is F.linear or func is torch._C._nn.linear:
             x, w = args[0], args[1]
             bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if isinstance(w, Int8Weight) and not isinstance(x, Int8Weight):
-                return _int8_linear(x, w, bias)
+            if isinstance(w, _LinearWeight) and not isinstance(x, _LinearWeight):
+                shape = x.shape
+                y = w.linear(x.reshape(-1, shape[-1]), bias)  # (M, N)
+                return y.reshape(*shape[:-1], y.shape[-1])
         with torch._C.DisableTorchFunctionSubclass():
             return func(*args, **kwargs)
 
-
-def _int8_linear(x: torch.Tensor, w: Int8Weight, bias: torch.Tensor | None) -> torch.Tensor:
-    shape = x.shape
-    x2 = x.reshape(-1, shape[-1]).to(w.compute_dtype)  # (M, K)
-    q = w.as_subclass(torch.Tensor)
-    if x2.shape[0] <= SMALL_M:
-        y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), q, w.scales)  # (M, N)
-    else:
-        y = F.linear(x2, w.dequantize())
-    if bias is not None:
-        y = y + bias
-    return y.reshape(*shape[:-1], q.shape[0]).to(x.dtype)
+    def plain(self) -> torch.Tensor:
+        return self.as_subclass(torch.Tensor)
 
 
-def quantize_linear_(linear: nn.Linear, compute_dtype: torch.dtype) -> None:
-    """Replace ``linear.weight`` by its int8 form, in place."""
-    q, scales = quantize_rows(linear.weight)
-    del linear._parameters["weight"]
-    linear.weight = Int8Weight(q, scales, compute_dtype)  # a plain attribute, not a Parameter
+class Int8Weight(_LinearWeight):
+    """An int8 (N, K) weight with fp32 per-row scales."""
+
+    @staticmethod
+    def __new__(cls, q: torch.Tensor, scales: torch.Tensor, compute_dtype: torch.dtype, ext=None):
+        t = torch.Tensor._make_subclass(cls, q, False)
+        t.scales = scales.float()
+        t.compute_dtype = compute_dtype
+        t._scales_c = scales.to(compute_dtype)  # what PyTorch's int8 kernel wants
+        t._ext = ext  # cpu_kernels, or None for PyTorch's _weight_int8pack_mm
+        return t
+
+    def dequantize(self) -> torch.Tensor:
+        return self.plain().to(self.compute_dtype) * self._scales_c[:, None]
+
+    def linear(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        x2 = x2.to(self.compute_dtype)
+        if x2.shape[0] > SMALL_M:
+            return F.linear(x2, self.dequantize(), bias)
+        if self._ext is not None:
+            return self._ext.linear_int8(x2.contiguous(), self.plain(), self.scales,
+                                         None if bias is None else bias.float())
+        y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.plain(), self._scales_c)  # (M, N)
+        return y if bias is None else y + bias
 
 
-def quantize_decoder_int8(model) -> int:
-    """Quantize every linear layer of the text decoder and the LM head; returns bytes saved.
+class StreamedWeight(_LinearWeight):
+    """A bf16 weight whose few-row products use the streaming kernel of ``cpu_kernels``."""
 
-    An LM head tied to the embedding table gets its own int8 copy (the table itself must stay
-    exact: it embeds every prompt token).
-    """
-    compute = model.model.language_model.ln_f.weight.dtype
-    device = model.model.language_model.ln_f.weight.device
-    if device.type not in ("cpu", "mps"):
-        raise ValueError(f"--quantize int8 runs on the CPU (and Apple MPS); on {device.type} use --dtype bf16")
+    @staticmethod
+    def __new__(cls, w: torch.Tensor, ext):
+        t = torch.Tensor._make_subclass(cls, w.detach(), False)
+        t._ext = ext
+        return t
+
+    def linear(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if x2.shape[0] > SMALL_M or x2.dtype != torch.bfloat16:
+            return F.linear(x2, self.plain(), bias)
+        return self._ext.linear_bf16(x2.contiguous(), self.plain(), None if bias is None else bias.float())
+
+
+def _decoder_linears(model, untie: bool) -> list[nn.Linear]:
+    """Every linear layer of the text decoder, plus the LM head (given its own copy of a tied
+    table when ``untie``: the embedding itself must stay exact)."""
     linears = [m for m in model.model.language_model.modules() if isinstance(m, nn.Linear)]
     head = model.lm_head
-    if getattr(model, "tied", False):
+    if untie and getattr(model, "tied", False):
         head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
-    linears.append(head)
+        model.tied = False
+    return linears + [head]
+
+
+def _set_weight(linear: nn.Linear, weight: torch.Tensor) -> None:
+    linear._parameters.pop("weight", None)
+    linear.weight = weight  # a plain attribute, not a Parameter: inference only
+
+
+def use_cpu_kernels(model) -> bool:
+    """Route the bf16 decoder's decode-step products through ``cpu_kernels``. Returns whether
+    it did (False: not a bf16 CPU model, or the kernels cannot be used on this machine)."""
+    ln = model.model.language_model.ln_f.weight
+    if ln.device.type != "cpu" or ln.dtype != torch.bfloat16:
+        return False
+    ext = _kernels()
+    if ext is None:
+        return False
+    for lin in _decoder_linears(model, untie=False):
+        if not isinstance(lin.weight, _LinearWeight) and lin.weight.is_contiguous():
+            _set_weight(lin, StreamedWeight(lin.weight, ext))  # same storage as before
+    model.decode_kernels = "bf16-streaming"
+    return True
+
+
+def quantize_decoder_int8(model, own_kernels: bool = True) -> int:
+    """Quantize every linear layer of the text decoder and the LM head; returns bytes saved.
+
+    ``own_kernels``: decode with ``cpu_kernels`` where the CPU allows, else PyTorch's kernel.
+    """
+    ln = model.model.language_model.ln_f.weight
+    if ln.device.type not in ("cpu", "mps"):
+        raise ValueError(f"--quantize int8 runs on the CPU (and Apple MPS); on {ln.device.type} use --dtype bf16")
+    ext = _kernels() if own_kernels and ln.device.type == "cpu" else None
     saved = 0
+    linears = _decoder_linears(model, untie=True)
     with torch.no_grad():
         for lin in linears:
-            if isinstance(lin.weight, Int8Weight):
+            w = lin.weight
+            if isinstance(w, Int8Weight):
                 continue
-            before = lin.weight.numel() * lin.weight.element_size()
-            quantize_linear_(lin, compute)
-            saved += before - lin.weight.numel() - lin.weight.scales.numel() * lin.weight.scales.element_size()
-    model.quantization = "int8"
+            plain = w.plain() if isinstance(w, _LinearWeight) else w
+            q, scales = quantize_rows(plain)
+            _set_weight(lin, Int8Weight(q, scales, ln.dtype, ext))
+            saved += plain.numel() * plain.element_size() - q.numel() - scales.numel() * 4
+    model.decode_kernels = "int8"
     log.info("int8 decoder: %d linear layers, %.1f MB saved", len(linears), saved / 1e6)
     return saved

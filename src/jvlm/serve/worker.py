@@ -157,7 +157,7 @@ class EngineWorker:
         with self._cond:
             jobs, self._jobs = list(self._jobs.values()), {}
         for gen, loop in jobs:
-            _deliver(loop, gen, WorkerStopped("the server is shutting down; retry on another replica"))
+            _deliver(loop, [(gen, WorkerStopped("the server is shutting down; retry on another replica"))])
 
     # ----------------------------------------------------------------- admission
     @property
@@ -245,6 +245,7 @@ class EngineWorker:
         advanced = {ev.request_id for ev in events if ev.token_id is not None}
         self.metrics.observe_step(len(advanced), sum(ev.token_id is not None for ev in events))
         now = time.perf_counter()
+        outbox: dict[asyncio.AbstractEventLoop, list[tuple[Generation, TokenEvent]]] = {}
         with self._cond:
             for ev in events:
                 job = self._jobs.get(ev.request_id)
@@ -260,8 +261,10 @@ class EngineWorker:
                     del self._jobs[ev.request_id]
                     self._running.discard(ev.request_id)
                     self._record_finish(ev, gen, now)
-                _deliver(loop, gen, ev)
+                outbox.setdefault(loop, []).append((gen, ev))
             self._update_gauges()
+        for loop, items in outbox.items():
+            _deliver(loop, items)
 
     def _record_finish(self, ev: TokenEvent, gen: Generation, now: float) -> None:
         m = self.metrics
@@ -293,11 +296,18 @@ class EngineWorker:
                 log.exception("could not rebuild the engine after a failure")
             self._update_gauges()
         for gen, loop in jobs:
-            _deliver(loop, gen, failure)
+            _deliver(loop, [(gen, failure)])
 
 
-def _deliver(loop: asyncio.AbstractEventLoop, gen: Generation, item: TokenEvent | BaseException) -> None:
+def _deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[Generation, TokenEvent | BaseException]]) -> None:
+    """Hand a step's events to the event loop in one wake-up (each wake-up is a syscall that
+    also gives the GIL away, so one per request per token would slow the whole step)."""
     try:
-        loop.call_soon_threadsafe(gen._events.put_nowait, item)
+        loop.call_soon_threadsafe(_put_all, items)
     except RuntimeError:  # the loop is closed: the server is gone, nobody is listening
         pass
+
+
+def _put_all(items: list[tuple[Generation, TokenEvent | BaseException]]) -> None:
+    for gen, item in items:
+        gen._events.put_nowait(item)
