@@ -244,3 +244,12 @@ def test_model_generate_matches_engine(tiny, engine):
     out = model.generate(**batch, max_new_tokens=7, eos_token_id=[])
     res = engine.generate(_req(processor, "Hi", [_image(14)], max_new_tokens=7, ignore_eos=True))
     assert out[0, batch["input_ids"].shape[1]:].tolist() == res.token_ids
+
+
+def test_abandoned_stream_frees_its_slot(tiny, engine):
+    """A client that stops reading (closed connection) must not keep decoding forever."""
+    _, processor = tiny
+    stream = engine.stream(_req(processor, "Long answer please", max_new_tokens=40, ignore_eos=True))
+    next(stream), next(stream)
+    stream.close()
+    assert engine.n_running == 0 and engine.n_waiting == 0

@@ -350,3 +350,49 @@ def test_full_queue_answers_503_with_retry_after(server):
     waiter.join(60)  # the long streams were closed: the waiting request got its turn
     assert waiting_result.get("status") == 200
     _wait_for(lambda: worker.stats()["admitted"] == 0)
+
+
+@pytest.mark.parametrize("text", ["", "plain", 'quote " backslash \\ newline \n tab \t', "é 中 🙂", "\x00\x1f\u2028"])
+def test_fast_chunk_rendering_equals_the_schema(text):
+    from jvlm.serve.chat import ChunkWriter
+    from jvlm.serve.protocol import ChatCompletionChunk
+
+    fast = ChunkWriter("chatcmpl-1", MODEL, 1700000000).content(text)
+    schema = ChatCompletionChunk.content(id="chatcmpl-1", model=MODEL, created=1700000000, text=text)
+    assert fast.startswith("data: ") and fast.endswith("\n\n")
+    assert json.loads(fast[6:]) == schema.model_dump(mode="json")
+
+
+def test_client_that_gives_up_on_a_plain_request_cancels_it(server):
+    base, state = server
+    worker = state.worker
+    cancelled = worker.stats()["cancelled"]
+    with pytest.raises(httpx.ReadTimeout):  # the client stops waiting and closes the connection
+        httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {API_KEY}"}, timeout=1.0,
+                   json={"messages": user("Tell a very long story."), "max_tokens": 4000})
+    _wait_for(lambda: worker.stats()["cancelled"] == cancelled + 1 and worker.stats()["admitted"] == 0)
+
+
+def test_a_model_that_cannot_load_keeps_the_port_answering(tmp_path):
+    with serve(ServerConfig(model_dir=tmp_path / "missing"), wait_ready=False) as (base, state):
+        state.wait_until_loaded(30)
+        assert state.status == "failed"
+        assert httpx.get(f"{base}/health").status_code == 200
+        assert httpx.get(f"{base}/ready").status_code == 503
+        err = httpx.get(f"{base}/v1/models").json()["error"]
+        assert err["code"] == "model_load_failed" and "missing" in err["message"]
+
+
+def test_cli_flags_build_the_server_config(tiny_model_dir, tmp_path, monkeypatch):
+    from jvlm.cli import build_parser
+    from jvlm.cli.serve import build_config
+
+    monkeypatch.setenv("JVLM_API_KEY", "from-env")
+    args = build_parser(only="serve").parse_args([
+        "serve", "--model", str(tiny_model_dir), "--allowed-media-domains", "example.com", "cdn.example.org",
+        "--allowed-local-media-path", str(tmp_path), "--max-queue", "3", "--max-batch", "2"])
+    config = build_config(args)
+    assert config.api_key == "from-env"  # --api-key absent: the environment's key
+    assert config.media.allowed_domains == ("example.com", "cdn.example.org")
+    assert config.media.allowed_local_media_path == tmp_path and not config.media.allow_private_urls
+    assert (config.max_queue, config.max_batch) == (3, 2)

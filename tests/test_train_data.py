@@ -113,3 +113,11 @@ def test_bad_rows_are_skipped_with_their_reason(proc, image_dir):
             except RowError as e:
                 reasons[src.line(cat, i)] = e.reason
     assert reasons == {1: "ok", 4: "missing_image", 5: "bad_image", 6: "no_target", 7: "too_long", 8: "malformed"}
+
+
+def test_assistant_spans_are_found_in_non_latin_text(proc, image_dir):
+    row = {"messages": [{"role": "system", "content": "Antworte kurz."},
+                        {"role": "user", "content": "这张图片里有什么？"},
+                        {"role": "assistant", "content": "桌子上有三个红色的苹果。"}]}
+    ex = ExampleEncoder(proc, 4096).encode(row, image_dir)
+    assert ex.text_only and _learned_text(proc, ex) == "桌子上有三个红色的苹果。<|im_end|>"

@@ -145,3 +145,22 @@ def test_a_plain_qwen_tokenizer_gets_the_jvlm_tokens_on_the_new_rows(parts, tmp_
     ids = processor.token_ids
     assert (ids.im_start, ids.im_end, ids.im_patch, ids.im_col, ids.image) == (1024, 1025, 1026, 1027, 1028)
     assert ids.bos == tok.token_to_id("<|endoftext|>")
+
+
+def test_a_training_config_can_start_from_the_parts(parts, tmp_path):
+    import yaml
+
+    from jvlm.train import train
+    from jvlm.train.toy import write_toy_dataset
+
+    root, _, _ = parts
+    files = write_toy_dataset(tmp_path / "data", n_image=2, n_text=2, image_size=(32, 32))
+    cfg = {"model": {"vision": str(root / "siglip"), "text": str(root / "qwen3"), "tokenizer": "tiny"},
+           "data": {"sources": [{"name": k, "path": str(v)} for k, v in files.items()], "text_only_share": 0.5},
+           "output_dir": str(tmp_path / "run"), "threads": 1,
+           "optim": {"steps": 2, "global_batch_size": 2, "micro_batch_size": 1},
+           "log": {"progress": False, "plot": False}}
+    path = tmp_path / "stage1.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = train(path)
+    assert result.steps == 2 and (result.final_model / "model.safetensors").is_file()

@@ -161,3 +161,25 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, tiny_model_d
     for x, y in zip(a, b):
         assert x["loss"] == y["loss"] and x["lr"] == y["lr"], (x["step"], x["loss"], y["loss"])
     assert a[-1]["text_only_share_run"] == b[-1]["text_only_share_run"]
+
+
+def test_resume_targets_resolve_to_complete_checkpoints(toy_run):
+    from jvlm.train.loop import _find_resume
+
+    folder, _ = toy_run
+    ckpts = folder / "run" / "checkpoints"
+    assert _find_resume(ckpts, True) == ckpts / "step-00000012"
+    assert _find_resume(ckpts, str(ckpts / "step-00000008")) == ckpts / "step-00000008"
+    assert _find_resume(ckpts, str(folder / "run")) == ckpts / "step-00000012"  # a run folder
+    with pytest.raises(TrainConfigError, match="no training checkpoint"):
+        _find_resume(ckpts, str(folder / "data"))
+
+
+def test_curriculum_phases_drive_the_sources_of_each_step(tmp_path, tiny_model_dir):
+    phases = [{"name": "text-only", "steps": 2, "weights": {"text": 1}, "text_only_share": 1.0},
+              {"name": "mixed", "weights": {"captions": 1, "text": 1}, "text_only_share": 0.5}]
+    cfg = write_config(tmp_path, tiny_model_dir, optim__steps=4, optim__global_batch_size=2,
+                       data__phases=phases, checkpoint__every=100)
+    rows = read_metrics(train(cfg).metrics)
+    assert [r["phase"] for r in rows] == ["text-only", "text-only", "mixed", "mixed"]
+    assert [r["text_only_share_step"] for r in rows] == [1.0, 1.0, 0.5, 0.5]

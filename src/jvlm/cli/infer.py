@@ -75,7 +75,9 @@ def _run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     images, sources = collect_images(args.image, args.pages)  # inputs fail fast, before loading weights
     engine, processor, resolved = load_engine(args.model, args.dtype, args.device, args.quantize,
-                                              kernels=args.kernels, progress=sys.stderr.isatty())
+                                              kernels=args.kernels,
+                                              # the bar draws on stdout: only when it is a terminal
+                                              progress=sys.stdout.isatty() and sys.stderr.isatty())
     if resolved.is_random:
         from jvlm.resolve import random_model_notice
 

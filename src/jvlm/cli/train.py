@@ -3,6 +3,7 @@
 Examples:
   jvlm train examples/train/stage1.yaml
   jvlm train examples/train/stage1.yaml --resume          # continue after a crash or preemption
+  jvlm train stage2.yaml --resume-from runs/stage2/checkpoints/step-00001000
   torchrun --nproc_per_node 8 -m jvlm train stage2.yaml   # data parallel on 8 devices
   jvlm train cfg.yaml --set optim.steps=20 --set data.max_length=2048
 """
@@ -16,9 +17,10 @@ import os
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="training config (YAML); see docs/training.md")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                   help="continue from the latest checkpoint in output_dir (or from CHECKPOINT); "
-                        "starts fresh if there is none yet")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in output_dir; starts fresh if there is none yet")
+    p.add_argument("--resume-from", default=None, metavar="CHECKPOINT",
+                   help="continue from this checkpoint folder (or run folder)")
     p.add_argument("--output-dir", default=None, help="override output_dir")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value with a dotted key, e.g. optim.steps=100 (VALUE is YAML)")
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("jvlm").setLevel(logging.INFO)
         for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    result = train(args.config, resume=args.resume, overrides=_overrides(args))
+    resume = args.resume_from or (True if args.resume else None)
+    result = train(args.config, resume=resume, overrides=_overrides(args))
     if rank == 0:
         print(f"trained {result.steps} steps, final loss {result.final_loss:.4f}")
         print(f"model: {result.final_model}")

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 #: Kernels handle up to this many activation rows (decode batches); more go to PyTorch.
 MAX_ROWS = 16
-_NAME = "jvlm_cpu_kernels_v3"  # PyTorch rebuilds when the source changes; the name only groups builds
+_NAME = "jvlm_cpu_kernels_v4"  # PyTorch rebuilds when the source changes; the name only groups builds
 _REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
 
 _SOURCE = r"""
@@ -206,18 +206,86 @@ torch::Tensor linear_int8(torch::Tensor x, torch::Tensor w, torch::Tensor w_scal
   return y;
 }
 
+namespace {
+
+inline __m512 bf16x16(const uint16_t* p) {  // 16 bf16 -> 16 fp32 (bf16 is the top half of fp32)
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
+}
+
+// One batch row and KV head: the G query heads of its group against S cached keys.
+// Scores use vdpbf16ps on the bf16 q and k as stored (no rounding beyond the inputs'),
+// scaled in fp32; probabilities and the weighted sum of V stay fp32, in registers.
+template <int ND, int G>
+void attend_group(const uint16_t* q, const uint16_t* kb, int64_t ks, const uint16_t* vb, int64_t vs,
+                  const bool* mask, int64_t S, float scale, float* scores, c10::BFloat16* out, int64_t out_stride) {
+  constexpr int D = ND * 16, NC = (D + 31) / 32;
+  constexpr __mmask32 last = D % 32 ? (__mmask32)0xFFFF : (__mmask32)0xFFFFFFFF;
+  __m512i qv[G][NC];
+  for (int g = 0; g < G; ++g)
+    for (int c = 0; c < NC; ++c) qv[g][c] = _mm512_maskz_loadu_epi16(c == NC - 1 ? last : 0xFFFFFFFF, q + g * D + 32 * c);
+  float mx[G], total[G];
+  for (int g = 0; g < G; ++g) mx[g] = -INFINITY, total[g] = 0.f;
+  for (int64_t s = 0; s < S; ++s) {
+    if (mask && !mask[s]) {
+      for (int g = 0; g < G; ++g) scores[g * S + s] = -INFINITY;
+      continue;
+    }
+    const uint16_t* kr = kb + s * ks;
+    __m512i kv[NC];
+    for (int c = 0; c < NC; ++c) kv[c] = _mm512_maskz_loadu_epi16(c == NC - 1 ? last : 0xFFFFFFFF, kr + 32 * c);
+    for (int g = 0; g < G; ++g) {
+      __m512 a = _mm512_setzero_ps();
+      for (int c = 0; c < NC; ++c) a = _mm512_dpbf16_ps(a, (__m512bh)qv[g][c], (__m512bh)kv[c]);
+      const float sc = _mm512_reduce_add_ps(a) * scale;
+      scores[g * S + s] = sc;
+      mx[g] = std::max(mx[g], sc);
+    }
+  }
+  for (int g = 0; g < G; ++g)
+    for (int64_t s = 0; s < S; ++s) {
+      const float e = scores[g * S + s] == -INFINITY ? 0.f : std::exp(scores[g * S + s] - mx[g]);
+      scores[g * S + s] = e;
+      total[g] += e;
+    }
+  __m512 acc[G][ND];
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < ND; ++j) acc[g][j] = _mm512_setzero_ps();
+  for (int64_t s = 0; s < S; ++s) {
+    if (mask && !mask[s]) continue;
+    const uint16_t* vr = vb + s * vs;
+    __m512 p[G];
+    for (int g = 0; g < G; ++g) p[g] = _mm512_set1_ps(scores[g * S + s]);
+    for (int j = 0; j < ND; ++j) {
+      const __m512 vv = bf16x16(vr + 16 * j);
+      for (int g = 0; g < G; ++g) acc[g][j] = _mm512_fmadd_ps(p[g], vv, acc[g][j]);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    const float inv = total[g] > 0.f ? 1.f / total[g] : 0.f;
+    alignas(64) float buf[16];
+    for (int j = 0; j < ND; ++j) {
+      _mm512_store_ps(buf, _mm512_mul_ps(acc[g][j], _mm512_set1_ps(inv)));
+      for (int d = 0; d < 16; ++d) out[g * out_stride + 16 * j + d] = c10::BFloat16(buf[d]);
+    }
+  }
+}
+
+}  // namespace
+
 // One query token against the KV cache (decoding): out (B, H, D) from q (B, H, D) and
 // k, v (B, KV, S, D) with any stride over B, KV and S (cache views). Grouped-query: heads
-// h = kv * G + g share kv head `kv`, so each K/V row is read once for all G heads. Scores and
-// sums in fp32; `mask` (B, S) bool, true = attend.
+// h = kv * G + g share kv head `kv`, so each K/V row is read once for all G heads.
+// `mask` (B, S) bool, true = attend. D a multiple of 16 up to 128; G of 1, 2 or 4.
 torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                c10::optional<torch::Tensor> mask, double scale) {
   TORCH_CHECK(q.dim() == 3 && k.dim() == 4 && v.dim() == 4, "q (B, H, D), k and v (B, KV, S, D) expected");
   TORCH_CHECK(q.scalar_type() == torch::kBFloat16 && k.scalar_type() == torch::kBFloat16 &&
               v.scalar_type() == torch::kBFloat16, "bf16 q, k, v expected");
   const int64_t B = q.size(0), H = q.size(1), D = q.size(2), KV = k.size(1), S = k.size(2);
-  TORCH_CHECK(D % 16 == 0 && H % KV == 0 && k.stride(3) == 1 && v.stride(3) == 1, "unsupported layout");
-  const int64_t G = H / KV;
+  TORCH_CHECK(H % KV == 0 && k.stride(3) == 1 && v.stride(3) == 1, "unsupported layout");
+  const int64_t G = H / KV, ND = D / 16;
+  TORCH_CHECK(D % 16 == 0 && (ND == 1 || ND == 2 || ND == 4 || ND == 8) && (G == 1 || G == 2 || G == 4),
+              "head_dim must be 16, 32, 64 or 128 and heads per KV head 1, 2 or 4");
   auto qc = q.contiguous();
   auto out = torch::empty({B, H, D}, q.options());
   torch::Tensor m;
@@ -227,58 +295,20 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v
   const auto* kp = reinterpret_cast<const uint16_t*>(k.data_ptr());
   const auto* vp = reinterpret_cast<const uint16_t*>(v.data_ptr());
   auto* op = out.data_ptr<c10::BFloat16>();
-  const int64_t nd = D / 16;
-  auto bf16x16 = [](const uint16_t* p) {  // 16 bf16 -> 16 fp32: bf16 is the top half of fp32
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
-  };
   at::parallel_for(0, B * KV, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> qf(G * D), scores(G * S), acc(G * D);
+    std::vector<float> scores(G * S);
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t b = i / KV, kv = i % KV;
-      for (int64_t g = 0; g < G; ++g)
-        for (int64_t d = 0; d < D; ++d)
-          qf[g * D + d] = (float)c10::BFloat16(qp[(b * H + kv * G + g) * D + d], c10::BFloat16::from_bits()) * (float)scale;
+      const uint16_t* qg = qp + (b * H + kv * G) * D;
       const uint16_t* kb = kp + b * k.stride(0) + kv * k.stride(1);
       const uint16_t* vb = vp + b * v.stride(0) + kv * v.stride(1);
-      std::vector<float> mx(G, -INFINITY);
-      for (int64_t s = 0; s < S; ++s) {
-        const bool keep = !mp || mp[b * S + s];
-        const uint16_t* kr = kb + s * k.stride(2);
-        for (int64_t g = 0; g < G; ++g) {
-          float sc = -INFINITY;
-          if (keep) {
-            __m512 a = _mm512_setzero_ps();
-            for (int64_t j = 0; j < nd; ++j) a = _mm512_fmadd_ps(_mm512_loadu_ps(&qf[g * D + 16 * j]), bf16x16(kr + 16 * j), a);
-            sc = _mm512_reduce_add_ps(a);
-          }
-          scores[g * S + s] = sc;
-          mx[g] = std::max(mx[g], sc);
-        }
-      }
-      std::fill(acc.begin(), acc.end(), 0.f);
-      std::vector<float> total(G, 0.f);
-      for (int64_t g = 0; g < G; ++g)
-        for (int64_t s = 0; s < S; ++s) {
-          const float e = scores[g * S + s] == -INFINITY ? 0.f : std::exp(scores[g * S + s] - mx[g]);
-          scores[g * S + s] = e;
-          total[g] += e;
-        }
-      for (int64_t s = 0; s < S; ++s) {
-        const uint16_t* vr = vb + s * v.stride(2);
-        for (int64_t j = 0; j < nd; ++j) {
-          const __m512 vv = bf16x16(vr + 16 * j);
-          for (int64_t g = 0; g < G; ++g) {
-            const float p = scores[g * S + s];
-            if (p == 0.f) continue;
-            float* a = &acc[g * D + 16 * j];
-            _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(p), vv, _mm512_loadu_ps(a)));
-          }
-        }
-      }
-      for (int64_t g = 0; g < G; ++g) {
-        const float inv = total[g] > 0.f ? 1.f / total[g] : 0.f;
-        for (int64_t d = 0; d < D; ++d) op[(b * H + kv * G + g) * D + d] = c10::BFloat16(acc[g * D + d] * inv);
-      }
+      const bool* mrow = mp ? mp + b * S : nullptr;
+      c10::BFloat16* og = op + (b * H + kv * G) * D;
+#define JVLM_ATTEND(nd, g) attend_group<nd, g>(qg, kb, k.stride(2), vb, v.stride(2), mrow, S, (float)scale, scores.data(), og, D)
+#define JVLM_G(nd) if (G == 1) JVLM_ATTEND(nd, 1); else if (G == 2) JVLM_ATTEND(nd, 2); else JVLM_ATTEND(nd, 4);
+      if (ND == 1) { JVLM_G(1) } else if (ND == 2) { JVLM_G(2) } else if (ND == 4) { JVLM_G(4) } else { JVLM_G(8) }
+#undef JVLM_G
+#undef JVLM_ATTEND
     }
   });
   return out;

@@ -12,11 +12,9 @@ about HTTP, argparse or chat templates. Every caller drives the same step loop:
 thread calls ``add_request``/``abort`` as requests arrive (both are thread-safe) and ``step``
 in a loop; ``step`` itself must only ever be called from that one thread.
 
-Batch layout: all running requests share one ``KVCache`` of length S, each row left-padded,
-and ``_mask`` (B, S) marks real keys; the model takes positions from its cumulative sum, so
-a row's numbers do not depend on its neighbours. A finished row is dropped with
-``KVCache.select``; columns that became padding for every row are trimmed. New requests are
-prefilled in their own cache and then joined to the batch, right-aligned.
+New requests are prefilled in their own cache (left-padded together, or alone after a
+prefix-cache hit) and then joined to the running batch (``batch.RunningBatch``); a request
+that finishes leaves it at once, so nobody waits for the longest answer.
 """
 
 from __future__ import annotations
@@ -30,6 +28,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from jvlm.inference.batch import RunningBatch
 from jvlm.inference.detok import IncrementalDetokenizer, StopStringMatcher
 from jvlm.inference.feature_cache import CachedImage, FeatureCache, PrefixCache, prefix_key
 from jvlm.inference.request import Request, Result, TokenEvent, check_budget
@@ -101,12 +100,7 @@ class Engine:
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._aborted: set[str] = set()
         self._undelivered: list[TokenEvent] = []
-        # running batch
-        self._rows: list[_Sequence] = []
-        self._cache: KVCache | None = None
-        self._mask: torch.Tensor | None = None  # (B, S) long, 1 = real key
-        self._next: torch.Tensor | None = None  # (B,) last sampled id, fed at the next step
-        self._padded = False
+        self._batch = RunningBatch(self._new_cache)
         self.counters = collections.Counter()
 
     # ------------------------------------------------------------------ queue
@@ -134,11 +128,11 @@ class Engine:
             self._aborted.add(request_id)
 
     def has_unfinished(self) -> bool:
-        return bool(self._rows or self._waiting or self._undelivered)
+        return bool(self._batch.rows or self._waiting or self._undelivered)
 
     @property
     def n_running(self) -> int:
-        return len(self._rows)
+        return len(self._batch)
 
     @property
     def n_waiting(self) -> int:
@@ -153,11 +147,11 @@ class Engine:
     @torch.inference_mode()
     def _step(self) -> list[TokenEvent]:
         events = self._apply_aborts()
-        if self._rows:
+        if self._batch.rows:
             events += self._decode_step()
         admitted: list[_Sequence] = []
         with self._lock:
-            while self._waiting and len(self._rows) + len(admitted) < self.max_batch_size:
+            while self._waiting and len(self._batch) + len(admitted) < self.max_batch_size:
                 admitted.append(self._waiting.popleft())
         if admitted:
             events += self._admit(admitted)
@@ -168,14 +162,19 @@ class Engine:
         another thread drives this engine; other requests' events are kept for ``step``."""
         self.add_request(request)
         rid = request.request_id
-        while True:
-            for ev in self._step():
-                if ev.request_id != rid:
-                    self._undelivered.append(ev)
-                    continue
-                yield ev
-                if ev.finished:
-                    return
+        finished = False
+        try:
+            while not finished:
+                for ev in self._step():
+                    if ev.request_id != rid:
+                        self._undelivered.append(ev)
+                        continue
+                    finished = ev.finished
+                    yield ev
+        finally:
+            if not finished:  # the consumer stopped listening: free the batch slot
+                self.abort(rid)
+                self._undelivered += [ev for ev in self._step() if ev.request_id != rid]
 
     def generate(self, request: Request) -> Result:
         """The whole answer of one request."""
@@ -213,7 +212,10 @@ class Engine:
         groups: list[list[_Sequence]] = []
         misses = []
         for s in seqs:
-            (groups.append([s]) if self._prefix_entry(s) is not None else misses.append(s))
+            if self._prefix_entry(s) is not None:
+                groups.append([s])
+            else:
+                misses.append(s)
         if misses:
             groups.append(misses)
         events = []
@@ -223,7 +225,9 @@ class Engine:
             now = time.perf_counter()
             for s in group:
                 s.t_first = now
-            self._join(group, cache, mask, nxt)
+            capacity = max(cache.length, self._batch.cache.length if self._batch.rows else 0)
+            capacity += max(x.remaining for x in self._batch.rows + group)
+            self._batch.join(group, cache, mask, nxt, capacity)
             events += self._after_sampling(group, nxt)
         return events
 
@@ -322,7 +326,7 @@ class Engine:
     def _image_features(self, im, seq: _Sequence) -> torch.Tensor:
         """(n_crops, K, H) features: given, cached, or computed now (and cached)."""
         if im.features is not None:
-            seq.stats["images_cached"] = seq.stats.get("images_cached", 0) + 1
+            seq.stats["feature_cache_hits"] = seq.stats.get("feature_cache_hits", 0) + 1
             return im.features.to(self.model.device, self._dtype)
         cache = self.feature_cache
         if cache is not None and im.cache_key is not None:
@@ -345,14 +349,11 @@ class Engine:
 
     # ---------------------------------------------------------------- decode
     def _decode_step(self) -> list[TokenEvent]:
-        cache = self._cache
-        b = len(self._rows)
-        self._mask = torch.cat([self._mask, self._mask.new_ones((b, 1))], dim=1)
-        cache.reserve(1)
-        out = self.model(self._next[:, None], attention_mask=self._mask if self._padded else None,
-                         past_key_values=cache, logits_to_keep=1)
-        nxt = self._sample(out.logits[:, -1], self._rows)
-        return self._after_sampling(self._rows, nxt)
+        ids, mask = self._batch.decode_inputs()
+        out = self.model(ids, attention_mask=mask, past_key_values=self._batch.cache, logits_to_keep=1)
+        nxt = self._sample(out.logits[:, -1], self._batch.rows)
+        self._batch.next_ids = nxt
+        return self._after_sampling(self._batch.rows, nxt)
 
     def _sample(self, logits: torch.Tensor, seqs: list[_Sequence]) -> torch.Tensor:
         return sample_rows(logits, [s.request.params for s in seqs], [s.generator for s in seqs], self._banned)
@@ -378,11 +379,9 @@ class Engine:
             if reason is not None:
                 ev.result = self._result(s, reason)
             events.append(ev)
-        if seqs is self._rows:  # a decode step; admitted rows were given to _join already
-            self._next = nxt
-        if finished:
-            offset = len(self._rows) - len(seqs)
-            self._drop([offset + i for i in finished])
+        if finished:  # seqs are the whole batch, or the rows just joined at its end
+            offset = len(self._batch) - len(seqs)
+            self._batch.drop([offset + i for i in finished])
         return events
 
     def _flush(self, s: _Sequence, reason: str) -> str:
@@ -408,47 +407,6 @@ class Engine:
             use_kernel_attention(cache, self._attn_ext)
         return cache
 
-    def _join(self, group: list[_Sequence], cache: KVCache, mask: torch.Tensor, nxt: torch.Tensor) -> None:
-        """Append the group's rows to the running batch, right-aligning both caches."""
-        if not self._rows:
-            self._rows, self._cache, self._mask, self._next = list(group), cache, mask, nxt.clone()
-            self._padded = not bool(mask.all())
-            return
-        old, new = self._cache, cache
-        s = max(old.length, new.length)
-        need = s + max(x.remaining for x in self._rows + group)
-        merged = self._new_cache(old.batch + new.batch, need)
-        for src, rows, n in ((old, slice(0, old.batch), old.length), (new, slice(old.batch, None), new.length)):
-            merged.k[:, rows, :, s - n:s] = src.k[:, :, :, :n]  # (L, B, KV, S, D)
-            merged.v[:, rows, :, s - n:s] = src.v[:, :, :, :n]
-        merged.length = s
-        pad = lambda m: torch.cat([m.new_zeros((m.shape[0], s - m.shape[1])), m], dim=1)  # noqa: E731
-        self._mask = torch.cat([pad(self._mask), pad(mask)])
-        self._cache = merged
-        self._rows = self._rows + list(group)
-        self._next = torch.cat([self._next, nxt])
-        self._padded = not bool(self._mask.all())
-
-    def _drop(self, rows: list[int]) -> None:
-        """Remove finished rows; trim key columns that are now padding for everyone."""
-        gone = set(rows)
-        keep = [i for i in range(len(self._rows)) if i not in gone]
-        self._rows = [self._rows[i] for i in keep]
-        if not keep:
-            self._cache = self._mask = self._next = None
-            self._padded = False
-            return
-        self._cache.select(keep)
-        idx = torch.tensor(keep, device=self._mask.device)
-        self._mask, self._next = self._mask[idx], self._next[idx]
-        lead = int(self._mask.any(0).long().argmax())  # first column someone still uses
-        if lead > 0:
-            c = self._cache
-            c.k, c.v = c.k[:, :, :, lead:], c.v[:, :, :, lead:]
-            c.length -= lead
-            self._mask = self._mask[:, lead:]
-        self._padded = not bool(self._mask.all())
-
     def _apply_aborts(self) -> list[TokenEvent]:
         with self._lock:
             aborted, self._aborted = self._aborted, set()
@@ -456,10 +414,10 @@ class Engine:
             for s in waiting:
                 self._waiting.remove(s)
         events = [TokenEvent(s.request.request_id, None, "", "abort", self._result(s, "abort")) for s in waiting]
-        rows = [i for i, s in enumerate(self._rows) if s.request.request_id in aborted]
+        rows = [i for i, s in enumerate(self._batch.rows) if s.request.request_id in aborted]
         for i in rows:
-            s = self._rows[i]
+            s = self._batch.rows[i]
             events.append(TokenEvent(s.request.request_id, None, "", "abort", self._result(s, "abort")))
         if rows:
-            self._drop(rows)
+            self._batch.drop(rows)
         return events

@@ -42,7 +42,9 @@ def _try_kernel(ext, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, sc
     b, h, t, d = q.shape
     if t != 1 or dropout_p or q.dtype != torch.bfloat16 or k.dtype != torch.bfloat16 or q.device.type != "cpu":
         return None
-    if d % 16 or h % k.shape[1] or k.stride(-1) != 1 or v.stride(-1) != 1:
+    if d not in (16, 32, 64, 128) or h % k.shape[1] or h // k.shape[1] not in (1, 2, 4):
+        return None
+    if k.stride(-1) != 1 or v.stride(-1) != 1:
         return None
     mask = None
     if attn_mask is not None:

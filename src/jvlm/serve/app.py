@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError
@@ -39,7 +40,6 @@ from jvlm.serve.metrics import ServerMetrics
 from jvlm.serve.protocol import (
     SSE_DONE,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
     ErrorResponse,
     InvalidRequestError,
@@ -361,10 +361,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_large
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise too_large
+    except ClientDisconnect:
+        raise ApiError(499, "The client closed the connection while sending the request.",
+                       code="client_closed_request") from None
     return bytes(body)
 
 
@@ -408,12 +412,10 @@ async def _chat(request: Request, state: ServingState) -> Response:
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        last = first
-        while not last.finished:
-            last = await _unless_disconnected(request, gen.next_event())
-            if last is None:
-                gen.cancel()
-                return Response(status_code=499)
+        last = await _unless_disconnected(request, _last_event(gen, first))
+        if last is None:
+            gen.cancel()
+            return Response(status_code=499)
     finally:
         ticket.release()
     _check_not_aborted(last)
@@ -428,10 +430,15 @@ async def _unless_disconnected(request: Request, awaitable):
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    return None
+        if not task.done():
+            task.cancel()
+    return None if task.cancelled() else task.result()
+
+
+async def _last_event(gen: Generation, event):
+    while not event.finished:
+        event = await gen.next_event()
+    return event
 
 
 async def _disconnected(request: Request) -> None:
@@ -448,22 +455,32 @@ def _check_not_aborted(event) -> None:
 async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionRequest, state: ServingState,
                request_id: str, created: int) -> AsyncIterator[str]:
     """Role chunk, content chunks (the last with ``finish_reason``), usage, ``[DONE]``; on an
-    error, one error event and the end of the stream. Cancelled if the client disconnects."""
-    model = state.config.served_model_name
+    error, one error event and the end of the stream. Cancelled if the client disconnects.
+
+    Events that are already waiting (the client reads slower than the model writes) go out
+    in one write, so a slow reader costs one send per step rather than one per token.
+    """
+    writer = chat.ChunkWriter(request_id, state.config.served_model_name, created)
     try:
-        yield sse_event(ChatCompletionChunk.role(id=request_id, model=model, created=created))
+        yield writer.role()
         event = first
         while True:
-            if event.finished:
-                _check_not_aborted(event)
-            if event.text or event.finished:
-                yield sse_event(chat.content_chunk(request_id, model, created, event))
-            if event.finished:
+            parts = []
+            while event is not None:
+                if event.finished:
+                    _check_not_aborted(event)
+                if event.text or event.finished:
+                    parts.append(writer.content(event.text, event.finish_reason))
+                if event.finished:
+                    break
+                event = gen.next_event_nowait()
+            if parts:
+                yield "".join(parts)
+            if event is not None and event.finished:
                 break
             event = await gen.next_event()
         if req.include_usage:
-            yield sse_event(ChatCompletionChunk.final_usage(id=request_id, model=model, created=created,
-                                                            usage=chat.usage_of(event)))
+            yield writer.usage(event)
         yield SSE_DONE
     except Exception as exc:  # noqa: BLE001 - after the first byte the status is sent: report in-stream
         err = to_api_error(exc, state.config)

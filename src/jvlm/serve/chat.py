@@ -13,6 +13,7 @@ The steps, in the order they run, each failing with a typed error the app turns 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from jvlm.serve.protocol import (
     InvalidRequestError,
     TextPart,
     Usage,
+    sse_event,
 )
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,31 @@ def usage_of(event: TokenEvent) -> Usage:
     return Usage.of(event.result.prompt_tokens, event.result.completion_tokens)
 
 
-def content_chunk(request_id: str, model: str, created: int, event: TokenEvent) -> ChatCompletionChunk:
-    return ChatCompletionChunk.content(id=request_id, model=model, created=created, text=event.text,
-                                       finish_reason=event.finish_reason)
+class ChunkWriter:
+    """The SSE events of one streamed answer.
+
+    A content chunk differs from the previous one only in its text, so the event is rendered
+    once from the schema with a placeholder and then filled by string joining: building and
+    serialising a pydantic model per token is a large share of the server's per-token work.
+    """
+
+    _PLACEHOLDER = "JVLM_CHUNK_TEXT_PLACEHOLDER"
+
+    def __init__(self, request_id: str, model: str, created: int):
+        self.request_id, self.model, self.created = request_id, model, created
+        probe = sse_event(ChatCompletionChunk.content(id=request_id, model=model, created=created,
+                                                      text=self._PLACEHOLDER))
+        self._head, self._tail = probe.split(json.dumps(self._PLACEHOLDER))
+
+    def role(self) -> str:
+        return sse_event(ChatCompletionChunk.role(id=self.request_id, model=self.model, created=self.created))
+
+    def content(self, text: str, finish_reason: str | None = None) -> str:
+        if finish_reason is None:
+            return f"{self._head}{json.dumps(text, ensure_ascii=False)}{self._tail}"
+        return sse_event(ChatCompletionChunk.content(id=self.request_id, model=self.model, created=self.created,
+                                                     text=text, finish_reason=finish_reason))
+
+    def usage(self, event: TokenEvent) -> str:
+        return sse_event(ChatCompletionChunk.final_usage(id=self.request_id, model=self.model,
+                                                         created=self.created, usage=usage_of(event)))

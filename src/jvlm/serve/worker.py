@@ -110,6 +110,19 @@ class Generation:
             self.done = True
         return item
 
+    def next_event_nowait(self) -> TokenEvent | None:
+        """The next event if one is already waiting, else None (errors raise as above)."""
+        try:
+            item = self._events.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        if isinstance(item, BaseException):
+            self.done = True
+            raise item
+        if item.finished:
+            self.done = True
+        return item
+
     def cancel(self) -> None:
         """Stop generating for a client that went away (no effect once finished)."""
         if not self.done:

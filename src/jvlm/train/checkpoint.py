@@ -214,16 +214,23 @@ def read_state(ckpt: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def load_optimizer(ckpt: Path, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Restore AdamW moments and param-group settings (by parameter name) into ``optimizer``."""
+def load_optimizer(ckpt: Path, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer, ctx) -> None:
+    """Restore AdamW moments and param-group settings (by parameter name) into ``optimizer``.
+
+    With several processes only process 0 reads the file and the state is broadcast (and
+    sharded under FSDP), so host memory holds one full copy, not one per process.
+    """
+    osd: dict[str, Any] = {}
+    if ctx.is_main or not ctx.enabled:
+        try:
+            tensors = load_file(str(ckpt / "optimizer.safetensors"))
+            meta = json.loads((ckpt / "optimizer.json").read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot read the optimiser state in {ckpt}: {e}") from None
+        osd = _unflatten_optimizer(tensors, meta)
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=ctx.enabled)
     try:
-        tensors = load_file(str(ckpt / "optimizer.safetensors"))
-        meta = json.loads((ckpt / "optimizer.json").read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"cannot read the optimiser state in {ckpt}: {e}") from None
-    osd = _unflatten_optimizer(tensors, meta)
-    try:
-        set_optimizer_state_dict(wrapped, optimizer, osd, options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(wrapped, optimizer, osd, options=options)
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(
             f"the optimiser state in {ckpt} does not fit this run ({e}); were groups frozen or unfrozen "

@@ -150,7 +150,7 @@ class Trainer:
         state = ckpt_io.read_state(path)
         if state.get("config_digest") != config_digest(self.cfg):
             log.warning("the config differs from the one %s was written with; continuing with the new one", path.name)
-        ckpt_io.load_optimizer(path, self.wrapped, self.optimizer)
+        ckpt_io.load_optimizer(path, self.wrapped, self.optimizer, self.ctx)
         self.sampler.load_state_dict(state["sampler"])
         self.bad.load_state_dict(state["bad_rows"])
         self.step, self.totals = state["step"], state["totals"]
@@ -305,7 +305,6 @@ class Trainer:
             log.info("training done: %d steps, final loss %.4f; %s", self.step, last.get("loss", float("nan")),
                      bad.summary())
         self.ctx.barrier()
-        distributed.teardown(self.ctx)
         return TrainResult(self.out, final, self.step, float(last.get("loss", float("nan"))),
                            self.out / "metrics.jsonl", plot, bad.counts)
 
@@ -318,4 +317,8 @@ def train(config: TrainConfig | str | Path, resume: bool | str | None = None,
     True/"auto" = continue from the latest checkpoint if any; a path = that checkpoint.
     """
     cfg = config if isinstance(config, TrainConfig) else load_config(config, overrides)
-    return Trainer(cfg, resume).run()
+    trainer = Trainer(cfg, resume)
+    try:
+        return trainer.run()
+    finally:
+        distributed.teardown(trainer.ctx)

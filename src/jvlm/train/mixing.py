@@ -152,13 +152,9 @@ class MixingSampler:
         total = sum(w for _, w in cands)
         for k, w in cands:
             cur[k] = cur.get(k, 0.0) + w
-        best = max(cands, key=lambda kw: (cur[kw[0]], -self._order_key(kw[0])))[0]
+        best = max(cands, key=lambda kw: cur[kw[0]])[0]  # ties: the first candidate
         cur[best] -= total
         return best
-
-    @staticmethod
-    def _order_key(k) -> int:
-        return k[0] * 2 + k[1] if isinstance(k, tuple) else k
 
     # ------------------------------------------------------------- stats + state
     def shares(self) -> dict[str, float]:
