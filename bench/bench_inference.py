@@ -4,17 +4,21 @@ Not a test: it takes minutes. Weights are random bf16, built directly in memory 
 checkpoint is written), which is all a speed measurement needs. One run reports:
 
 * limits of this machine, measured here: bf16 matmul GFLOP/s and memory read bandwidth;
-* jvlm, through the engine: ViT + connector time for a 3x4-tile image (13 crops), decoder
-  prefill of its ~1,760-token prompt, decode ms/token, each as a fraction of its limit
-  (FLOPs / peak for the compute-bound parts, bytes read per token / bandwidth for decode),
-  and the time to first token of a second question on the same image (feature + prefix cache);
-* ``--parts int8``: decode with the int8 weight-only decoder and its effect on the logits;
-* ``--parts baseline``: the same workload through Transformers (``SiglipVisionModel`` with all
-  27 layers + ``Qwen3ForCausalLM``, SDPA, ``generate()`` with its default cache).
+* ``jvlm``, through the engine: ViT + connector time for a 3x4-tile image (13 crops), decoder
+  prefill of its ~1,760-token prompt, decode ms/token (PyTorch's kernels, then jvlm's
+  streaming kernels), each as a fraction of its limit (FLOPs / peak for the compute-bound
+  parts, bytes read per token / bandwidth for decode), the time to first token of a second
+  question on the same image (feature + prefix cache), and a batch of four;
+* ``int8``: decode with the int8 weight-only decoder, and its effect on the logits;
+* ``baseline``: the same workload through Transformers (``SiglipVisionModel`` with all 27
+  layers + ``Qwen3ForCausalLM``, SDPA, ``generate()`` with its default cache).
 
-    python bench/bench_inference.py                  # everything, full size (~10 min on 2 cores)
+On a shared machine the speed drifts from minute to minute, so jvlm and the baseline are
+measured alternately, ``--repeats`` times, and the best of each is kept.
+
+    python bench/bench_inference.py                  # everything, full size (~15 min on 2 cores)
     python bench/bench_inference.py --quick          # 10 ViT / 4 decoder layers, 1x2 tiles
-    python bench/bench_inference.py --parts limits,jvlm --out results.json
+    python bench/bench_inference.py --parts limits,jvlm --threads 1 --out results.json
 """
 
 from __future__ import annotations
@@ -157,92 +161,9 @@ def decode_ms(engine: Engine, request: Request) -> float:
     return 1000 * (res.total_s - res.time_to_first_token_s) / (res.completion_tokens - 1)
 
 
-def bench_jvlm(model, cfg, limits: dict, image_wh, n_decode: int) -> dict:
-    """The image workload through the engine, decoding first with PyTorch's kernels, then with
-    jvlm's streaming kernels (``use_cpu_kernels``); later questions reuse the image prefix."""
-    from jvlm.inference.quantize import use_cpu_kernels
-
-    eff = efficiency_report(*image_wh, cfg)
-    connector = eff["prefill_flops"]["real"] - 2 * llm_body_params(cfg) * eff["tokens"]["block_tokens"]
-    vit_flops = eff["vit_flops"]["linear"] + eff["vit_flops"]["attention"] + connector
-    engine = Engine(model, None, feature_cache=FeatureCache(), prefix_cache=PrefixCache(4 * 2**30))
-    engine.generate(Request(prompt_ids=[151643, 1000, 1001], params=SamplingParams(max_new_tokens=2)))  # warm up
-
-    first = engine.generate(synthetic_request(cfg, image_wh, 12, seed=1, max_new_tokens=2))
-    second = engine.generate(synthetic_request(cfg, image_wh, 15, seed=2, max_new_tokens=2))
-    prompt = first.prompt_tokens
-    vit_s, prefill_s = first.stats["vision_s"], first.stats["prefill_s"]
-    torch_ms = decode_ms(engine, synthetic_request(cfg, image_wh, 14, seed=3, max_new_tokens=n_decode + 1))
-    kernels = use_cpu_kernels(model)
-    own_ms = decode_ms(engine, synthetic_request(cfg, image_wh, 13, seed=4, max_new_tokens=n_decode + 1))
-    ms_token = min(torch_ms, own_ms)
-    bytes_tok = decode_bytes_per_token(cfg, prompt + n_decode // 2)
-    limit_ms = 1000 * bytes_tok / (limits["read_gbps"] * 1e9)
-
-    # Batching: four short text requests decode together for little more than the price of one.
-    batch = [Request(prompt_ids=[151643] + list(range(2000 + 10 * i, 2010 + 10 * i)),
-                     params=SamplingParams(max_new_tokens=n_decode, ignore_eos=True)) for i in range(4)]
-    t0 = time.perf_counter()
-    results = engine.generate_many(batch)
-    batch_tps = sum(r.completion_tokens for r in results) / (time.perf_counter() - t0)
-    peak = limits["bf16_matmul_gflops"]
-    return {
-        "image_wh": image_wh, "crops": eff["n_crops"], "tiling": eff["tiling"], "prompt_tokens": prompt,
-        "vit_s": vit_s, "vit_gflops": vit_flops / vit_s / 1e9, "vit_fraction_of_peak": vit_flops / vit_s / 1e9 / peak,
-        "prefill_s": prefill_s, "prefill_gflops": prefill_flops(cfg, prompt) / prefill_s / 1e9,
-        "prefill_fraction_of_peak": prefill_flops(cfg, prompt) / prefill_s / 1e9 / peak,
-        "decode_ms_per_token_torch_kernels": torch_ms, "decode_ms_per_token_jvlm_kernels": own_ms if kernels else None,
-        "decode_ms_per_token": ms_token, "decode_limit_ms": limit_ms, "decode_fraction_of_bandwidth": limit_ms / ms_token,
-        "decode_gbps": bytes_tok / (ms_token / 1000) / 1e9,
-        "ttft_first_s": first.time_to_first_token_s, "ttft_repeat_s": second.time_to_first_token_s,
-        "ttft_ratio": first.time_to_first_token_s / second.time_to_first_token_s,
-        "repeat_prefill_tokens": second.stats.get("prefill_tokens"),
-        "batch4_tokens_per_s": batch_tps, "batch1_tokens_per_s": 1000 / ms_token,
-    }
-
-
-def bench_int8(model, cfg, limits: dict, n_decode: int) -> dict:
-    """Decode speed with the int8 decoder (both kernels), and how far its logits move from bf16."""
-    from jvlm.inference.quantize import Int8Weight, quantize_decoder_int8
-
-    prompt = torch.tensor([[151643] + list(range(3000, 3063))])
-    steps = torch.tensor([[4000 + i] for i in range(16)])
-
-    def logits_trace():
-        cache = model.new_cache(1, 128)
-        out = [model(prompt, past_key_values=cache).logits[0].float()]  # (64, V) prefill path
-        out += [model(s[None], past_key_values=cache).logits[0].float() for s in steps]  # decode path
-        return torch.cat(out)  # (80, V)
-
-    engine = Engine(model, None)
-    req = lambda: Request(prompt_ids=[151643] + list(range(5000, 5032)),  # noqa: E731
-                          params=SamplingParams(max_new_tokens=n_decode + 1, ignore_eos=True))
-    engine.generate(Request(prompt_ids=[151643, 7], params=SamplingParams(max_new_tokens=2)))  # warm up
-    bf16_ms = decode_ms(engine, req())
-    with torch.inference_mode():
-        ref = logits_trace()
-        quantize_decoder_int8(model)
-        q = logits_trace()
-    diff = (q - ref).abs()
-    kl = torch.nn.functional.kl_div(q.log_softmax(-1), ref.log_softmax(-1), log_target=True, reduction="batchmean")
-    int8_ms = decode_ms(engine, req())
-    int8_weights = [m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), Int8Weight)]
-    for w in int8_weights:  # the same int8 weights through PyTorch's own kernel
-        w._ext, own = None, w._ext
-    torch_int8_ms = decode_ms(engine, req())
-    for w in int8_weights:
-        w._ext = own
-    bf16_limit = 1000 * decode_bytes_per_token(cfg, 40) / (limits["read_gbps"] * 1e9)
-    int8_limit = 1000 * decode_bytes_per_token(cfg, 40, weight_bytes=1.0) / (limits["read_gbps"] * 1e9)
-    return {
-        "bf16_decode_ms_per_token": bf16_ms, "decode_ms_per_token": int8_ms,
-        "decode_ms_per_token_torch_int8_kernel": torch_int8_ms,
-        "int8_limit_ms": int8_limit, "bf16_limit_ms": bf16_limit,
-        "fraction_of_int8_limit": int8_limit / int8_ms, "fraction_of_bf16_limit": bf16_limit / bf16_ms,
-        "logits_max_abs_diff": diff.max().item(), "logits_mean_abs_diff": diff.mean().item(),
-        "logits_ref_std": ref.std().item(), "top1_agreement": (q.argmax(-1) == ref.argmax(-1)).float().mean().item(),
-        "kl_bf16_to_int8": kl.item(),
-    }
+def text_request(start: int, n_decode: int, length: int = 32) -> Request:
+    return Request(prompt_ids=[151643] + list(range(start, start + length)),
+                   params=SamplingParams(max_new_tokens=n_decode + 1, ignore_eos=True))
 
 
 class _Clock:
@@ -258,43 +179,175 @@ class _Clock:
         pass
 
 
-def bench_baseline(cfg: JinaVLMConfig, image_wh, n_decode: int, prompt_tokens: int) -> dict:
-    from transformers import Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+class Baseline:
+    """Transformers' SigLIP ViT (all layers, no pooling head) and Qwen3 at the same dimensions."""
 
-    v, t = cfg.vision, cfg.text
-    vcfg = SiglipVisionConfig(hidden_size=v.hidden_size, intermediate_size=v.mlp_size, num_hidden_layers=v.n_layers,
-                              num_attention_heads=v.n_heads, image_size=v.image_size, patch_size=v.patch_size,
-                              hidden_act="gelu_pytorch_tanh", layer_norm_eps=v.norm_eps, vision_use_head=False,
-                              attn_implementation="sdpa")
-    vit = build_on_cpu(lambda: SiglipVisionModel(vcfg), meta=False)
-    n_crops = image_layout(image_wh[1], image_wh[0], cfg.image).n_crops
-    pixels = torch.rand(n_crops, 3, v.image_size, v.image_size, dtype=torch.bfloat16) * 2 - 1
-    with torch.inference_mode():
-        vit(pixel_values=pixels[:1])  # warm up
+    def __init__(self, cfg: JinaVLMConfig):
+        from transformers import Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+
+        v, t = cfg.vision, cfg.text
+        vcfg = SiglipVisionConfig(hidden_size=v.hidden_size, intermediate_size=v.mlp_size,
+                                  num_hidden_layers=v.n_layers, num_attention_heads=v.n_heads,
+                                  image_size=v.image_size, patch_size=v.patch_size, hidden_act="gelu_pytorch_tanh",
+                                  layer_norm_eps=v.norm_eps, vision_use_head=False, attn_implementation="sdpa")
+        qcfg = Qwen3Config(vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.mlp_size,
+                           num_hidden_layers=t.n_layers, num_attention_heads=t.n_heads,
+                           num_key_value_heads=t.n_kv_heads, head_dim=t.head_dim,
+                           max_position_embeddings=t.max_sequence_length, rope_theta=t.rope_theta,
+                           rms_norm_eps=t.norm_eps, tie_word_embeddings=False, attn_implementation="sdpa")
+        self.vit = build_on_cpu(lambda: SiglipVisionModel(vcfg), meta=False)
+        self.lm = build_on_cpu(lambda: Qwen3ForCausalLM(qcfg), meta=False)
+        self.lm.generation_config.eos_token_id = None
+        self.lm.generation_config.pad_token_id = 0
+        self.image_size = v.image_size
+
+    @torch.inference_mode()
+    def vit_s(self, n_crops: int) -> float:
+        pixels = torch.rand(n_crops, 3, self.image_size, self.image_size, dtype=torch.bfloat16) * 2 - 1
         t0 = time.perf_counter()
-        vit(pixel_values=pixels)
-        vit_s = time.perf_counter() - t0
-    del vit
-    gc.collect()
+        self.vit(pixel_values=pixels)
+        return time.perf_counter() - t0
 
-    qcfg = Qwen3Config(vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.mlp_size,
-                       num_hidden_layers=t.n_layers, num_attention_heads=t.n_heads, num_key_value_heads=t.n_kv_heads,
-                       head_dim=t.head_dim, max_position_embeddings=t.max_sequence_length, rope_theta=t.rope_theta,
-                       rms_norm_eps=t.norm_eps, tie_word_embeddings=False, attn_implementation="sdpa")
-    lm = build_on_cpu(lambda: Qwen3ForCausalLM(qcfg), meta=False)
-    lm.generation_config.eos_token_id = None
-    lm.generation_config.pad_token_id = 0
-    ids = torch.randint(1000, 100000, (1, prompt_tokens))
-    with torch.inference_mode():
-        lm.generate(ids[:, :8], max_new_tokens=2, do_sample=False)  # warm up
+    @torch.inference_mode()
+    def generate(self, prompt_tokens: int, n_decode: int) -> tuple[float, float]:
+        """(time to first token s, decode ms/token) of ``generate()``."""
+        ids = torch.randint(1000, 100000, (1, prompt_tokens))
         clock = _Clock()
         t0 = time.perf_counter()
-        lm.generate(ids, max_new_tokens=n_decode + 1, min_new_tokens=n_decode + 1, do_sample=False, streamer=clock)
-    ttft = clock.times[1] - t0  # put #0 is the prompt, put #1 the first new token
-    ms_token = 1000 * (clock.times[-1] - clock.times[1]) / n_decode
-    del lm
-    gc.collect()
-    return {"vit_s": vit_s, "prefill_s": ttft, "decode_ms_per_token": ms_token, "prompt_tokens": prompt_tokens}
+        self.lm.generate(ids, max_new_tokens=n_decode + 1, min_new_tokens=n_decode + 1, do_sample=False,
+                         streamer=clock)
+        # put #0 is the prompt, put #1 the first new token
+        return clock.times[1] - t0, 1000 * (clock.times[-1] - clock.times[1]) / n_decode
+
+
+def bench_image(model, cfg, limits: dict, image_wh, repeats: int, baseline: Baseline | None) -> dict:
+    """ViT, prefill and cached time to first token, alternating with the baseline's ViT and prefill."""
+    eff = efficiency_report(*image_wh, cfg)
+    connector = eff["prefill_flops"]["real"] - 2 * llm_body_params(cfg) * eff["tokens"]["block_tokens"]
+    vit_flops = eff["vit_flops"]["linear"] + eff["vit_flops"]["attention"] + connector
+    runs, base = [], []
+    for r in range(repeats):
+        engine = Engine(model, None, feature_cache=FeatureCache(), prefix_cache=PrefixCache(4 * 2**30))
+        first = engine.generate(synthetic_request(cfg, image_wh, 12, seed=10 * r, max_new_tokens=2))
+        second = engine.generate(synthetic_request(cfg, image_wh, 15, seed=10 * r + 1, max_new_tokens=2))
+        runs.append((first, second))
+        print(f"  jvlm #{r}: ViT {first.stats['vision_s']:.2f} s, prefill {first.stats['prefill_s']:.2f} s, "
+              f"TTFT {first.time_to_first_token_s:.2f} s then {second.time_to_first_token_s:.3f} s", flush=True)
+        if baseline is not None:
+            vit = baseline.vit_s(eff["n_crops"])
+            ttft, _ = baseline.generate(first.prompt_tokens, 1)
+            base.append((vit, ttft))
+            print(f"  transformers #{r}: ViT {vit:.2f} s, prefill {ttft:.2f} s", flush=True)
+        del engine
+        gc.collect()
+    vit_s = min(f.stats["vision_s"] for f, _ in runs)
+    prefill_s = min(f.stats["prefill_s"] for f, _ in runs)
+    prompt = runs[0][0].prompt_tokens
+    ttft1 = min(f.time_to_first_token_s for f, _ in runs)
+    ttft2 = min(s.time_to_first_token_s for _, s in runs)
+    peak = limits["bf16_matmul_gflops"]
+    out = {
+        "image_wh": image_wh, "crops": eff["n_crops"], "tiling": eff["tiling"], "prompt_tokens": prompt,
+        "vit_s": vit_s, "vit_gflops": vit_flops / vit_s / 1e9, "vit_fraction_of_peak": vit_flops / vit_s / 1e9 / peak,
+        "prefill_s": prefill_s, "prefill_gflops": prefill_flops(cfg, prompt) / prefill_s / 1e9,
+        "prefill_fraction_of_peak": prefill_flops(cfg, prompt) / prefill_s / 1e9 / peak,
+        "ttft_first_s": ttft1, "ttft_repeat_s": ttft2, "ttft_ratio": ttft1 / ttft2,
+        "repeat_prefill_tokens": runs[0][1].stats.get("prefill_tokens"),
+    }
+    if base:
+        out["baseline_vit_s"] = min(v for v, _ in base)
+        out["baseline_prefill_s"] = min(p for _, p in base)
+    return out
+
+
+def bench_decode(model, cfg, limits: dict, image_wh, n_decode: int, repeats: int,
+                 baseline: Baseline | None) -> dict:
+    """Decode ms/token on a short prompt: PyTorch kernels, jvlm kernels, baseline, alternately;
+    then with the image in context (prefix cache) and a batch of four."""
+    from jvlm.inference import quantize
+
+    short = 33
+    engine = Engine(model, None, feature_cache=FeatureCache(), prefix_cache=PrefixCache(4 * 2**30))
+    engine.generate(text_request(100, 2))  # warm up
+    torch_ms, own_ms, base_ms = [], [], []
+    for r in range(repeats):
+        model.decode_kernels = None  # PyTorch's kernels (weights stay plain tensors below)
+        for lin in quantize._decoder_linears(model, untie=False):
+            if isinstance(lin.weight, quantize.StreamedWeight):
+                lin.weight = lin.weight.plain()
+        torch_ms.append(decode_ms(engine, text_request(200 + r, n_decode)))
+        if quantize.use_cpu_kernels(model):
+            own_ms.append(decode_ms(engine, text_request(300 + r, n_decode)))
+        if baseline is not None:
+            base_ms.append(baseline.generate(short, n_decode)[1])
+        print(f"  decode #{r}: PyTorch kernels {torch_ms[-1]:.1f} ms, jvlm kernels "
+              f"{own_ms[-1] if own_ms else float('nan'):.1f} ms, transformers "
+              f"{base_ms[-1] if base_ms else float('nan'):.1f} ms", flush=True)
+    best = min(own_ms or torch_ms)
+    limit_ms = 1000 * decode_bytes_per_token(cfg, short + n_decode // 2) / (limits["read_gbps"] * 1e9)
+    # With the image in context: the prefix cache skips the prefill, decoding reads the KV too.
+    engine.generate(synthetic_request(cfg, image_wh, 12, seed=1, max_new_tokens=2))
+    image_ms = decode_ms(engine, synthetic_request(cfg, image_wh, 14, seed=2, max_new_tokens=n_decode + 1))
+    context = len(synthetic_request(cfg, image_wh, 14, 2, 1).prompt_ids) + n_decode // 2
+    image_limit_ms = 1000 * decode_bytes_per_token(cfg, context) / (limits["read_gbps"] * 1e9)
+    batch = [text_request(2000 + 40 * i, n_decode - 1, length=10 + 3 * i) for i in range(4)]
+    t0 = time.perf_counter()
+    results = engine.generate_many(batch)
+    batch_tps = sum(r.completion_tokens for r in results) / (time.perf_counter() - t0)
+    out = {
+        "decode_ms_per_token_torch_kernels": min(torch_ms), "decode_ms_per_token_jvlm_kernels": min(own_ms) if own_ms else None,
+        "decode_ms_per_token": best, "decode_limit_ms": limit_ms, "decode_fraction_of_bandwidth": limit_ms / best,
+        "decode_gbps": decode_bytes_per_token(cfg, short + n_decode // 2) / (best / 1000) / 1e9,
+        "image_context_tokens": context, "image_decode_ms_per_token": image_ms,
+        "image_decode_limit_ms": image_limit_ms, "image_decode_fraction_of_bandwidth": image_limit_ms / image_ms,
+        "batch4_tokens_per_s": batch_tps, "batch1_tokens_per_s": 1000 / best,
+    }
+    if base_ms:
+        out["baseline_decode_ms_per_token"] = min(base_ms)
+    return out
+
+
+def bench_int8(model, cfg, limits: dict, n_decode: int, repeats: int) -> dict:
+    """Decode speed with the int8 decoder (both kernels), and how far its logits move from bf16."""
+    from jvlm.inference.quantize import Int8Weight, quantize_decoder_int8
+
+    prompt = torch.tensor([[151643] + list(range(3000, 3063))])
+    steps = torch.tensor([[4000 + i] for i in range(16)])
+
+    def logits_trace():
+        cache = model.new_cache(1, 128)
+        out = [model(prompt, past_key_values=cache).logits[0].float()]  # (64, V) prefill path
+        out += [model(s[None], past_key_values=cache).logits[0].float() for s in steps]  # decode path
+        return torch.cat(out)  # (80, V)
+
+    engine = Engine(model, None)
+    with torch.inference_mode():
+        ref = logits_trace()
+        quantize_decoder_int8(model)
+        q = logits_trace()
+    diff = (q - ref).abs()
+    kl = torch.nn.functional.kl_div(q.log_softmax(-1), ref.log_softmax(-1), log_target=True, reduction="batchmean")
+    int8_weights = [m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), Int8Weight)]
+    own_kernel = int8_weights[0]._ext
+    own_ms, torch_ms = [], []
+    for r in range(repeats):
+        for w in int8_weights:
+            w._ext = own_kernel
+        own_ms.append(decode_ms(engine, text_request(500 + r, n_decode)))
+        for w in int8_weights:  # the same int8 weights through PyTorch's own kernel
+            w._ext = None
+        torch_ms.append(decode_ms(engine, text_request(600 + r, n_decode)))
+    for w in int8_weights:
+        w._ext = own_kernel
+    int8_limit = 1000 * decode_bytes_per_token(cfg, 40, weight_bytes=1.0) / (limits["read_gbps"] * 1e9)
+    best = min(own_ms) if own_kernel is not None else min(torch_ms)
+    return {
+        "decode_ms_per_token": best, "decode_ms_per_token_torch_int8_kernel": min(torch_ms),
+        "int8_limit_ms": int8_limit, "fraction_of_int8_limit": int8_limit / best,
+        "logits_max_abs_diff": diff.max().item(), "logits_mean_abs_diff": diff.mean().item(),
+        "logits_ref_std": ref.std().item(), "top1_agreement": (q.argmax(-1) == ref.argmax(-1)).float().mean().item(),
+        "kl_bf16_to_int8": kl.item(),
+    }
 
 
 # ------------------------------------------------------------------------------- main
@@ -303,6 +356,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--quick", action="store_true", help="10 ViT / 4 decoder layers and a 1x2-tile image")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--decode-tokens", type=int, default=None, help="tokens timed in decode (default 32, quick 8)")
+    ap.add_argument("--repeats", type=int, default=None, help="alternating repeats, best kept (default 2, quick 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
@@ -313,51 +367,49 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     n_decode = args.decode_tokens or (8 if args.quick else 32)
+    repeats = args.repeats or (3 if args.quick else 2)
     cfg = jvlm_config(args.quick)
     image_wh = QUICK_IMAGE_WH if args.quick else FULL_IMAGE_WH
     res: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
-                 "cpu_count": os.cpu_count(), "torch": torch.__version__, "quick": args.quick,
-                 "load_average_start": os.getloadavg()}
+                 "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                 "quick": args.quick, "load_average_start": os.getloadavg()}
 
-    limits = measure_limits()
-    res["limits"] = limits
+    limits = res["limits"] = measure_limits()
     print(f"limits: bf16 matmul {limits['bf16_matmul_gflops']:.0f} GFLOP/s, read {limits['read_gbps']:.1f} GB/s, "
           f"copy {limits['copy_gbps']:.1f} GB/s", flush=True)
-    prompt_tokens = None
-    if "jvlm" in parts or "int8" in parts:
-        t0 = time.perf_counter()
-        model = build_jvlm(cfg)
-        print(f"built jvlm ({cfg.text.n_layers} decoder / {cfg.vision.n_layers} ViT layers) in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
-        if "jvlm" in parts:
-            r = res["jvlm"] = bench_jvlm(model, cfg, limits, image_wh, n_decode)
-            prompt_tokens = r["prompt_tokens"]
-            print(f"jvlm: ViT {r['vit_s']:.2f} s ({r['vit_fraction_of_peak']:.0%} of peak), prefill "
-                  f"{r['prefill_s']:.2f} s for {r['prompt_tokens']} tokens ({r['prefill_fraction_of_peak']:.0%}), "
-                  f"decode {r['decode_ms_per_token']:.1f} ms/token ({r['decode_fraction_of_bandwidth']:.0%} of the "
-                  f"{r['decode_limit_ms']:.1f} ms bandwidth limit; PyTorch kernels "
-                  f"{r['decode_ms_per_token_torch_kernels']:.1f} ms), repeat-question TTFT {r['ttft_ratio']:.0f}x "
-                  f"sooner, batch of 4: {r['batch4_tokens_per_s']:.1f} tokens/s", flush=True)
-        if "int8" in parts:
-            r = res["int8"] = bench_int8(model, cfg, limits, n_decode)
-            print(f"int8: decode {r['decode_ms_per_token']:.1f} ms/token (int8 limit {r['int8_limit_ms']:.1f} ms; "
-                  f"bf16 {r['bf16_decode_ms_per_token']:.1f} ms, PyTorch int8 kernel "
-                  f"{r['decode_ms_per_token_torch_int8_kernel']:.1f} ms), "
-                  f"logits max|diff| {r['logits_max_abs_diff']:.3f} (std {r['logits_ref_std']:.2f}), top-1 agreement "
-                  f"{r['top1_agreement']:.1%}, KL {r['kl_bf16_to_int8']:.2e}", flush=True)
-        del model
+    if not {"jvlm", "int8", "baseline"} & set(parts):
+        return res
+    t0 = time.perf_counter()
+    model = build_jvlm(cfg)
+    baseline = Baseline(cfg) if "baseline" in parts else None
+    print(f"built the models ({cfg.text.n_layers} decoder / {cfg.vision.n_layers} ViT layers) in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    if "jvlm" in parts or baseline is not None:
+        r = res["image"] = bench_image(model, cfg, limits, image_wh, repeats, baseline)
+        print(f"image: ViT {r['vit_s']:.2f} s ({r['vit_fraction_of_peak']:.0%} of peak), prefill {r['prefill_s']:.2f} s "
+              f"for {r['prompt_tokens']} tokens ({r['prefill_fraction_of_peak']:.0%}), repeat-question TTFT "
+              f"{r['ttft_ratio']:.0f}x sooner ({r['ttft_first_s']:.2f} s -> {r['ttft_repeat_s']:.3f} s)", flush=True)
+        r = res["decode"] = bench_decode(model, cfg, limits, image_wh, n_decode, repeats, baseline)
+        print(f"decode: {r['decode_ms_per_token']:.1f} ms/token ({r['decode_fraction_of_bandwidth']:.0%} of the "
+              f"{r['decode_limit_ms']:.1f} ms bandwidth limit; PyTorch kernels "
+              f"{r['decode_ms_per_token_torch_kernels']:.1f} ms); with the image in context "
+              f"{r['image_decode_ms_per_token']:.1f} ms ({r['image_decode_fraction_of_bandwidth']:.0%}); "
+              f"batch of 4: {r['batch4_tokens_per_s']:.1f} tokens/s", flush=True)
+    if baseline is not None:
+        i, d = res["image"], res["decode"]
+        res["speedup_vs_transformers"] = {"vit": i["baseline_vit_s"] / i["vit_s"],
+                                          "prefill": i["baseline_prefill_s"] / i["prefill_s"],
+                                          "decode": d["baseline_decode_ms_per_token"] / d["decode_ms_per_token"]}
+        print("speed-up over transformers: " + ", ".join(f"{k} {v:.2f}x" for k, v in res["speedup_vs_transformers"].items()),
+              flush=True)
+        del baseline
         gc.collect()
-    if "baseline" in parts:
-        if prompt_tokens is None:
-            prompt_tokens = len(synthetic_request(cfg, image_wh, 12, 1, 1).prompt_ids)
-        r = res["baseline"] = bench_baseline(cfg, image_wh, n_decode, prompt_tokens)
-        print(f"transformers: ViT {r['vit_s']:.2f} s, prefill {r['prefill_s']:.2f} s, decode "
-              f"{r['decode_ms_per_token']:.1f} ms/token", flush=True)
-        if "jvlm" in res:
-            j = res["jvlm"]
-            res["speedup_vs_transformers"] = {k: r[k] / j[k] for k in ("vit_s", "prefill_s", "decode_ms_per_token")}
-            print("speed-up over transformers: " + ", ".join(f"{k} {v:.2f}x"
-                                                            for k, v in res["speedup_vs_transformers"].items()))
+    if "int8" in parts:
+        r = res["int8"] = bench_int8(model, cfg, limits, n_decode, repeats)
+        print(f"int8: decode {r['decode_ms_per_token']:.1f} ms/token (int8 limit {r['int8_limit_ms']:.1f} ms; "
+              f"PyTorch int8 kernel {r['decode_ms_per_token_torch_int8_kernel']:.1f} ms), logits max|diff| "
+              f"{r['logits_max_abs_diff']:.3f} (std {r['logits_ref_std']:.2f}), top-1 agreement "
+              f"{r['top1_agreement']:.1%}, KL {r['kl_bf16_to_int8']:.2e}", flush=True)
     res["load_average_end"] = os.getloadavg()
     if args.out:
         with open(args.out, "w") as fh:

@@ -62,31 +62,30 @@ def running_server(model: Path, *extra: str, torch_threads: int = 1, ready_timeo
     port = free_port()
     cmd = [sys.executable, "-m", "jvlm", "serve", "--model", str(model), "--port", str(port),
            "--api-key", API_KEY, "--log-level", "warning", "--torch-threads", str(torch_threads), *extra]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + ready_timeout_s
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read().decode(errors='replace')}")
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after {ready_timeout_s:g} s")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            deadline = time.monotonic() + ready_timeout_s
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read().decode(errors='replace')}")
+                try:
+                    if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"server not ready after {ready_timeout_s:g} s")
+                time.sleep(0.1)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 # ----------------------------------------------------------------------------- clients
@@ -243,7 +242,8 @@ def main() -> int:
             asyncio.run(load(base, 2, 3.0, args.max_tokens))  # warm-up
             report["load"] = asyncio.run(load(base, args.clients, args.duration, args.max_tokens))
             batch = scrape(base)
-            report["load"]["mean_batch_size"] = round(batch["jvlm_batch_size_sum"] / max(batch["jvlm_batch_size_count"], 1), 2)
+            steps = max(batch["jvlm_batch_size_count"], 1)
+            report["load"]["mean_batch_size"] = round(batch["jvlm_batch_size_sum"] / steps, 2)
         print(json.dumps({"load": report["load"]}, indent=2), flush=True)
     if not args.skip_speedup:
         report["speedup"] = speedup(model, args)

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_server import API_KEY, running_server, tiny_model  # noqa: E402
+from bench_server import API_KEY, running_server, tiny_model
 
 
 def answer_counts(base: str) -> dict[str, float]:
@@ -70,7 +70,8 @@ def main() -> int:
                "--suppress-health-check", "all", "--no-color"]
         print(" ".join(cmd), flush=True)
         before = answer_counts(base)  # the readiness polls of the start-up are not the fuzzer's
-        status = subprocess.call(cmd)
+        with tempfile.TemporaryDirectory() as scratch:  # schemathesis keeps a cache in its cwd
+            status = subprocess.call(cmd, cwd=scratch)
         counts = difference(answer_counts(base), before)
     print("answers counted by the server during the run:")
     for name, n in counts.items():

@@ -85,7 +85,7 @@ def test_bf16_model_with_kernels_keeps_its_answers(tiny_model_dir, ext):
     plain = [Engine(model, processor).generate(r).token_ids for r in reqs()]
     assert use_cpu_kernels(model)
     engine = Engine(model, processor)
-    assert engine._attn_ext is not None
+    assert engine._attention_kernels() is not None
     alone = [engine.generate(r).token_ids for r in reqs()]
     together = [r.token_ids for r in engine.generate_many(reqs())]
     assert together == alone

@@ -79,7 +79,7 @@ def user(text: str, *image_urls: str) -> list[dict]:
 class ImageHandler(http.server.BaseHTTPRequestHandler):
     """/ok.png serves a PNG; /redirect?to=URL answers 302. Every path asked for is recorded."""
 
-    def do_GET(self):  # noqa: N802 - http.server API
+    def do_GET(self):  # the name http.server dispatches GET to
         self.server.seen.append(self.path)
         parsed = urllib.parse.urlsplit(self.path)
         if parsed.path == "/ok.png":
@@ -101,14 +101,23 @@ class ImageHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture(scope="session")
-def image_server():
+@contextmanager
+def running_image_server() -> Iterator[http.server.ThreadingHTTPServer]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ImageHandler)
     server.seen = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server
-    server.shutdown()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def image_server():
+    with running_image_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -352,7 +361,8 @@ def test_full_queue_answers_503_with_retry_after(server):
     _wait_for(lambda: worker.stats()["admitted"] == 0)
 
 
-@pytest.mark.parametrize("text", ["", "plain", 'quote " backslash \\ newline \n tab \t', "é 中 🙂", "\x00\x1f\u2028"])
+@pytest.mark.parametrize("text", ["", "plain", 'quote " backslash \\ newline \n tab \t', "é 中 🙂",
+                                  "\x00\x1f\u2028"])
 def test_fast_chunk_rendering_equals_the_schema(text):
     from jvlm.serve.chat import ChunkWriter
     from jvlm.serve.protocol import ChatCompletionChunk

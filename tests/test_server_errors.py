@@ -17,7 +17,16 @@ from dataclasses import replace
 import httpx
 import openai
 import pytest
-from test_server import API_KEY, MODEL, client_for, data_uri, image_server, png, serve, user  # noqa: F401
+from test_server import (
+    API_KEY,
+    MODEL,
+    client_for,
+    data_uri,
+    png,
+    running_image_server,
+    serve,
+    user,
+)
 
 from jvlm.serve import fetch
 from jvlm.serve.fetch import MediaPolicy
@@ -32,6 +41,12 @@ async def _resolve(host: str, port: int) -> list[str]:
     if host not in table:
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     return table[host]
+
+
+@pytest.fixture(scope="module")
+def image_server():
+    with running_image_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +239,8 @@ def test_engine_failure_mid_stream_is_an_error_event_and_the_server_survives(tin
     from jvlm.serve.app import _default_engine
 
     trigger = threading.Event()
-    config_ = replace(_base_config(tiny_model_dir), engine_factory=lambda *a: FailOnDemand(_default_engine(*a), trigger))
+    config_ = replace(_base_config(tiny_model_dir),
+                      engine_factory=lambda *a: FailOnDemand(_default_engine(*a), trigger))
     with serve(config_) as (base, state), httpx.Client(timeout=60) as client:
         body = {"messages": user("Go on."), "max_tokens": 4000, "stream": True}
         with client.stream("POST", f"{base}/v1/chat/completions", json=body, headers=AUTH) as response:
@@ -243,3 +259,19 @@ def test_engine_failure_mid_stream_is_an_error_event_and_the_server_survives(tin
         reply = client_for(base).chat.completions.create(model=MODEL, messages=user("Still there?"), max_tokens=2)
         assert reply.usage.completion_tokens == 2
         assert state.worker.stats()["admitted"] == 0
+
+
+# ----------------------------------------------------------------------------- found by fuzzing
+
+def test_unpaired_surrogate_in_text_is_a_400(post):
+    body = b'{"messages": [{"role": "user", "content": [{"type": "text", "text": "hi \\udc00 there"}]}]}'
+    err = error_of(post(body), 400)
+    assert err["param"] == "messages[0].content[0].text" and "surrogate" in err["message"]
+
+
+def test_vanishing_temperature_means_greedy(post):
+    # 1.4e-45 made logits / temperature overflow and failed every request in the batch
+    tiny = post(chat(temperature=1.401298464324817e-45, max_tokens=4))
+    greedy = post(chat(temperature=0, max_tokens=4))
+    assert tiny.status_code == 200, tiny.text
+    assert tiny.json()["choices"][0]["message"] == greedy.json()["choices"][0]["message"]

@@ -11,7 +11,16 @@ import torch
 from jvlm.config import JinaVLMConfig
 from jvlm.processing.processor import JinaVLMProcessor
 from jvlm.processing.text import build_tiny_tokenizer
-from jvlm.train.data import IMAGE, TEXT, BadRows, ExampleEncoder, RowError, collate, encode_ref, index_source
+from jvlm.train.data import (
+    IMAGE,
+    TEXT,
+    BadRows,
+    ExampleEncoder,
+    RowError,
+    collate,
+    encode_ref,
+    index_source,
+)
 from jvlm.train.toy import draw_shape
 
 

@@ -21,7 +21,12 @@ transformers = pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory):
-    from transformers import Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+    from transformers import (
+        Qwen3Config,
+        Qwen3ForCausalLM,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
 
     root = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
@@ -138,9 +143,10 @@ def test_a_plain_qwen_tokenizer_gets_the_jvlm_tokens_on_the_new_rows(parts, tmp_
     trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(["a small corpus of words for a test tokenizer"] * 10, trainer=trainer)
+    from transformers import PreTrainedTokenizerFast
+
     folder = tmp_path / "qwen-tok"
-    folder.mkdir()
-    tok.save(str(folder / "tokenizer.json"))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
     _, processor = build_from_parts(root / "siglip", root / "qwen3", tokenizer=str(folder))
     ids = processor.token_ids
     assert (ids.im_start, ids.im_end, ids.im_patch, ids.im_col, ids.image) == (1024, 1025, 1026, 1027, 1028)

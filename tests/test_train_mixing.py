@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from jvlm.errors import TrainConfigError
-from jvlm.train.data import IMAGE, TEXT, SourceIndex
+from jvlm.train.data import TEXT, SourceIndex
 from jvlm.train.mixing import MixingSampler, Phase
 
 
@@ -101,3 +101,14 @@ def test_a_bad_row_is_replaced_from_the_same_pool_and_never_drawn_again():
 def test_a_share_that_the_data_cannot_give_is_refused():
     with pytest.raises(TrainConfigError, match="no text-only rows"):
         MixingSampler(SOURCES, [_phase([1.0, 1.0, 0.0], 0.15)], seed=0)
+
+
+def test_a_source_with_only_bad_rows_stops_the_run_with_its_name():
+    from jvlm.errors import TrainDataError
+
+    s = MixingSampler([_source("broken", 0, 2)], [_phase([1.0], 0.0)], seed=0)
+    s.set_step(0)
+    ref = s.draw()
+    ref = s.replace(ref)
+    with pytest.raises(TrainDataError, match="'broken'"):
+        s.replace(ref)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import random
 
 import pytest
@@ -96,7 +97,7 @@ def test_warmup_then_decay_to_the_floor_per_group():
     assert lrs[0]["decoder"] == pytest.approx(0.1)  # no warmup: starts at its peak
     assert lrs[-1]["connector"] == pytest.approx(0.1) and lrs[-1]["decoder"] == pytest.approx(0.01)
     c = [x["connector"] for x in lrs[4:]]
-    assert all(a >= b for a, b in zip(c, c[1:]))  # monotone decay after warmup
+    assert all(a >= b for a, b in itertools.pairwise(c))  # monotone decay after warmup
     lin = Schedule(opt, 20, "linear", 0.0)
     assert lin.factor(12, 4) == pytest.approx(1 - 8 / 15)
 

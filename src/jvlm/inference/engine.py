@@ -89,12 +89,6 @@ class Engine:
         self._pad_id = int(cfg.pad_token_id if cfg.pad_token_id is not None else 0)
         # The compute dtype; not model.dtype, which is the LM head's and may be int8.
         self._dtype = model.model.language_model.ln_f.weight.dtype
-        # Models set up for the CPU decode kernels (quantize.py) also get kernel attention.
-        self._attn_ext = None
-        if getattr(model, "decode_kernels", None) and self._dtype == torch.bfloat16 and model.device.type == "cpu":
-            from jvlm.inference import cpu_kernels
-
-            self._attn_ext = cpu_kernels.load()
 
         self._lock = threading.Lock()
         self._waiting: collections.deque[_Sequence] = collections.deque()
@@ -401,11 +395,23 @@ class Engine:
     # ----------------------------------------------------------- batch state
     def _new_cache(self, batch: int, capacity: int) -> KVCache:
         cache = self.model.new_cache(batch, max(capacity, 1))
-        if self._attn_ext is not None:
+        ext = self._attention_kernels()
+        if ext is not None:
             from jvlm.inference.kv_attention import use_kernel_attention
 
-            use_kernel_attention(cache, self._attn_ext)
+            use_kernel_attention(cache, ext)
         return cache
+
+    def _attention_kernels(self):
+        """The CPU kernels, for models set up to decode with them (``quantize.py``); asked at
+        every new cache so that kernels switched on after the engine was built count too."""
+        if not getattr(self.model, "decode_kernels", None) or self._dtype != torch.bfloat16:
+            return None
+        if self.model.device.type != "cpu":
+            return None
+        from jvlm.inference import cpu_kernels
+
+        return cpu_kernels.load()
 
     def _apply_aborts(self) -> list[TokenEvent]:
         with self._lock:

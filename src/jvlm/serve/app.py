@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import threading
 import time
@@ -30,8 +31,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.requests import ClientDisconnect
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError
 from jvlm.serve import chat
@@ -48,10 +49,16 @@ from jvlm.serve.protocol import (
     error_body,
     new_completion_id,
     parse_chat_request,
-    sse_event,
     unix_now,
 )
-from jvlm.serve.worker import EngineFailure, EngineWorker, Generation, ServerOverloaded, Ticket, WorkerStopped
+from jvlm.serve.worker import (
+    EngineFailure,
+    EngineWorker,
+    Generation,
+    ServerOverloaded,
+    Ticket,
+    WorkerStopped,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +149,7 @@ class ServingState:
             worker = EngineWorker(lambda: factory(model, processor, cfg, feature_cache), max_batch=cfg.max_batch,
                                   max_queue=cfg.max_queue, metrics=self.metrics)
             worker.start()
-        except BaseException as exc:  # noqa: BLE001 - the port stays open and says why
+        except BaseException as exc:  # the port stays open and says why
             self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
             log.exception("loading the model from %s failed", cfg.model_dir)
             if self.on_load_failed is not None:
@@ -215,9 +222,17 @@ def to_api_error(exc: BaseException, config: ServerConfig) -> ApiError:
                     type="server_error", code="internal_error")
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: an error message may quote client input,
+    and input can hold unpaired surrogates that no UTF-8 encoder accepts."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def error_response(err: ApiError, metrics: ServerMetrics) -> JSONResponse:
     metrics.errors.labels(code=err.code or str(err.status)).inc()
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+    return _AsciiJSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
 # ----------------------------------------------------------------------------- gate
@@ -428,11 +443,15 @@ async def _unless_disconnected(request: Request, awaitable):
     watcher = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
+    except BaseException:  # this handler itself is cancelled (shutdown): take both along
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-    return None if task.cancelled() else task.result()
+        task.cancel()
+        raise
+    watcher.cancel()
+    if not task.done():
+        task.cancel()  # takes effect at the next loop iteration: do not read the task after
+        return None
+    return task.result()
 
 
 async def _last_event(gen: Generation, event):
@@ -485,7 +504,7 @@ async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionReques
     except Exception as exc:  # noqa: BLE001 - after the first byte the status is sent: report in-stream
         err = to_api_error(exc, state.config)
         state.metrics.errors.labels(code=err.code or str(err.status)).inc()
-        yield sse_event(err.body())
+        yield f"data: {json.dumps(err.body(), ensure_ascii=True)}\n\n"
     finally:  # runs on normal end, on error, and when the client disconnects (cancellation)
         gen.cancel()
         ticket.release()

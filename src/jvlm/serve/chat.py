@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: torch generators take seeds in [0, 2**64); any integer a client sends is folded into it
 _SEED_MODULUS = 2**63
+#: below this, dividing logits by the temperature overflows to inf and sampling breaks down;
+#: such a temperature means "always the most likely token", i.e. greedy
+MIN_SAMPLING_TEMPERATURE = 1e-5
 
 
 @dataclass(frozen=True)
@@ -66,24 +69,32 @@ def hf_messages(req: ChatCompletionRequest) -> list[dict]:
 
 
 def check_text(req: ChatCompletionRequest, reserved: list[str]) -> None:
-    """Refuse text that spells a token only the processor may place.
+    """Refuse text the tokenizer cannot take, or that spells a token only the processor may place.
 
-    A typed ``<im_patch>`` would become a real image slot with no features behind it, and
-    the model would then refuse the whole batch it shares with other users' requests.
+    JSON may carry unpaired UTF-16 surrogates (``"\\udc00"``), which are not Unicode text at
+    all. A typed ``<im_patch>`` would become a real image slot with no features behind it,
+    and the model would then refuse the whole batch it shares with other users' requests.
     """
     for i, message in enumerate(req.messages):
         for j, part in enumerate(message.parts()):
             if not isinstance(part, TextPart):
                 continue
+            param = f"messages[{i}].content" if isinstance(message.content, str) else f"messages[{i}].content[{j}].text"
+            try:
+                part.text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidRequestError(
+                    f"the text contains {part.text[exc.start]!r} at offset {exc.start}, an unpaired UTF-16 "
+                    "surrogate, which is not valid Unicode; send well-formed text.", param=param) from None
             found = next((tok for tok in reserved if tok in part.text), None)
             if found is not None:
-                param = f"messages[{i}].content" if isinstance(message.content, str) else f"messages[{i}].content[{j}].text"
                 raise InvalidRequestError(
                     f"the text contains {found!r}, a token reserved for images; send images as image_url "
                     "parts and remove the token from the text.", param=param, code="invalid_value")
 
 
-async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy, resolver: Resolver | None = None) -> list[bytes]:
+async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy,
+                       resolver: Resolver | None = None) -> list[bytes]:
     """Bytes of every image in the request, fetched concurrently; the first failure wins and
     cancels the other downloads."""
     urls = req.image_urls()
@@ -93,7 +104,7 @@ async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy, resolver
     tasks = [asyncio.ensure_future(fetch_image_bytes(url, policy, param=path, resolver=resolver))
              for path, url in urls]
     try:
-        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in tasks:  # report the failure of the earliest image, as the client reads them
             if task in done and task.exception() is not None:
                 raise task.exception()
@@ -106,9 +117,10 @@ async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy, resolver
 
 def sampling_params(req: ChatCompletionRequest, defaults: GenerationDefaults) -> SamplingParams:
     """Engine sampling settings; an omitted ``max_tokens`` is provisionally 1 (see ``build``)."""
+    temperature = defaults.temperature if req.temperature is None else float(req.temperature)
     return SamplingParams(
         max_new_tokens=req.max_new_tokens or 1,
-        temperature=defaults.temperature if req.temperature is None else float(req.temperature),
+        temperature=0.0 if temperature < MIN_SAMPLING_TEMPERATURE else temperature,
         top_p=1.0 if req.top_p is None else float(req.top_p),
         top_k=req.top_k_or_none or 0,
         seed=None if req.seed is None else req.seed % _SEED_MODULUS,

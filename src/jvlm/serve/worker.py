@@ -79,7 +79,7 @@ class Ticket:
     Release is idempotent, so every exit path of a handler can simply call it.
     """
 
-    def __init__(self, worker: "EngineWorker"):
+    def __init__(self, worker: EngineWorker):
         self._worker = worker
         self._released = False
 
@@ -96,7 +96,7 @@ class Generation:
     request_id: str
     arrived_s: float  # perf_counter at HTTP arrival: time to first token counts queueing too
     _events: asyncio.Queue = field(repr=False)
-    _worker: "EngineWorker" = field(repr=False)
+    _worker: EngineWorker = field(repr=False)
     first_token_s: float | None = None
     done: bool = False
 
@@ -247,11 +247,9 @@ class EngineWorker:
                     break
                 engine = self.engine
             try:
-                events = engine.step()  # the compute, outside the lock
-            except Exception as exc:  # the thread must outlive any failure
+                self._dispatch(engine.step())  # the compute runs outside the lock
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure
                 self._fail_all(exc)
-                continue
-            self._dispatch(events)
         log.debug("engine worker stopped")
 
     def _dispatch(self, events: list[TokenEvent]) -> None:

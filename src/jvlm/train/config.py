@@ -161,7 +161,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         self.model.kind()
         if self.stage not in (1, 2):
             raise TrainConfigError(f"stage must be 1 or 2, found {self.stage}")

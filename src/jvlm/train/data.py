@@ -88,7 +88,7 @@ def _row_category(row: Any) -> int:
         raise RowError("malformed", f"bad content part: {e}") from None
 
 
-def index_source(name: str, path: str | Path, bad: "BadRows") -> SourceIndex:
+def index_source(name: str, path: str | Path, bad: BadRows) -> SourceIndex:
     """Scan a JSONL file once: offsets of each row by category; malformed lines are counted."""
     path = Path(path)
     if not path.is_file():
@@ -138,6 +138,17 @@ class BadRows:
     @property
     def total(self) -> int:
         return sum(sum(v.values()) for v in self.counts.values())
+
+    @classmethod
+    def merged(cls, *parts: BadRows) -> BadRows:
+        out = cls()
+        for part in parts:
+            for source, per in part.counts.items():
+                mine = out.counts.setdefault(source, {})
+                for reason, n in per.items():
+                    mine[reason] = mine.get(reason, 0) + n
+            out.examples.extend(part.examples)
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {"counts": self.counts, "examples": self.examples}

@@ -23,13 +23,19 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from jvlm import weights
-from jvlm.config import ConnectorConfig, ImageProcessingConfig, JinaVLMConfig, TextConfig, VisionConfig
+from jvlm.config import (
+    ConnectorConfig,
+    ImageProcessingConfig,
+    JinaVLMConfig,
+    TextConfig,
+    VisionConfig,
+)
 from jvlm.errors import CheckpointError, ModelFolderError, TokenizerError
 from jvlm.loading import attach_token_ids
 from jvlm.model.vlm import JinaVLMForConditionalGeneration

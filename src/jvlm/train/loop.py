@@ -19,7 +19,6 @@ import logging
 import math
 import random
 import shutil
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +31,24 @@ from jvlm.errors import TrainConfigError
 from jvlm.train import checkpoint as ckpt_io
 from jvlm.train import distributed
 from jvlm.train.config import TrainConfig, config_digest, load_config
-from jvlm.train.data import BadRows, ExampleEncoder, RowError, TEXT, collate, encode_ref, index_source
+from jvlm.train.data import (
+    TEXT,
+    BadRows,
+    ExampleEncoder,
+    RowError,
+    collate,
+    encode_ref,
+    index_source,
+)
 from jvlm.train.metrics import MetricsLog, Progress, Throughput, plot_metrics
 from jvlm.train.mixing import MixingSampler, SampleRef, build_phases
 from jvlm.train.objective import ModelWithLoss
-from jvlm.train.optim import Schedule, apply_freezing, build_optimizer, enable_activation_checkpointing
+from jvlm.train.optim import (
+    Schedule,
+    apply_freezing,
+    build_optimizer,
+    enable_activation_checkpointing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +112,9 @@ def _find_resume(root: Path, resume: bool | str | None) -> Path | None:
 
 
 class Trainer:
+    """Builds everything a run needs (model, optimiser, data, sampler; restored from a
+    checkpoint when resuming) and runs optimiser steps until ``optim.steps``."""
+
     def __init__(self, cfg: TrainConfig, resume: bool | str | None = None):
         self.cfg = cfg
         self.ctx = distributed.setup(cfg.device, cfg.distributed.backend)
@@ -135,14 +150,17 @@ class Trainer:
         shares = [cfg.resolved_text_only_share(p) for p in phases]
         self.sampler = MixingSampler(self.sources, build_phases(phases, names, cfg.optim.steps, shares), cfg.seed)
         self.encoder = ExampleEncoder(self.processor, cfg.data.max_length, cfg.data.max_crops)
+        workers = cfg.data.num_workers
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="jvlm-data") if workers > 0 else None
         self.accum = cfg.accumulation_steps(self.ctx.world_size)
         self.step = 0
         self.resumed = resume_from is not None
         self.totals = {"samples": 0, "target_tokens": 0, "tokens": 0, "elapsed_s": 0.0}
         if resume_from is not None:
             self._restore(resume_from)
-        self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step if resume_from else None) if self.ctx.is_main else None
+        self.metrics = None
         if self.ctx.is_main:
+            self.metrics = MetricsLog(self.out / "metrics.jsonl", self.step if self.resumed else None)
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str) + "\n")
 
     # ----------------------------------------------------------------- state
@@ -176,30 +194,25 @@ class Trainer:
         """Encode this process's slice, replacing bad rows identically on every process."""
         done: dict[int, Any] = {}
         todo = list(mine)
-        pool = ThreadPoolExecutor(self.cfg.data.num_workers) if self.cfg.data.num_workers > 0 else None
-        try:
-            while True:
-                failures = []
-                results = pool.map(self._try_encode, [refs[i] for i in todo]) if pool else map(self._try_encode, [refs[i] for i in todo])
-                for pos, res in zip(todo, results):
-                    if isinstance(res, RowError):
-                        ref = refs[pos]
-                        line = self.sources[ref.source].line(ref.category, ref.row)
-                        failures.append((pos, self.sources[ref.source].name, line, res.reason, str(res)))
-                    else:
-                        done[pos] = res
-                every = sorted(f for part in self.ctx.gather_objects(failures) for f in part)
-                if not every:
-                    return [done[i] for i in mine]
-                todo = []
-                for pos, source, line, reason, message in every:
-                    self.bad.add(source, line, reason, message)
-                    refs[pos] = self.sampler.replace(refs[pos])
-                    if pos in mine:
-                        todo.append(pos)
-        finally:
-            if pool:
-                pool.shutdown()
+        while True:
+            batch = [refs[i] for i in todo]
+            results = self.pool.map(self._try_encode, batch) if self.pool else map(self._try_encode, batch)
+            failures = []
+            for pos, res in zip(todo, results):
+                if isinstance(res, RowError):
+                    src = self.sources[refs[pos].source]
+                    failures.append((pos, src.name, src.line(refs[pos].category, refs[pos].row), res.reason, str(res)))
+                else:
+                    done[pos] = res
+            every = sorted(f for part in self.ctx.gather_objects(failures) for f in part)
+            if not every:
+                return [done[i] for i in mine]
+            todo = []
+            for pos, source, line, reason, message in every:
+                self.bad.add(source, line, reason, message)
+                refs[pos] = self.sampler.replace(refs[pos])
+                if pos in mine:
+                    todo.append(pos)
 
     def _try_encode(self, ref: SampleRef):
         try:
@@ -276,6 +289,8 @@ class Trainer:
                     timer.lap()  # saving is not training time
         finally:
             progress.close()
+            if self.pool:
+                self.pool.shutdown()
         if saved_at != self.step:
             self.save()
         return self._finish(last)
@@ -283,11 +298,7 @@ class Trainer:
     def _finish(self, last: dict[str, Any]) -> TrainResult:
         final = self.out / "final"
         plot = None
-        bad = BadRows()
-        for part in (self.index_bad, self.bad):
-            for src, per in part.counts.items():
-                for reason, n in per.items():
-                    bad.counts.setdefault(src, {})[reason] = bad.counts.get(src, {}).get(reason, 0) + n
+        bad = BadRows.merged(self.index_bad, self.bad)
         if self.ctx.is_main:
             src = ckpt_io.step_dir(self.ckpt_root, self.step) / "model"
             tmp = self.out / ".final.tmp"
@@ -300,7 +311,7 @@ class Trainer:
             summary = {"steps": self.step, "final_loss": last.get("loss"), **self.totals,
                        "text_only_share_run": self.sampler.shares()["text_only_share_run"],
                        "samples_per_source": dict(zip([s.name for s in self.sources], self.sampler.per_source)),
-                       "bad_rows": bad.counts, "bad_row_examples": self.index_bad.examples + self.bad.examples}
+                       "bad_rows": bad.counts, "bad_row_examples": bad.examples}
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
             log.info("training done: %d steps, final loss %.4f; %s", self.step, last.get("loss", float("nan")),
                      bad.summary())

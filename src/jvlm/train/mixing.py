@@ -49,8 +49,8 @@ class Phase:
 class _Pool:
     """Rows of one (source, category), served in a new seeded order every epoch."""
 
-    def __init__(self, n: int, seed: int, source: int, category: int):
-        self.n, self.key = n, (seed, source, category)
+    def __init__(self, n: int, seed: int, source: int, category: int, name: str):
+        self.n, self.key, self.name = n, (seed, source, category), name
         self.epoch, self.pos = 0, 0
         self._perm: np.ndarray | None = None
 
@@ -68,14 +68,16 @@ class _Pool:
             self.pos += 1
             if (source, category, row) not in bad:
                 return row
-        raise TrainDataError(f"every row of data source #{source} ({'text-only' if category == TEXT else 'image'}) "
-                             "was skipped as bad; see the bad-row report")
+        kind = "text-only" if category == TEXT else "image"
+        raise TrainDataError(f"every {kind} row of data source {self.name!r} was skipped as bad; see the "
+                             "warnings above for the reasons")
 
 
 class MixingSampler:
     def __init__(self, sources: list[SourceIndex], phases: list[Phase], seed: int):
         self.sources, self.phases = sources, phases
-        self.pools = {(s, c): _Pool(src.count(c), seed, s, c) for s, src in enumerate(sources) for c in (TEXT, IMAGE)}
+        self.pools = {(s, c): _Pool(src.count(c), seed, s, c, src.name)
+                      for s, src in enumerate(sources) for c in (TEXT, IMAGE)}
         self.bad: set[tuple[int, int, int]] = set()
         self.phase_index = -1
         self.n_phase = self.t_phase = 0  # samples / text-only samples in the current phase
