@@ -133,3 +133,14 @@ def test_value_gate_halves_matter(model):
         assert not torch.allclose(mlp(x), ref, atol=1e-4)
     finally:
         mlp.up.weight.copy_(w)
+
+
+@torch.no_grad()
+def test_loss_ignores_padding_and_structural_labels(model):
+    ids, imgs, masks, idx = _inputs(b=1)
+    labels = ids.clone()
+    labels[:, :5] = -1
+    labels[:, 5:35] = 1024 + 2  # <im_patch>: not in lm_head's rows, so not a target
+    out = model(ids, images=imgs, image_masks=masks, image_input_idx=idx, labels=labels)
+    manual = torch.nn.functional.cross_entropy(out.logits[0, 35:].float(), labels[0, 35:])
+    assert torch.allclose(out.loss, manual, atol=1e-6)

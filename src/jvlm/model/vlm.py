@@ -128,9 +128,11 @@ class JinaVLMForConditionalGeneration(nn.Module):
         logits = self.lm_head(kept)
         loss = None
         if labels is not None:
-            lab = labels[:, -kept.shape[1]:].to(logits.device).long()
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                   lab.reshape(-1).masked_fill(lab.reshape(-1) < 0, -100), ignore_index=-100)
+            lab = labels[:, -kept.shape[1]:].to(logits.device).long().reshape(-1)
+            # Negative labels are padding; ids past lm_head (the structural image tokens) can
+            # never be predicted, so they carry no loss either.
+            lab = lab.masked_fill((lab < 0) | (lab >= logits.shape[-1]), -100)
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), lab, ignore_index=-100)
         return VLMOutput(logits=logits, loss=loss, hidden_states=hidden, past_key_values=past_key_values)
 
     # ---------------------------------------------------------------- generate
