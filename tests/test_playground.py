@@ -32,7 +32,6 @@ from jvlm.processing.image import image_layout
 from jvlm.serve.app import ServerConfig, create_app
 from jvlm.serve.fetch import MediaPolicy
 from jvlm.serve.pdf import PDFError, PDFLimits, PDFTooLargeError, page_scale, render_pdf
-from jvlm.serve.playground import mount_playground
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -46,11 +45,10 @@ TIMEOUT_MS = 30_000
 
 @contextmanager
 def serve(model_dir: Path, **overrides) -> Iterator[str]:
-    """The server app plus the playground, under uvicorn on 127.0.0.1:<ephemeral>; yields the base URL."""
+    """The server app (which serves the playground at /), under uvicorn on 127.0.0.1:<ephemeral>;
+    yields the base URL."""
     config = ServerConfig(model_dir=model_dir, **overrides)
     app = create_app(config)
-    mount_playground(app, processor_getter=lambda: app.state.serving.processor,
-                     media_policy=config.media, max_crops_limit=config.max_crops_limit)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
                                            timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)

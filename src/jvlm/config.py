@@ -482,4 +482,31 @@ def _tiny() -> JinaVLMConfig:
     )
 
 
-PRESETS = {"jina-vlm": _jina_vlm, "tiny": _tiny}
+def _jvlm_demo() -> JinaVLMConfig:
+    """The shipped default model, trained from scratch on the synthetic data (jvlm.data.demo).
+
+    Same ViT -> 2x2 attention pooling -> SwiGLU projector -> Qwen3 design and the same
+    overlap-and-resize tiling; only smaller: 224 px crops (16x16 patches -> 64 pooled tokens
+    per crop), at most 1 tile besides the thumbnail by default, and a 2,048-id vocabulary
+    (jvlm.data.demo_tokenizer). Width and depth were picked by measured training speed on
+    two CPU cores (docs/reproduction.md). The special ids come from the tokenizer when the
+    model folder is written.
+    """
+    return JinaVLMConfig(
+        vision=VisionConfig(n_layers=4, hidden_size=128, n_heads=2, head_dim=64, mlp_size=512,
+                            image_size=224, vit_layers=(-1, -3)),
+        connector=ConnectorConfig(n_heads=2, head_dim=64, projector_size=768),
+        text=TextConfig(
+            n_layers=4, hidden_size=256, n_heads=4, n_kv_heads=2, head_dim=64, mlp_size=768,
+            vocab_size=2048, additional_vocab_size=128, max_sequence_length=2048,
+            tie_word_embeddings=False,
+        ),
+        image=ImageProcessingConfig(crop_size=224, max_crops=1),
+        bos_token_id=None,
+        eos_token_id=None,
+        pad_token_id=None,
+        image_token_index=None,
+    )
+
+
+PRESETS = {"jina-vlm": _jina_vlm, "tiny": _tiny, "jvlm-demo": _jvlm_demo}

@@ -26,10 +26,11 @@ API_KEY_ENV = "JVLM_API_KEY"
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, type=Path, help="model folder (config.json, safetensors, tokenizer)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default: 8000; 0 picks a free one)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--served-model-name", default="jina-vlm", help="model name clients send and see")
     p.add_argument("--api-key", default=None,
-                   help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${API_KEY_ENV}, else no key)")
+                   help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${API_KEY_ENV}, else no key); "
+                        "/health, /ready and /metrics stay open")
     p.add_argument("--max-batch", type=int, default=8, help="requests generated together (default: 8)")
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests waiting beyond --max-batch before 503 server_overloaded (default: 64)")

@@ -352,6 +352,10 @@ def create_app(config: ServerConfig) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
             return error_response(to_api_error(exc, config), metrics)
 
+    from jvlm.serve.playground import mount_playground
+
+    mount_playground(app, processor_getter=lambda: state.processor, media_policy=config.media,
+                     max_crops_limit=config.max_crops_limit)
     app.openapi = lambda: _openapi(app)
     app.add_middleware(Gate, state=state)
     return app

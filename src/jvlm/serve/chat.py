@@ -3,7 +3,7 @@ from engine events back to OpenAI responses. No routes and no HTTP here (see ``a
 
 The steps, in the order they run, each failing with a typed error the app turns into a 400:
 
-1. text checks (no structural image tokens typed into the prompt);
+1. text checks (well-formed Unicode, no structural image tokens typed into the prompt);
 2. image count, then every image fetched concurrently through ``fetch`` (the safety gate);
 3. chat template, image preprocessing (or the feature cache) and the token budget, all in
    ``jvlm.inference.prompt.build_request`` on a worker thread, because decoding and tiling
@@ -33,7 +33,7 @@ from jvlm.serve.protocol import (
 
 log = logging.getLogger(__name__)
 
-#: torch generators take seeds in [0, 2**64); any integer a client sends is folded into it
+#: torch generators take seeds in [0, 2**64); any integer a client sends is folded into [0, 2**63)
 _SEED_MODULUS = 2**63
 #: below this, dividing logits by the temperature overflows to inf and sampling breaks down;
 #: such a temperature means "always the most likely token", i.e. greedy
@@ -105,9 +105,12 @@ async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy,
              for path, url in urls]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:  # report the failure of the earliest image, as the client reads them
-            if task in done and task.exception() is not None:
-                raise task.exception()
+        # read every finished task's error (an unread one is logged as a leak), then report
+        # the earliest image's, in the order the client wrote them
+        errors = [task.exception() for task in tasks if task in done]
+        first = next((e for e in errors if e is not None), None)
+        if first is not None:
+            raise first
         return [task.result() for task in tasks]
     finally:
         for task in tasks:

@@ -1,0 +1,93 @@
+"""Everything the ``jvlm-demo`` retraining needs besides the trainer: data and a starting folder.
+
+``scripts/train_demo.sh`` runs, in order:
+
+    python -m jvlm.data.demo data --out runs/demo/data     # train/test JSONL at 224 px
+    python -m jvlm.data.demo init --out runs/demo/init     # random jvlm-demo weights + tokenizer
+    jvlm train examples/train/demo_stage1.yaml             # stage 1 from runs/demo/init
+    jvlm train examples/train/demo_stage2.yaml             # stage 2 from stage 1's final folder
+
+The trainer starts stage 1 from a model folder (``model.checkpoint``) rather than a preset,
+because the demo has its own tokenizer, which a preset cannot name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from jvlm.data import synthetic
+
+log = logging.getLogger(__name__)
+
+DEMO_IMAGE_SIZE = 224  # one crop of the demo ViT: every image costs thumbnail + 1 tile
+#: stage 1 (alignment): reading and naming tasks, plus text-only rows for the 15% mix
+STAGE1_TASKS = ("sign", "shapes", "form", "arithmetic", "translation", "facts")
+#: (folder, split, seed, n, tasks); n is a multiple of each task list's 6-language block
+DATASETS = (
+    ("stage1", "train", 11, 2400, STAGE1_TASKS),
+    ("stage2", "train", 12, 7200, None),
+    ("test", "test", 0, 600, None),
+)
+
+
+def write_data(out: str | Path, scale: float = 1.0) -> list[Path]:
+    """Generate the demo's training and held-out data under ``out`` (deterministic)."""
+    paths = []
+    for name, split, seed, n, tasks in DATASETS:
+        n = n if name == "test" else max(60, int(n * scale))
+        log.info("writing %d %s samples to %s/%s", n, split, out, name)
+        stream = synthetic.generate(n, seed, split, tasks, image_size=DEMO_IMAGE_SIZE)
+        paths.append(synthetic.write_jsonl(stream, Path(out) / name))
+    return paths
+
+
+def write_initial_model(out: str | Path, seed: int = 0) -> Path:
+    """A jvlm-demo folder with random weights and the demo tokenizer (stage 1's start)."""
+    import torch
+
+    from jvlm.config import JinaVLMConfig
+    from jvlm.data.demo_tokenizer import build_demo_tokenizer
+    from jvlm.loading import attach_token_ids, save_pretrained
+    from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
+    from jvlm.processing.processor import JinaVLMProcessor
+    from jvlm.processing.text import special_token_ids
+
+    tok = build_demo_tokenizer()
+    ids = special_token_ids(tok)
+    cfg = JinaVLMConfig.preset("jvlm-demo")
+    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = ids.bos, ids.eos[0], ids.pad
+    cfg.image_token_index = ids.image
+    torch.manual_seed(seed)
+    model = init_random(JinaVLMForConditionalGeneration(cfg), seed).float().eval()
+    processor = JinaVLMProcessor(tok, cfg)
+    attach_token_ids(model, processor)
+    save_pretrained(model, out, processor=processor)
+    n = sum(p.numel() for p in model.parameters())
+    log.info("wrote the initial jvlm-demo model (%.2fM parameters) to %s", n / 1e6, out)
+    return Path(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jvlm.data.demo", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("data", help="generate the stage 1, stage 2 and held-out test data")
+    d.add_argument("--out", required=True, type=Path)
+    d.add_argument("--scale", type=float, default=1.0, help="multiply the training set sizes (not the test set)")
+    i = sub.add_parser("init", help="write the random starting model folder")
+    i.add_argument("--out", required=True, type=Path)
+    i.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.cmd == "data":
+        for p in write_data(args.out, args.scale):
+            print(f"wrote {p}")
+    else:
+        print(f"wrote {write_initial_model(args.out, args.seed)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
