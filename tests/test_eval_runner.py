@@ -12,12 +12,9 @@ import io
 import json
 import random
 import socket
-import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
@@ -338,32 +335,10 @@ def test_results_file_of_another_kind_is_refused(tmp_path):
 
 @contextmanager
 def running_server(model_dir: Path):
-    """This project's server on a free loopback port, in a thread, until the block ends."""
-    import uvicorn
+    """This project's server on a free loopback port, ready, until the block ends."""
+    from serving import serve
 
-    from jvlm.serve.app import ServerConfig, create_app
+    from jvlm.serve.app import ServerConfig
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(ServerConfig(model_dir=model_dir, dtype="fp32")),
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("the test server did not become ready")
-            time.sleep(0.1)
+    with serve(ServerConfig(model_dir=model_dir, dtype="fp32")) as (url, _state):
         yield url
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()

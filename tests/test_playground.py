@@ -16,7 +16,6 @@ import io
 import os
 import re
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,12 +23,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image, ImageDraw
+from serving import serve
 
 from jvlm.config import JinaVLMConfig
 from jvlm.processing.image import image_layout
-from jvlm.serve.app import ServerConfig, create_app
+from jvlm.serve.app import ServerConfig
 from jvlm.serve.fetch import MediaPolicy
 from jvlm.serve.pdf import PDFError, PDFLimits, PDFTooLargeError, page_scale, render_pdf
 
@@ -44,25 +43,11 @@ TIMEOUT_MS = 30_000
 # ----------------------------------------------------------------------------- helpers
 
 @contextmanager
-def serve(model_dir: Path, **overrides) -> Iterator[str]:
-    """The server app (which serves the playground at /), under uvicorn on 127.0.0.1:<ephemeral>;
-    yields the base URL."""
-    config = ServerConfig(model_dir=model_dir, **overrides)
-    app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+def serve_page(model_dir: Path, **overrides) -> Iterator[str]:
+    """The server app (which serves the playground at /) on loopback; yields the base URL
+    as soon as the port is open (the model may still be loading)."""
+    with serve(ServerConfig(model_dir=model_dir, **overrides), wait_ready=False) as (base, _state):
+        yield base
 
 
 def wait_ready(base: str) -> None:
@@ -102,7 +87,7 @@ def image_cfg(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir) -> Iterator[str]:
-    with serve(tiny_model_dir, media=MediaPolicy(max_pixels=4_000_000)) as base:
+    with serve_page(tiny_model_dir, media=MediaPolicy(max_pixels=4_000_000)) as base:
         wait_ready(base)
         yield base
 
@@ -299,7 +284,7 @@ def test_image_question_streams_an_answer_over_the_tile_grid(page, server, image
 
 
 def test_loading_countdown_then_answer_then_oversized_image_error(page, tiny_model_dir, tmp_path):
-    with serve(tiny_model_dir, load_delay_s=2.5, loading_retry_after_s=1,
+    with serve_page(tiny_model_dir, load_delay_s=2.5, loading_retry_after_s=1,
                media=MediaPolicy(max_pixels=400_000)) as base:
         page.goto(base)
         page.wait_for_selector("#status[data-state=loading]")
@@ -334,7 +319,7 @@ def test_loading_countdown_then_answer_then_oversized_image_error(page, tiny_mod
 
 
 def test_api_key_is_asked_once_and_kept_for_the_session(page, tiny_model_dir):
-    with serve(tiny_model_dir, api_key=API_KEY) as base:
+    with serve_page(tiny_model_dir, api_key=API_KEY) as base:
         wait_ready(base)
         page.goto(base)
         dialog = page.locator("#key-dialog")

@@ -22,10 +22,10 @@ from dataclasses import replace
 import httpx
 import openai
 import pytest
-import uvicorn
 from PIL import Image
+from serving import serve
 
-from jvlm.serve.app import ServerConfig, ServingState, create_app
+from jvlm.serve.app import ServerConfig, ServingState
 from jvlm.serve.fetch import MediaPolicy
 
 API_KEY = "test-key-0123456789"
@@ -33,29 +33,6 @@ MODEL = "jina-vlm"
 
 
 # ----------------------------------------------------------------------------- helpers
-
-@contextmanager
-def serve(config: ServerConfig, *, wait_ready: bool = True) -> Iterator[tuple[str, ServingState]]:
-    """Run the app under uvicorn on an ephemeral loopback port; yields (base URL, state)."""
-    app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    state: ServingState = app.state.serving
-    if wait_ready:
-        assert state.wait_until_loaded(30), state.error
-    try:
-        yield f"http://127.0.0.1:{port}", state
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
 
 def client_for(base: str, api_key: str = API_KEY) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base}/v1", api_key=api_key, max_retries=0, timeout=60)

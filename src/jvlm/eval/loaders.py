@@ -623,3 +623,6 @@ def load_benchmark(name: str, path: PathLike, **options: Any) -> list[Sample]:
     samples = spec.loader(path, **options)
     logger.info("loaded %d samples of %s from %s", len(samples), name, path)
     return samples
+
+# The project's own synthetic held-out split: importing the module registers "synthetic".
+from jvlm.eval import synthetic_task as _synthetic_task  # noqa: E402,F401  (after BENCHMARKS exists)
