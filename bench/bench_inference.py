@@ -63,12 +63,11 @@ def measure_limits() -> dict:
     for m, k, n in ((2048, 2048, 6144), (4096, 1152, 4304), (4096, 4096, 4096)):
         a = torch.randn(m, k, dtype=torch.bfloat16)
         b = torch.randn(k, n, dtype=torch.bfloat16)
-        gflops[f"{m}x{k}x{n}"] = 2 * m * k * n / best_time(lambda: a @ b) / 1e9
+        gflops[f"{m}x{k}x{n}"] = 2 * m * k * n / best_time(lambda a=a, b=b: a @ b) / 1e9
     x = torch.ones(2**28)  # 1 GiB of fp32, far beyond any cache
     read = x.numel() * 4 / best_time(lambda: x.sum(), repeat=5) / 1e9
     y = torch.empty_like(x)
     copy = 2 * x.numel() * 4 / best_time(lambda: y.copy_(x), repeat=3) / 1e9
-    del x, y
     return {"bf16_matmul_gflops": max(gflops.values()), "bf16_matmul_by_shape": gflops,
             "read_gbps": read, "copy_gbps": copy, "threads": torch.get_num_threads()}
 
@@ -183,7 +182,12 @@ class Baseline:
     """Transformers' SigLIP ViT (all layers, no pooling head) and Qwen3 at the same dimensions."""
 
     def __init__(self, cfg: JinaVLMConfig):
-        from transformers import Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
+        from transformers import (
+            Qwen3Config,
+            Qwen3ForCausalLM,
+            SiglipVisionConfig,
+            SiglipVisionModel,
+        )
 
         v, t = cfg.vision, cfg.text
         vcfg = SiglipVisionConfig(hidden_size=v.hidden_size, intermediate_size=v.mlp_size,

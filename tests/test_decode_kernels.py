@@ -13,7 +13,12 @@ import torch.nn.functional as F
 from jvlm.inference import cpu_kernels
 from jvlm.inference.engine import Engine
 from jvlm.inference.prompt import build_request
-from jvlm.inference.quantize import Int8Weight, quantize_decoder_int8, quantize_rows, use_cpu_kernels
+from jvlm.inference.quantize import (
+    Int8Weight,
+    quantize_decoder_int8,
+    quantize_rows,
+    use_cpu_kernels,
+)
 from jvlm.inference.request import SamplingParams
 
 needs_kernels = pytest.mark.skipif(not cpu_kernels.available(), reason="CPU lacks AVX-512 BF16/VNNI")
@@ -80,7 +85,7 @@ def test_bf16_model_with_kernels_keeps_its_answers(tiny_model_dir, ext):
 
     model, processor = jvlm.load(tiny_model_dir, dtype="bf16")
     prompts = ["A short one", "A somewhat longer prompt with more words in it"]
-    reqs = lambda: [build_request(processor, p, params=SamplingParams(max_new_tokens=8, ignore_eos=True))  # noqa: E731
+    reqs = lambda: [build_request(processor, p, params=SamplingParams(max_new_tokens=8, ignore_eos=True))
                     for p in prompts]
     plain = [Engine(model, processor).generate(r).token_ids for r in reqs()]
     assert use_cpu_kernels(model)
@@ -98,7 +103,7 @@ def test_int8_decoder_moves_logits_little(tiny_model_dir):
     import jvlm
 
     model, processor = jvlm.load(tiny_model_dir, dtype="fp32")
-    req = lambda: build_request(processor, "Describe the weather today", params=SamplingParams(max_new_tokens=6))  # noqa: E731
+    req = lambda: build_request(processor, "Describe the weather today", params=SamplingParams(max_new_tokens=6))
     engine = Engine(model, processor)
     ref = engine.next_token_logits(req())
     saved = quantize_decoder_int8(model, own_kernels=False)

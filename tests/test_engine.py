@@ -80,7 +80,7 @@ def test_request_joining_a_running_batch_gets_its_solo_answer(tiny):
 
 def test_seed_reproduces_a_sampled_answer_and_another_seed_differs(tiny, engine):
     _, processor = tiny
-    kw = dict(max_new_tokens=16, temperature=1.5, top_p=0.95, top_k=200, ignore_eos=True)
+    kw = {"max_new_tokens": 16, "temperature": 1.5, "top_p": 0.95, "top_k": 200, "ignore_eos": True}
     a = engine.generate(_req(processor, "Tell a story.", seed=7, **kw)).token_ids
     b = engine.generate(_req(processor, "Tell a story.", seed=7, **kw)).token_ids
     c = engine.generate(_req(processor, "Tell a story.", seed=8, **kw)).token_ids

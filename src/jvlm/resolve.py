@@ -1,13 +1,16 @@
 """Which model folder a ``--model`` argument means.
 
-Accepted, in order: the bundled placeholder name (``DEFAULT_MODEL``), a local folder, or a
+Accepted, in order: a bundled model name (``jvlm-demo``, the trained default, or
+``jvlm/tiny-random``, a random-weight placeholder), a local folder, or a
 Hugging Face repo id that is already in the local Hugging Face cache (looked up offline:
 running a model never downloads gigabytes behind the user's back). When a repo is absent,
 the error gives the command that downloads it.
 
-Until a trained default ships, the default is a tiny model with *random* weights, written on
-first use under ``~/.cache/jvlm/tiny-random``: it lets every command run end to end at once,
-and every command that uses it says that its answers are noise.
+The default is ``jvlm-demo``: a small model trained on the project's synthetic documents,
+shipped inside the package, so every command answers offline right after install (its card,
+``assets/jvlm-demo/MODEL_CARD.md``, says what it can and cannot do). ``jvlm/tiny-random`` has
+*random* weights, written on first use under ``~/.cache/jvlm/tiny-random``; every command that
+uses it says that its answers are noise.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from jvlm.errors import ModelFolderError
 log = logging.getLogger(__name__)
 
 TINY_RANDOM = "jvlm/tiny-random"
+#: The small trained model shipped inside the package (src/jvlm/assets/jvlm-demo, see its MODEL_CARD.md).
+DEMO_MODEL = "jvlm-demo"
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "jvlm-demo"
 #: What ``--model`` means when it is not given.
 DEFAULT_MODEL = TINY_RANDOM
 #: The published checkpoint, named in messages.
@@ -81,6 +87,11 @@ def resolve_model(spec: str | os.PathLike | None = None) -> ResolvedModel:
     spec = str(spec) if spec is not None else DEFAULT_MODEL
     if spec == TINY_RANDOM:
         return ResolvedModel(ensure_tiny_random(), TINY_RANDOM, is_random=True)
+    if spec == DEMO_MODEL:
+        if not (DEMO_MODEL_DIR / "config.json").is_file():
+            raise ModelFolderError(f"the bundled {DEMO_MODEL} model is missing from {DEMO_MODEL_DIR}; reinstall "
+                                   "the package, or retrain it with scripts/train_demo.sh")
+        return ResolvedModel(DEMO_MODEL_DIR, DEMO_MODEL)
     path = Path(spec).expanduser()
     if path.exists():
         if not path.is_dir():

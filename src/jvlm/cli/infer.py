@@ -151,7 +151,7 @@ def fetch_url(url: str, max_bytes: int = 50 * 2**20, timeout_s: float = 30.0) ->
     from jvlm.errors import InvalidImageError
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - http(s) checked by caller
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             data = resp.read(max_bytes + 1)
     except OSError as e:
         raise InvalidImageError(f"could not download {url}: {e}") from None

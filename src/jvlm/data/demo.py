@@ -6,6 +6,7 @@
     python -m jvlm.data.demo init --out runs/demo/init     # random jvlm-demo weights + tokenizer
     jvlm train examples/train/demo_stage1.yaml             # stage 1 from runs/demo/init
     jvlm train examples/train/demo_stage2.yaml             # stage 2 from stage 1's final folder
+    python -m jvlm.data.demo ship --model runs/demo/stage2/final --out src/jvlm/assets/jvlm-demo
 
 The trainer starts stage 1 from a model folder (``model.checkpoint``) rather than a preset,
 because the demo has its own tokenizer, which a preset cannot name.
@@ -70,6 +71,45 @@ def write_initial_model(out: str | Path, seed: int = 0) -> Path:
     return Path(out)
 
 
+SHIPPED_FILES = (
+    "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    "chat_template.jinja", "preprocessor_config.json", "generation_config.json",
+)
+SCORES_START, SCORES_END = "<!-- scores:start -->", "<!-- scores:end -->"
+
+
+def ship(model: str | Path, out: str | Path, eval_dir: str | Path | None = None) -> Path:
+    """Copy a trained folder's files into ``out`` (the packaged model) and refresh the card's scores.
+
+    Only the inference files are copied (no optimiser state). If ``eval_dir`` holds the
+    ``table.md`` of ``python -m jvlm.eval.synthetic_task``, it replaces the text between the
+    score markers of ``out/MODEL_CARD.md``, so the card always shows the shipped weights' scores.
+    """
+    import shutil
+
+    model, out = Path(model), Path(out)
+    missing = [n for n in SHIPPED_FILES if not (model / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{model} lacks {missing}; pass the final folder of a demo training run")
+    out.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES:
+        shutil.copyfile(model / name, out / name)
+    card = out / "MODEL_CARD.md"
+    table = Path(eval_dir) / "table.md" if eval_dir else None
+    if table is not None and table.is_file() and card.is_file():
+        text = card.read_text(encoding="utf-8")
+        head, sep, rest = text.partition(SCORES_START)
+        _, sep2, tail = rest.partition(SCORES_END)
+        if sep and sep2:
+            card.write_text(f"{head}{SCORES_START}\n{table.read_text(encoding='utf-8')}{SCORES_END}{tail}",
+                            encoding="utf-8")
+        else:
+            log.warning("%s has no score markers; scores not updated", card)
+    size = (out / "model.safetensors").stat().st_size / 2**20
+    log.info("shipped %s to %s (%.1f MB of weights)", model, out, size)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jvlm.data.demo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -79,13 +119,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     i = sub.add_parser("init", help="write the random starting model folder")
     i.add_argument("--out", required=True, type=Path)
     i.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("ship", help="copy a trained model into the package and refresh its card's scores")
+    s.add_argument("--model", required=True, type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--eval", type=Path, default=None, help="folder written by python -m jvlm.eval.synthetic_task")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.cmd == "data":
         for p in write_data(args.out, args.scale):
             print(f"wrote {p}")
-    else:
+    elif args.cmd == "init":
         print(f"wrote {write_initial_model(args.out, args.seed)}")
+    else:
+        print(f"shipped {ship(args.model, args.out, args.eval)}")
     return 0
 
 

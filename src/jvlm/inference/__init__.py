@@ -10,7 +10,24 @@
 from jvlm.inference.engine import Engine
 from jvlm.inference.feature_cache import FeatureCache, PrefixCache
 from jvlm.inference.prompt import build_request
-from jvlm.inference.request import ImageInput, Request, Result, SamplingParams, TokenEvent, check_budget
+from jvlm.inference.request import (
+           ImageInput,
+           Request,
+           Result,
+           SamplingParams,
+           TokenEvent,
+           check_budget,
+)
 
-__all__ = ["Engine", "FeatureCache", "PrefixCache", "build_request", "ImageInput", "Request", "Result",
-           "SamplingParams", "TokenEvent", "check_budget"]
+__all__ = [
+           "Engine",
+           "FeatureCache",
+           "ImageInput",
+           "PrefixCache",
+           "Request",
+           "Result",
+           "SamplingParams",
+           "TokenEvent",
+           "build_request",
+           "check_budget",
+]

@@ -26,8 +26,6 @@ import logging
 import platform
 import time
 
-import torch
-
 log = logging.getLogger(__name__)
 
 #: Kernels handle up to this many activation rows (decode batches); more go to PyTorch.
@@ -355,6 +353,6 @@ def load():
         if time.perf_counter() - t0 > 5:
             log.warning("compiled the CPU decode kernels in %.0f s (cached for next time)", time.perf_counter() - t0)
         return ext
-    except Exception as e:  # no compiler, no headers, unsupported toolchain: fall back quietly
+    except Exception as e:  # noqa: BLE001 - no compiler, no headers, odd toolchain: fall back
         log.warning("could not build the CPU decode kernels (%s); using PyTorch's kernels", str(e).splitlines()[0])
         return None

@@ -30,7 +30,12 @@ import torch
 
 from jvlm.inference.batch import RunningBatch
 from jvlm.inference.detok import IncrementalDetokenizer, StopStringMatcher
-from jvlm.inference.feature_cache import CachedImage, FeatureCache, PrefixCache, prefix_key
+from jvlm.inference.feature_cache import (
+    CachedImage,
+    FeatureCache,
+    PrefixCache,
+    prefix_key,
+)
 from jvlm.inference.request import Request, Result, TokenEvent, check_budget
 from jvlm.inference.sampling import sample_rows
 from jvlm.model.text import KVCache

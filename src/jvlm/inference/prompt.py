@@ -15,7 +15,11 @@ from typing import Any
 import numpy as np
 
 from jvlm.errors import InvalidImageError, PromptError
-from jvlm.inference.feature_cache import FeatureCache, image_cache_key, image_content_hash
+from jvlm.inference.feature_cache import (
+    FeatureCache,
+    image_cache_key,
+    image_content_hash,
+)
 from jvlm.inference.request import ImageInput, Request, SamplingParams, check_budget
 from jvlm.processing.image import ProcessedImage, image_input_idx
 

@@ -111,7 +111,7 @@ class TokenEvent:
     token_id: int | None
     text: str
     finish_reason: str | None = None
-    result: "Result | None" = None  # set on the last event
+    result: Result | None = None  # set on the last event
 
     @property
     def finished(self) -> bool:

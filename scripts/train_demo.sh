@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Regenerate the synthetic data and retrain the shipped default model jvlm-demo end to end,
+# then score it on the held-out test split and copy it into src/jvlm/assets/jvlm-demo.
+#
+#   bash scripts/train_demo.sh      # everything, about 1 h on 2 CPU cores; writes under runs/demo
+#
+# Needs the fonts of scripts/install_fonts.sh. Deterministic data and tokenizer; the weights
+# match the shipped ones only up to CPU thread scheduling.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=runs/demo  # the paths in examples/train/demo_stage*.yaml point here
+if [ -d "$RUN/stage1/checkpoints" ] || [ -d "$RUN/stage2/checkpoints" ]; then
+  echo "$RUN already holds a training run; move it away first" >&2
+  exit 2
+fi
+
+python -m jvlm.data.demo data --out "$RUN/data"
+python -m jvlm.data.demo init --out "$RUN/init"
+jvlm train examples/train/demo_stage1.yaml --no-progress
+jvlm train examples/train/demo_stage2.yaml --no-progress
+python -m jvlm.eval.synthetic_task --model "$RUN/stage2/final" --data "$RUN/data/test" --out "$RUN/eval"
+python -m jvlm.data.demo ship --model "$RUN/stage2/final" --eval "$RUN/eval" --out src/jvlm/assets/jvlm-demo
