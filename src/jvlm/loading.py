@@ -64,11 +64,12 @@ def load_model(folder: str | Path, dtype=None, device=None, progress: bool = Fal
     with torch.device("meta"):
         model = JinaVLMForConditionalGeneration(cfg)
     if progress:
+        from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         total = weights.count_tensors(files)
         with Progress(TextColumn("loading weights"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                      TimeElapsedColumn(), transient=True) as bar:
+                      TimeElapsedColumn(), transient=True, console=Console(stderr=True)) as bar:
             task = bar.add_task("load", total=total)
             sd = weights.read_tensors(files, dtype, on_tensor=lambda _k: bar.advance(task))
     else:

@@ -57,6 +57,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-cache-mb", type=float, default=256, help="image feature cache, MiB; 0 = off (default: 256)")
     p.add_argument("--prefix-cache-mb", type=float, default=1024,
                    help="KV cache of image prompts for follow-up questions, MiB; 0 = off (default: 1024)")
+    p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
+                   help="auto: with a bf16 model on a CPU with AVX-512 BF16, decode with jvlm's streaming "
+                        "kernels (compiled once, about a minute, while the model loads); torch: PyTorch's only")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="threads for tensor math (default: torch's choice; fewer can be faster on a busy machine)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -94,6 +97,7 @@ def build_config(args: argparse.Namespace):
         defaults=GenerationDefaults(max_tokens=args.default_max_tokens),
         max_crops_limit=args.max_crops_limit,
         dtype=args.dtype,
+        kernels=args.kernels,
         device=args.device,
         image_cache_bytes=int(args.image_cache_mb * 2**20),
         prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),

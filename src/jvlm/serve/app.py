@@ -77,6 +77,7 @@ class ServerConfig:
     max_queue: int = 64  # requests waiting beyond those (then 503 server_overloaded)
     max_body_bytes: int = 32 * 2**20  # a 20 MiB image is ~27 MiB as base64
     media: MediaPolicy = field(default_factory=MediaPolicy)
+    kernels: str = "auto"  # "auto": jvlm's CPU decode kernels where they apply; "torch": PyTorch's only
     defaults: chat.GenerationDefaults = field(default_factory=chat.GenerationDefaults)
     max_crops_limit: int | None = None  # None: the model's own max_crops
     dtype: str | None = None
@@ -144,6 +145,10 @@ class ServingState:
             from jvlm.loading import load
 
             model, processor = load(cfg.model_dir, dtype=cfg.dtype, device=cfg.device)
+            if cfg.kernels == "auto":
+                from jvlm.inference.quantize import use_cpu_kernels
+
+                use_cpu_kernels(model)  # bf16 on AVX-512 BF16 CPUs: ~2x faster decoding
             feature_cache = FeatureCache(cfg.image_cache_bytes) if cfg.image_cache_bytes > 0 else None
             factory = cfg.engine_factory or _default_engine
             worker = EngineWorker(lambda: factory(model, processor, cfg, feature_cache), max_batch=cfg.max_batch,
