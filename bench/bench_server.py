@@ -104,21 +104,23 @@ async def one_request(client: httpx.AsyncClient, base: str, i: int, max_tokens: 
                 code = (payload.get("error") or {}).get("code") or str(r.status_code)
                 return {"ok": False, "kind": f"{r.status_code} {code}", "latency_s": time.perf_counter() - t0}
             done = False
-            async for line in r.aiter_lines():
-                # cheap checks first: the client shares the machine with the server, so it
-                # parses JSON only where it must (errors), not once per token
-                if not line.startswith("data: "):
-                    continue
-                if line == "data: [DONE]":
-                    done = True
-                    break
-                if line.startswith('data: {"error"'):
-                    return {"ok": False, "kind": f"stream {json.loads(line[6:])['error'].get('code')}",
-                            "latency_s": time.perf_counter() - t0}
-                if '"content":"' in line and '"content":""' not in line:
-                    tokens += 1
-                    if ttft is None:
-                        ttft = time.perf_counter() - t0
+            buffer = b""
+            # raw bytes split on the blank line that ends each event: the clients share the
+            # machine with the server, so they do as little per token as they can (no text
+            # decoding or line splitting, JSON parsed only for errors)
+            async for data in r.aiter_raw():
+                buffer += data
+                *events, buffer = buffer.split(b"\n\n")
+                for ev in events:
+                    if ev == b"data: [DONE]":
+                        done = True
+                    elif ev.startswith(b'data: {"error"'):
+                        return {"ok": False, "kind": f"stream {json.loads(ev[6:])['error'].get('code')}",
+                                "latency_s": time.perf_counter() - t0}
+                    elif b'"content":"' in ev and b'"content":""' not in ev:
+                        tokens += 1
+                        if ttft is None:
+                            ttft = time.perf_counter() - t0
             if not done:
                 return {"ok": False, "kind": "stream ended without [DONE]", "latency_s": time.perf_counter() - t0}
     except httpx.HTTPError as exc:

@@ -81,3 +81,12 @@ def test_answers_depend_on_the_image(engine):
     a, b = pairs[0]
     assert (_ask(engine, EXAMPLES / a["image"], a["question"]), _ask(engine, EXAMPLES / b["image"], b["question"])) \
         == (a["answer"], b["answer"])
+
+
+def test_shipped_tokenizer_is_rebuilt_identically():
+    """The retraining command rebuilds the vocabulary from the synthetic data; if the rebuild
+    drifted, a retrained model would not be comparable with (or loadable as) the shipped one."""
+    from jvlm.data.demo_tokenizer import build_demo_tokenizer, tokenizer_digest
+    from jvlm.processing.text import load_tokenizer
+
+    assert tokenizer_digest(build_demo_tokenizer()) == tokenizer_digest(load_tokenizer(DEMO_DIR))

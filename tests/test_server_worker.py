@@ -7,11 +7,13 @@ so these tests check the worker's bookkeeping exactly and run in well under a se
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
 import pytest
 
 from jvlm.inference.request import Request, Result, SamplingParams, TokenEvent
+from jvlm.serve.chat import ChunkWriter, stream_chunks
 from jvlm.serve.worker import EngineFailure, EngineWorker, ServerOverloaded
 
 
@@ -150,3 +152,77 @@ def test_a_failing_step_fails_requests_in_flight_and_the_worker_carries_on(make_
 
     events = asyncio.run(main())
     assert events[-1].finish_reason == "length" and second.steps >= 2
+
+
+# ----------------------------------------------------------------------------- SSE packing
+
+def _stream(worker, max_new_tokens: int, *, read_delay_s: float, include_usage: bool = True) -> list[str]:
+    """The pieces ``stream_chunks`` yields for one request, read by a client that pauses
+    ``read_delay_s`` before each read (a slow client lets events pile up)."""
+
+    async def main():
+        gen = worker.submit(_request(max_new_tokens))
+        first = await gen.next_event()
+        writer = ChunkWriter(gen.request_id, "m", 0)
+        pieces = []
+        async for piece in stream_chunks(gen, first, writer, include_usage=include_usage,
+                                         error_event=lambda exc: f"data: {json.dumps({'error': str(exc)})}\n\n"):
+            pieces.append(piece)
+            await asyncio.sleep(read_delay_s)
+        return pieces
+
+    return asyncio.run(main())
+
+
+def _events(pieces: list[str]) -> list:
+    text = "".join(pieces)
+    assert text.endswith("\n\n")
+    return [e.removeprefix("data: ") for e in text[:-2].split("\n\n")]
+
+
+@pytest.mark.parametrize("read_delay_s", [0.0, 0.02])
+def test_packed_stream_is_the_same_event_sequence(make_worker, read_delay_s):
+    # however events are packed into writes, a client must parse the OpenAI sequence:
+    # role first, the text in order, finish_reason once at the end, usage, then [DONE]
+    worker = make_worker([ScriptedEngine()])
+    pieces = _stream(worker, 12, read_delay_s=read_delay_s)
+    assert all(p.startswith("data: ") and p.endswith("\n\n") for p in pieces)  # whole events only
+    *chunks, done = _events(pieces)
+    assert done == "[DONE]"
+    chunks = [json.loads(c) for c in chunks]
+    *content, usage = chunks
+    assert content[0]["choices"][0]["delta"].get("role") == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in content) == "t" * 12
+    assert [c["choices"][0]["finish_reason"] for c in content] == [None] * (len(content) - 1) + ["length"]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 12
+    assert usage["usage"]["prompt_tokens"] == 3
+    if read_delay_s:  # a slow reader gets fewer writes than there are events
+        assert len(pieces) < len(chunks)
+
+
+def test_packed_stream_ends_role_and_finish_in_few_writes(make_worker):
+    # a one-token answer needs one write: role, content with finish_reason, usage, [DONE]
+    worker = make_worker([ScriptedEngine()])
+    pieces = _stream(worker, 1, read_delay_s=0.0)
+    assert len(pieces) == 1 and pieces[0].endswith("data: [DONE]\n\n")
+    assert '"role":"assistant"' in pieces[0] and '"finish_reason":"length"' in pieces[0]
+
+
+def test_an_aborted_generation_ends_the_stream_with_an_error_event(make_worker):
+    # the engine ends a request with "abort" (e.g. dropped for a step failure): the client
+    # must get an error event, not a stream that looks complete
+    engine = ScriptedEngine()
+    worker = make_worker([engine])
+
+    async def main():
+        gen = worker.submit(_request(10**9))
+        first = await gen.next_event()
+        engine.abort(gen.request_id)
+        writer = ChunkWriter(gen.request_id, "m", 0)
+        return [p async for p in stream_chunks(gen, first, writer, include_usage=True,
+                                               error_event=lambda exc: f"data: {{\"error\": \"{exc}\"}}\n\n")]
+
+    events = _events(asyncio.run(main()))
+    assert json.loads(events[0])["choices"][0]["delta"].get("role") == "assistant"
+    assert "unexpectedly (abort)" in json.loads(events[-1])["error"]
+    assert "[DONE]" not in events

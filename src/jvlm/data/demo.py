@@ -29,7 +29,7 @@ STAGE1_TASKS = ("sign", "shapes", "form", "arithmetic", "translation", "facts")
 #: (folder, split, seed, n, tasks); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 2400, STAGE1_TASKS),
-    ("stage2", "train", 12, 7200, None),
+    ("stage2", "train", 12, 38400, None),
     ("test", "test", 0, 600, None),
 )
 

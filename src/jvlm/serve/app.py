@@ -39,7 +39,6 @@ from jvlm.serve import chat
 from jvlm.serve.fetch import MediaError, MediaPolicy, Resolver
 from jvlm.serve.metrics import ServerMetrics
 from jvlm.serve.protocol import (
-    SSE_DONE,
     ChatCompletion,
     ChatCompletionRequest,
     ErrorResponse,
@@ -483,37 +482,20 @@ def _check_not_aborted(event) -> None:
 async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionRequest, state: ServingState,
                request_id: str, created: int) -> AsyncIterator[str]:
     """Role chunk, content chunks (the last with ``finish_reason``), usage, ``[DONE]``; on an
-    error, one error event and the end of the stream. Cancelled if the client disconnects.
-
-    Events that are already waiting (the client reads slower than the model writes) go out
-    in one write, so a slow reader costs one send per step rather than one per token.
+    error, one error event and the end of the stream (see ``chat.stream_chunks``, which also
+    packs events into as few writes as it can). Cancelled if the client disconnects.
     """
     writer = chat.ChunkWriter(request_id, state.config.served_model_name, created)
-    try:
-        yield writer.role()
-        event = first
-        while True:
-            parts = []
-            while event is not None:
-                if event.finished:
-                    _check_not_aborted(event)
-                if event.text or event.finished:
-                    parts.append(writer.content(event.text, event.finish_reason))
-                if event.finished:
-                    break
-                event = gen.next_event_nowait()
-            if parts:
-                yield "".join(parts)
-            if event is not None and event.finished:
-                break
-            event = await gen.next_event()
-        if req.include_usage:
-            yield writer.usage(event)
-        yield SSE_DONE
-    except Exception as exc:  # noqa: BLE001 - after the first byte the status is sent: report in-stream
+
+    def error_event(exc: Exception) -> str:
         err = to_api_error(exc, state.config)
         state.metrics.errors.labels(code=err.code or str(err.status)).inc()
-        yield f"data: {json.dumps(err.body(), ensure_ascii=True)}\n\n"
+        return f"data: {json.dumps(err.body(), ensure_ascii=True)}\n\n"
+
+    try:
+        async for piece in chat.stream_chunks(gen, first, writer, include_usage=req.include_usage,
+                                              error_event=error_event):
+            yield piece
     finally:  # runs on normal end, on error, and when the client disconnects (cancellation)
         gen.cancel()
         ticket.release()

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from jvlm.inference.prompt import build_request
 from jvlm.inference.request import Request, SamplingParams, TokenEvent
 from jvlm.serve.fetch import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
 from jvlm.serve.protocol import (
+    SSE_DONE,
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -30,6 +32,7 @@ from jvlm.serve.protocol import (
     Usage,
     sse_event,
 )
+from jvlm.serve.worker import EngineFailure
 
 log = logging.getLogger(__name__)
 
@@ -190,3 +193,46 @@ class ChunkWriter:
     def usage(self, event: TokenEvent) -> str:
         return sse_event(ChatCompletionChunk.final_usage(id=self.request_id, model=self.model,
                                                          created=self.created, usage=usage_of(event)))
+
+
+
+async def stream_chunks(gen, first: TokenEvent, writer: ChunkWriter, *, include_usage: bool,
+                        error_event: Callable[[Exception], str]) -> AsyncIterator[str]:
+    """The SSE text of one streamed answer, in as few pieces (socket writes) as the events allow.
+
+    ``gen`` is a ``worker.Generation`` whose ``first`` event has been taken already. Every
+    piece is a whole number of events, so a client sees the same event sequence however the
+    pieces fall. Each piece costs a pass through the ASGI stack and a ``send`` system call,
+    as much as rendering the chunk itself, so: the role chunk goes out with the first tokens;
+    events that already wait (the client reads slower than the model writes) go out
+    together; and the last content chunk, the usage chunk and ``[DONE]`` leave in one piece.
+
+    An error (including a generation that ended other than by ``stop``/``length``) ends the
+    stream with whatever was rendered before it and then ``error_event(exc)``.
+    """
+    pending = [writer.role()]
+    event: TokenEvent | None = first
+    try:
+        while True:
+            while event is not None:
+                if event.finished and event.finish_reason not in ("stop", "length"):
+                    raise EngineFailure(f"the generation ended unexpectedly ({event.finish_reason})")
+                if event.text or event.finished:
+                    pending.append(writer.content(event.text, event.finish_reason))
+                if event.finished:
+                    break
+                event = gen.next_event_nowait()
+            if event is not None:  # the last event is rendered
+                break
+            if pending:  # (a token can render as no text yet: the detokenizer holds it back)
+                yield "".join(pending)
+                pending = []
+            event = await gen.next_event()
+    except Exception as exc:  # noqa: BLE001 - after the first byte the status is sent: report in-stream
+        pending.append(error_event(exc))
+        yield "".join(pending)
+        return
+    if include_usage:
+        pending.append(writer.usage(event))
+    pending.append(SSE_DONE)
+    yield "".join(pending)
