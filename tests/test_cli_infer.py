@@ -115,13 +115,20 @@ def test_errors_are_one_clear_line(capsys, tiny_model_dir, files, tmp_path, case
     assert expected in lines[0]
 
 
-def test_default_model_is_labelled_random(capsys, monkeypatch, tmp_path):
+def test_random_placeholder_model_is_labelled_random(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("JVLM_CACHE", str(tmp_path))
-    code, out, err = run(capsys, "-p", "Hello", "--max-new-tokens", 3, "--json")
+    code, out, err = run(capsys, "--model", "jvlm/tiny-random", "-p", "Hello", "--max-new-tokens", 3, "--json")
     assert code == 0, err
     assert json.loads(out)["model_is_random"] is True
     assert "RANDOM weights" in err
     assert (tmp_path / "tiny-random" / "config.json").is_file()
+
+
+def test_default_model_is_the_shipped_trained_demo(capsys):
+    code, out, err = run(capsys, "-p", "Hello", "--max-new-tokens", 3, "--json")
+    assert code == 0, err
+    assert json.loads(out)["model_is_random"] is False
+    assert "RANDOM weights" not in err
 
 
 def test_root_infer_py_forwards_to_the_cli(capsys, monkeypatch, tiny_model_dir):

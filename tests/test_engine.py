@@ -253,3 +253,81 @@ def test_abandoned_stream_frees_its_slot(tiny, engine):
     next(stream), next(stream)
     stream.close()
     assert engine.n_running == 0 and engine.n_waiting == 0
+
+
+_MIXED_TEXT = "Grüße aus Köln 🌧️ — 東京は晴れ, naïve café\n\n### Answer: 42 🎉"
+
+
+def test_fast_decoder_gives_the_processors_text_for_any_window(tiny):
+    """The engine decodes through the Rust tokenizer; every window (including ones that cut a
+    character in half, and special tokens to skip) must read exactly as ``processor.decode``."""
+    _, processor = tiny
+    from jvlm.inference.detok import make_decoder
+
+    ids = processor.tokenizer.encode(_MIXED_TEXT, add_special_tokens=False)
+    chat_end = processor.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ids = ids[:5] + [chat_end] + ids[5:9] + [processor.token_ids.im_end] + ids[9:]  # special tokens mid-answer
+    decode = make_decoder(processor)
+    for start in range(0, len(ids), 3):
+        for end in range(start, len(ids) + 1):
+            assert decode(ids[start:end]) == processor.decode(ids[start:end]), (start, end)
+
+
+def test_decoder_keeps_the_wrappers_decode_when_it_cleans_up_spaces():
+    """A tokenizer that post-processes its backend's text must not be bypassed."""
+    from tokenizers import Tokenizer, models
+
+    from jvlm.inference.detok import make_decoder
+
+    class Wrapper:
+        backend_tokenizer = Tokenizer(models.BPE())
+        clean_up_tokenization_spaces = True
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "cleaned"
+
+    assert make_decoder(Wrapper())([1, 2]) == "cleaned"
+
+
+def test_streamed_pieces_join_to_the_full_text_and_stop_before_a_split_stop_string(tiny):
+    _, processor = tiny
+    ids = processor.tokenizer.encode(_MIXED_TEXT, add_special_tokens=False)
+    full = processor.decode(ids)
+    detok = IncrementalDetokenizer(processor)
+    pieces = [detok.push(i) for i in ids] + [detok.flush()]
+    assert "".join(pieces) == full
+    assert "" in pieces[:-1]  # some character was split across tokens and held back...
+    assert not any("\ufffd" in p for p in pieces)  # ...and every emoji / kanji arrives whole
+    assert not any("\n\n###" in processor.decode([i]) for i in ids)  # the stop spans tokens
+    # "\n\n###" spans several tokens here; nothing from it on may ever be streamed.
+    detok, matcher = IncrementalDetokenizer(processor), StopStringMatcher(("\n\n###",))
+    streamed = ""
+    for i in ids:
+        out, stopped = matcher.feed(detok.push(i))
+        streamed += out
+        assert "\n" not in streamed  # the text's only newlines start the stop string
+        if stopped:
+            break
+    assert stopped and streamed == full[: full.index("\n\n###")]
+
+
+def test_batched_streamed_text_equals_a_one_shot_decode_of_each_answer(tiny):
+    """Eight rows decoded step by step (random weights pick odd bytes and special tokens):
+    each row's streamed text is exactly the decode of its ids."""
+    model, processor = tiny
+    engine = Engine(model, processor, max_batch_size=8)
+    reqs = [_req(processor, f"Question {i}?", max_new_tokens=10 + i, ignore_eos=True, temperature=1.5, seed=i)
+            for i in range(8)]
+    for r in reqs:
+        engine.add_request(r)
+    texts = {r.request_id: "" for r in reqs}
+    results = {}
+    while engine.has_unfinished():
+        for ev in engine.step():
+            texts[ev.request_id] += ev.text
+            if ev.finished:
+                results[ev.request_id] = ev.result
+    for r in reqs:
+        res = results[r.request_id]
+        assert texts[r.request_id] == res.text == processor.decode(res.token_ids)
+        assert len(res.token_ids) == r.params.max_new_tokens

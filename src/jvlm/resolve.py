@@ -32,7 +32,7 @@ TINY_RANDOM = "jvlm/tiny-random"
 DEMO_MODEL = "jvlm-demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "jvlm-demo"
 #: What ``--model`` means when it is not given.
-DEFAULT_MODEL = TINY_RANDOM
+DEFAULT_MODEL = DEMO_MODEL
 #: The published checkpoint, named in messages.
 RELEASED_MODEL = "jinaai/jina-vlm"
 

@@ -53,8 +53,8 @@ def demo_corpus(per_pair: int = 300) -> list[str]:
     tokenizer never sees a held-out question. The chat template's role words are added so
     the prompt scaffolding gets whole tokens too.
     """
-    from jvlm.data.synthetic import SPLIT_BUCKETS, TASK_FAMILIES, content_bucket
     from jvlm.data.synth_lexicon import LANGUAGES
+    from jvlm.data.synthetic import SPLIT_BUCKETS, TASK_FAMILIES, content_bucket
 
     low, high = SPLIT_BUCKETS["train"]
     lines = ["user\n", "assistant\n", "system\n"]

@@ -625,4 +625,4 @@ def load_benchmark(name: str, path: PathLike, **options: Any) -> list[Sample]:
     return samples
 
 # The project's own synthetic held-out split: importing the module registers "synthetic".
-from jvlm.eval import synthetic_task as _synthetic_task  # noqa: E402,F401  (after BENCHMARKS exists)
+from jvlm.eval import synthetic_task as _synthetic_task  # noqa: F401  (after BENCHMARKS exists)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from jvlm.inference.batch import RunningBatch
-from jvlm.inference.detok import IncrementalDetokenizer, StopStringMatcher
+from jvlm.inference.detok import IncrementalDetokenizer, StopStringMatcher, make_decoder
 from jvlm.inference.feature_cache import (
     CachedImage,
     FeatureCache,
@@ -67,7 +67,8 @@ class Engine:
     """Generation for one model. See the module docstring for the step loop.
 
     ``tokenizer`` (anything with ``decode(ids, skip_special_tokens=...)``, e.g. the processor)
-    enables text in events and stop strings; without it the engine is ids-only.
+    enables text in events and stop strings; without it the engine is ids-only. Every row
+    decodes at every step, so a fast tokenizer inside it is called directly (``make_decoder``).
     ``banned_token_ids`` default to the model's structural image ids, which only the
     processor may place; ``stop_token_ids`` default to the model's end-of-turn ids.
     """
@@ -78,6 +79,8 @@ class Engine:
                  context_length: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
+        # One decoder for all requests: straight to the Rust tokenizer when that is exact.
+        self._decode = make_decoder(tokenizer) if tokenizer is not None else None
         self.max_batch_size = int(max_batch_size)
         self.feature_cache = feature_cache
         self.prefix_cache = prefix_cache
@@ -113,7 +116,7 @@ class Engine:
             gen = torch.Generator()
             gen.manual_seed(int(p.seed) if p.seed is not None else int(torch.randint(0, 2**62, ()).item()))
         seq = _Sequence(request=request, stop_ids=stop_ids, generator=gen,
-                        detok=IncrementalDetokenizer(self.tokenizer) if self.tokenizer is not None else None,
+                        detok=IncrementalDetokenizer(decode=self._decode) if self._decode is not None else None,
                         matcher=StopStringMatcher(p.stop), t_added=time.perf_counter())
         if p.stop and self.tokenizer is None:
             raise ValueError("stop strings need an engine built with a tokenizer")
@@ -148,6 +151,8 @@ class Engine:
         events = self._apply_aborts()
         if self._batch.rows:
             events += self._decode_step()
+        if not self._waiting:  # read without the lock: a request added meanwhile waits one step
+            return events
         admitted: list[_Sequence] = []
         with self._lock:
             while self._waiting and len(self._batch) + len(admitted) < self.max_batch_size:
@@ -419,6 +424,8 @@ class Engine:
         return cpu_kernels.load()
 
     def _apply_aborts(self) -> list[TokenEvent]:
+        if not self._aborted:  # the usual case; an abort arriving now is seen next step
+            return []
         with self._lock:
             aborted, self._aborted = self._aborted, set()
             waiting = [s for s in self._waiting if s.request.request_id in aborted]
