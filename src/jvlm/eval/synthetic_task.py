@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jvlm.errors import BenchmarkError
-from jvlm.eval.loaders import BENCHMARKS, BenchmarkSpec, PathLike, Sample
+from jvlm.eval.loaders import BENCHMARKS, BenchmarkSpec, PathLike, Sample, _read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +38,23 @@ def load_synthetic(path: PathLike) -> list[Sample]:
     if not path.is_file():
         raise BenchmarkError(f"{path} does not exist; write it with `python -m jvlm.data.synthetic --split test`")
     samples = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                row = json.loads(line)
-                user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
-                question = next(p["text"] for p in user if p.get("type") == "text")
-                images = [path.parent / p["image"] for p in user if p.get("type") == "image"]
-                answer = next(p["text"] for p in assistant if p.get("type") == "text")
-                family, language, sample_id = row["task"], row["language"], row["id"]
-            except (json.JSONDecodeError, KeyError, IndexError, StopIteration, TypeError) as err:
-                raise BenchmarkError(
-                    f"{where}: expected a jvlm.data.synthetic row (messages with one user and one assistant "
-                    f"turn, plus task, language and id); {type(err).__name__}: {err}"
-                ) from None
-            for image in images:
-                if not image.is_file():
-                    raise BenchmarkError(f"{where}: image {image} is missing")
-            samples.append(Sample(id=sample_id, question=question, images=images, answers=[answer],
-                                  task=TASK, language=language, category=family))
+    for where, row in _read_jsonl(path):
+        try:
+            user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
+            question = next(p["text"] for p in user if p.get("type") == "text")
+            images = [path.parent / p["image"] for p in user if p.get("type") == "image"]
+            answer = next(p["text"] for p in assistant if p.get("type") == "text")
+            family, language, sample_id = row["task"], row["language"], row["id"]
+        except (KeyError, IndexError, StopIteration, TypeError) as err:
+            raise BenchmarkError(
+                f"{where}: expected a jvlm.data.synthetic row (messages with one user and one assistant "
+                f"turn, plus task, language and id); {type(err).__name__}: {err}"
+            ) from None
+        for image in images:
+            if not image.is_file():
+                raise BenchmarkError(f"{where}: image {image} is missing")
+        samples.append(Sample(id=sample_id, question=question, images=images, answers=[answer],
+                              task=TASK, language=language, category=family))
     return samples
 
 
