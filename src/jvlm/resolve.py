@@ -47,9 +47,11 @@ class ResolvedModel:
 
 
 def cache_dir() -> Path:
-    """``$JVLM_CACHE``, else ``$XDG_CACHE_HOME/jvlm``, else ``~/.cache/jvlm``."""
-    if os.environ.get("JVLM_CACHE"):
-        return Path(os.environ["JVLM_CACHE"])
+    """jvlm's cache folder (placeholder model, built tokenizers): ``$JVLM_CACHE`` (or its
+    alias ``$JVLM_CACHE_DIR``), else ``$XDG_CACHE_HOME/jvlm``, else ``~/.cache/jvlm``."""
+    for var in ("JVLM_CACHE", "JVLM_CACHE_DIR"):
+        if os.environ.get(var):
+            return Path(os.environ[var]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "jvlm"
 

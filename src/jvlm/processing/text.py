@@ -384,8 +384,9 @@ def _build_qwen_json(ranks: dict[bytes, int]) -> str:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("JVLM_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "jvlm"
-    return Path(root) / "tokenizers"
+    from jvlm.resolve import cache_dir
+
+    return cache_dir() / "tokenizers"
 
 
 @lru_cache(maxsize=4)
