@@ -1,4 +1,4 @@
-"""The web playground: its JSON helpers, PDF rendering, and the page itself in headless Chromium.
+"""The web playground: its JSON helpers, its PDF endpoint, and the page itself in headless Chromium.
 
 The browser tests drive Debian's ``chromium`` through the Playwright Python package with the
 system executable (Playwright's own browser download is never used); they are skipped only
@@ -11,8 +11,6 @@ Screenshots land in ``test-artifacts/`` for a person to look at.
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 import re
 import shutil
@@ -25,12 +23,12 @@ import httpx
 import pytest
 from PIL import Image, ImageDraw
 from serving import serve
+from test_pdf import pdf_bytes
 
 from jvlm.config import JinaVLMConfig
 from jvlm.processing.image import image_layout
 from jvlm.serve.app import ServerConfig
 from jvlm.serve.fetch import MediaPolicy
-from jvlm.serve.pdf import PDFError, PDFLimits, PDFTooLargeError, page_scale, render_pdf
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -68,16 +66,6 @@ def png_file(path: Path, width: int, height: int) -> Path:
     draw.ellipse([width * 3 // 4, height // 10, width * 3 // 4 + height // 5, height * 3 // 10], fill=(245, 185, 66))
     im.save(path)
     return path
-
-
-def pdf_bytes(pages: list[tuple[int, int]]) -> bytes:
-    """A PDF with one page per (width, height) in points (Pillow writes 72 dpi pages)."""
-    images = [Image.new("RGB", size, (255, 255, 255)) for size in pages]
-    for k, im in enumerate(images):
-        ImageDraw.Draw(im).rectangle([10, 10, 10 + 20 * (k + 1), 40], fill=(0, 0, 0))
-    buf = io.BytesIO()
-    images[0].save(buf, format="PDF", save_all=True, append_images=images[1:], resolution=72.0)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -132,39 +120,6 @@ def test_layout_flags_an_image_over_the_pixel_cap_without_hiding_the_others(serv
     big, small = r.json()["images"]
     assert big["error"]["code"] == "image_too_large" and "4,000,000" in big["error"]["message"]
     assert small["n_tiles"] >= 1
-
-
-# ----------------------------------------------------------------------------- PDF rendering
-
-def test_pdf_pages_render_within_the_pixel_budget():
-    limits = PDFLimits(dpi=144, max_page_pixels=500_000)
-    data = pdf_bytes([(612, 792), (200, 100)])  # US Letter, then a small label
-    out = render_pdf(data, limits)
-    assert out.n_pages == 2 and out.next_page is None
-    letter, label = out.pages
-    assert letter.width * letter.height <= 500_000  # 144 dpi would be 1224 x 1584
-    assert letter.width / letter.height == pytest.approx(612 / 792, rel=0.01)
-    assert (label.width, label.height) == (400, 200)  # small pages get the full 144 dpi
-    decoded = Image.open(io.BytesIO(base64.b64decode(label.data_url().split(",", 1)[1])))
-    assert decoded.format == "PNG" and decoded.size == (400, 200)
-
-
-def test_pdf_page_cap_reports_where_rendering_stopped():
-    data = pdf_bytes([(100, 100)] * 5)
-    first = render_pdf(data, PDFLimits(max_pages=2))
-    assert [p.index for p in first.pages] == [0, 1] and first.next_page == 2 and first.n_pages == 5
-    rest = render_pdf(data, PDFLimits(max_pages=8), first_page=2)
-    assert [p.index for p in rest.pages] == [2, 3, 4] and rest.next_page is None
-
-
-def test_pdf_errors_are_typed():
-    with pytest.raises(PDFError, match="not a PDF"):
-        render_pdf(b"\x89PNG\r\n\x1a\n....")
-    with pytest.raises(PDFError, match="could not be opened"):
-        render_pdf(b"%PDF-1.7\n" + b"garbage" * 50)
-    with pytest.raises(PDFTooLargeError, match="above this server's limit"):
-        render_pdf(pdf_bytes([(100, 100)]), PDFLimits(max_bytes=100))
-    assert page_scale(72, 72, PDFLimits(dpi=72)) == 1.0
 
 
 def test_pdf_endpoint_answers_pages_and_errors(server):

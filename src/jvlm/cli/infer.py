@@ -111,13 +111,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def collect_images(specs: list[str], pages: str | None) -> tuple[list, list[str]]:
     """Each ``-i`` as image inputs (a PDF gives one per selected page) and a label for each."""
-    from jvlm.inference.documents import expand_document, is_pdf, render_pdf
+    from jvlm.inference.documents import expand_bytes, expand_document
 
     images, sources = [], []
     for spec in specs:
         if spec.startswith(("http://", "https://")):
-            data = fetch_url(spec)
-            items = render_pdf(data, pages, name=spec) if is_pdf(data) else [(None, data)]
+            items = expand_bytes(fetch_url(spec), pages, name=spec)
         else:
             items = expand_document(spec, pages)
         for page, item in items:

@@ -8,7 +8,7 @@ needs nothing the API does not already offer, except two small helpers mounted h
   tokens, so the page can draw the tile grid over the picture. The numbers come from
   ``image_layout`` and ``efficiency_report`` of the *loaded* model's config, the one place
   that says what an image costs, rather than from a copy of the arithmetic in JavaScript.
-- ``POST /v1/jvlm/pdf``: PDF pages rendered to PNG data URLs (``jvlm.serve.pdf``), which
+- ``POST /v1/jvlm/pdf``: PDF pages rendered to PNG data URLs (``jvlm.processing.pdf``), which
   the page then attaches as ordinary images.
 
 Both answer errors in the OpenAI error shape, like the rest of the API. The page and its
@@ -33,8 +33,13 @@ from starlette.concurrency import run_in_threadpool
 from jvlm.efficiency import efficiency_report
 from jvlm.errors import ImageTooLargeError, JVLMError
 from jvlm.processing.image import image_layout
+from jvlm.processing.pdf import (
+    PDFLimits,
+    PDFSupportMissingError,
+    PDFTooLargeError,
+    render_pdf,
+)
 from jvlm.serve.fetch import MediaPolicy
-from jvlm.serve.pdf import PDFLimits, PDFSupportMissingError, PDFTooLargeError, render_pdf
 from jvlm.serve.protocol import describe_validation_error, error_body
 
 log = logging.getLogger(__name__)
