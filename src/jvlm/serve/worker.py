@@ -102,20 +102,16 @@ class Generation:
 
     async def next_event(self) -> TokenEvent:
         """The next token event; raises the error that ended the request, if any."""
-        item = await self._events.get()
-        if isinstance(item, BaseException):
-            self.done = True
-            raise item
-        if item.finished:
-            self.done = True
-        return item
+        return self._take(await self._events.get())
 
     def next_event_nowait(self) -> TokenEvent | None:
         """The next event if one is already waiting, else None (errors raise as above)."""
         try:
-            item = self._events.get_nowait()
+            return self._take(self._events.get_nowait())
         except asyncio.QueueEmpty:
             return None
+
+    def _take(self, item: TokenEvent | BaseException) -> TokenEvent:
         if isinstance(item, BaseException):
             self.done = True
             raise item
