@@ -21,7 +21,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("jvlm.cli.train", "train or fine-tune with the two-stage recipe"),
     "eval": ("jvlm.cli.eval", "score a model on a benchmark"),
     "efficiency": ("jvlm.cli.efficiency", "print the token and compute cost of one image"),
-    "convert": ("jvlm.cli.convert", "write a random or converted checkpoint in the official layout"),
 }
 
 
