@@ -86,7 +86,7 @@ def _demo_tokenizer_json(vocab_size: int, per_pair: int) -> str:
             f"the demo corpus yields {tok.get_vocab_size()} BPE tokens, not {n_bpe}; lower vocab_size "
             "or raise per_pair"
         )
-    text_mod._add_jvlm_tokens(tok, _ADDED, vocab_size, DEMO_EXTRA_TOKENS)
+    text_mod.add_jvlm_tokens(tok, _ADDED, vocab_size, DEMO_EXTRA_TOKENS)
     return tok.to_str()
 
 
@@ -96,7 +96,7 @@ def build_demo_tokenizer(vocab_size: int = DEMO_BASE_VOCAB, per_pair: int = 300)
     Same call, same tokenizer (byte-identical ``tokenizer.json``), so retraining the demo
     from scratch reproduces its vocabulary.
     """
-    return text_mod._wrap(Tokenizer.from_str(_demo_tokenizer_json(vocab_size, per_pair)), DEMO_MAX_LENGTH)
+    return text_mod.wrap_tokenizer(Tokenizer.from_str(_demo_tokenizer_json(vocab_size, per_pair)), DEMO_MAX_LENGTH)
 
 
 def tokenizer_digest(tok: PreTrainedTokenizerFast) -> str:

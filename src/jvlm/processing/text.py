@@ -262,7 +262,7 @@ def _qwen_pipeline(tok: Tokenizer) -> Tokenizer:
     return tok
 
 
-def _add_jvlm_tokens(tok: Tokenizer, base_added: Sequence[tuple[str, bool]], base_rows: int, n_extra: int) -> None:
+def add_jvlm_tokens(tok: Tokenizer, base_added: Sequence[tuple[str, bool]], base_rows: int, n_extra: int) -> None:
     """Append the base added tokens, gap fillers up to ``base_rows``, then the extra tokens.
 
     Added tokens take consecutive ids, so the fillers are what puts ``<im_start>`` on row
@@ -278,7 +278,9 @@ def _add_jvlm_tokens(tok: Tokenizer, base_added: Sequence[tuple[str, bool]], bas
         raise TokenizerError(f"{STRUCTURAL_TOKENS[0]} landed on id {tok.token_to_id(STRUCTURAL_TOKENS[0])}, not {base_rows}")
 
 
-def _wrap(tok: Tokenizer | str | Path, model_max_length: int) -> PreTrainedTokenizerFast:
+def wrap_tokenizer(tok: Tokenizer | str | Path, model_max_length: int) -> PreTrainedTokenizerFast:
+    """A ``tokenizers`` object (or tokenizer.json path) as a Transformers fast tokenizer with
+    the project's special-token settings and chat template."""
     source = {"tokenizer_file": str(tok)} if isinstance(tok, (str, Path)) else {"tokenizer_object": tok}
     return PreTrainedTokenizerFast(
         **source,
@@ -379,7 +381,7 @@ def _build_qwen_json(ranks: dict[bytes, int]) -> str:
     merges = [(visible(a), visible(b)) for a, b in _merges_from_ranks(ranks)]
     tok = _qwen_pipeline(Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False)))
     text = JinaVLMConfig.preset("jina-vlm").text
-    _add_jvlm_tokens(tok, QWEN3_ADDED_TOKENS, text.base_rows, text.additional_vocab_size)
+    add_jvlm_tokens(tok, QWEN3_ADDED_TOKENS, text.base_rows, text.additional_vocab_size)
     return tok.to_str()
 
 
@@ -424,7 +426,7 @@ def build_qwen_tokenizer(tiktoken_path: str | Path | None = None) -> PreTrainedT
     """
     rank_file = find_qwen_tiktoken(tiktoken_path).resolve()
     text = JinaVLMConfig.preset("jina-vlm").text
-    return _wrap(_qwen_tokenizer_file(str(rank_file)), text.max_sequence_length)
+    return wrap_tokenizer(_qwen_tokenizer_file(str(rank_file)), text.max_sequence_length)
 
 
 # -------------------------------------------------------------------------------- tiny
@@ -471,11 +473,11 @@ def _tiny_tokenizer_json() -> str:
     if tok.get_vocab_size() != n_bpe:
         raise TokenizerError(f"the tiny corpus yields {tok.get_vocab_size()} BPE tokens, not {n_bpe}; extend it")
     text = JinaVLMConfig.preset("tiny").text
-    _add_jvlm_tokens(tok, _TINY_ADDED_TOKENS, text.base_rows, text.additional_vocab_size)
+    add_jvlm_tokens(tok, _TINY_ADDED_TOKENS, text.base_rows, text.additional_vocab_size)
     return tok.to_str()
 
 
 def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     """A 1,152-id tokenizer for the ``tiny`` preset, laid out like the real one (module docstring)."""
     text = JinaVLMConfig.preset("tiny").text
-    return _wrap(Tokenizer.from_str(_tiny_tokenizer_json()), text.max_sequence_length)
+    return wrap_tokenizer(Tokenizer.from_str(_tiny_tokenizer_json()), text.max_sequence_length)

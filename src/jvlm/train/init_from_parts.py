@@ -211,8 +211,8 @@ def tokenizer_for_parts(spec: str | None, text_dir: Path, base_rows: int):
         raise TokenizerError(f"{folder}'s tokenizer has no {text.ENDOFTEXT}; expected a Qwen3 tokenizer")
     backend = raw.backend_tokenizer
     # Qwen's own added tokens are already in the file, so nothing is added before the fillers.
-    text._add_jvlm_tokens(backend, (), base_rows, 128)
-    return text._wrap(backend, raw.model_max_length if raw.model_max_length < 10**9 else 40960)
+    text.add_jvlm_tokens(backend, (), base_rows, 128)
+    return text.wrap_tokenizer(backend, raw.model_max_length if raw.model_max_length < 10**9 else 40960)
 
 
 # -------------------------------------------------------------------- build
