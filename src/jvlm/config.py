@@ -70,10 +70,19 @@ class VisionConfig:
         return self.n_layers if self.n_layers in taps else max(taps) + 1
 
 
+# "attention_meanq" is the released connector; "mean" and "none" are ablation variants
+# (docs/decisions.md, "Connector variants for ablations").
+POOLING_TYPES = ("attention_meanq", "mean", "none")
+
+
 @dataclass
 class ConnectorConfig:
     """2x2 attention pooling with a mean query, then a SwiGLU projector into the decoder width."""
 
+    # "attention_meanq": cross-attention from each window's mean to its members (released).
+    # "mean": the window's plain average, then pooling.out. "none": pooling_h = pooling_w = 1,
+    # so every patch becomes one token (through pooling.out). Any window size is allowed for
+    # the first two.
     pooling_type: str = "attention_meanq"
     padding_embed_type: str = "pad_and_partial_pad"
     pooling_h: int = 2
@@ -208,7 +217,18 @@ class JinaVLMConfig:
             )
         if (c.pooling_h, c.pooling_w) != (im.pooling_h, im.pooling_w):
             raise ValueError("connector and image processing disagree on the pooling window")
-        if c.n_heads * c.head_dim != v.hidden_size:
+        if c.pooling_type not in POOLING_TYPES:
+            raise ValueError(
+                f"connector: pooling_type {c.pooling_type!r} is not supported; use one of {POOLING_TYPES}"
+            )
+        if c.pooling_h < 1 or c.pooling_w < 1:
+            raise ValueError(f"connector: the pooling window must be at least 1x1, got {c.pooling_h}x{c.pooling_w}")
+        if c.pooling_type == "none" and (c.pooling_h, c.pooling_w) != (1, 1):
+            raise ValueError(
+                f"connector: pooling_type 'none' keeps every patch, so it needs pooling_h = pooling_w = 1 "
+                f"(in both the connector and the image processing config), got {c.pooling_h}x{c.pooling_w}"
+            )
+        if c.pooling_type == "attention_meanq" and c.n_heads * c.head_dim != v.hidden_size:
             raise ValueError("connector: n_heads*head_dim must equal the ViT width")
         v.tap_indices()
         return self

@@ -26,21 +26,24 @@ log = logging.getLogger(__name__)
 DEMO_IMAGE_SIZE = 224  # one crop of the demo ViT: every image costs thumbnail + 1 tile
 #: stage 1 (alignment): reading and naming tasks, plus text-only rows for the 15% mix
 STAGE1_TASKS = ("sign", "shapes", "form", "arithmetic", "translation", "facts")
-#: (folder, split, seed, n, tasks); n is a multiple of each task list's 6-language block
+#: questions per training conversation: one image carries several questions, so each pass
+#: through the vision encoder teaches several answers (the held-out test asks one at a time)
+TRAIN_QUESTIONS = 4
+#: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
-    ("stage1", "train", 11, 2400, STAGE1_TASKS),
-    ("stage2", "train", 12, 38400, None),
-    ("test", "test", 0, 600, None),
+    ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
+    ("stage2", "train", 12, 90000, None, TRAIN_QUESTIONS),
+    ("test", "test", 0, 600, None, 1),
 )
 
 
 def write_data(out: str | Path, scale: float = 1.0) -> list[Path]:
     """Generate the demo's training and held-out data under ``out`` (deterministic)."""
     paths = []
-    for name, split, seed, n, tasks in DATASETS:
+    for name, split, seed, n, tasks, questions in DATASETS:
         n = n if name == "test" else max(60, int(n * scale))
         log.info("writing %d %s samples to %s/%s", n, split, out, name)
-        stream = synthetic.generate(n, seed, split, tasks, image_size=DEMO_IMAGE_SIZE)
+        stream = synthetic.generate(n, seed, split, tasks, image_size=DEMO_IMAGE_SIZE, questions=questions)
         paths.append(synthetic.write_jsonl(stream, Path(out) / name))
     return paths
 

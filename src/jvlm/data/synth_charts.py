@@ -25,7 +25,7 @@ AXIS = (110, 110, 120)
 # --- bar charts -----------------------------------------------------------------------------
 
 def make_bar_chart(rng: random.Random, lang: str) -> Draft:
-    n = rng.randint(3, 5)
+    n = rng.randint(3, 4)
     keys = rng.sample(list(lex.ITEMS), n)
     values = rng.sample(range(1, 31), n)  # distinct, so max/min are unique
     spec = {
@@ -34,9 +34,14 @@ def make_bar_chart(rng: random.Random, lang: str) -> Draft:
         "colours": [pick(rng, lex.PALETTE)] * n if rng.random() < 0.5 else rng.sample(lex.PALETTE, n),
         "grid": pick(rng, [True, False]),
     }
+    return ask_bar_chart(rng, spec, lang)
+
+
+def ask_bar_chart(rng: random.Random, spec: dict, lang: str) -> Draft:
+    keys, values = spec["items"], spec["values"]
     kind = pick(rng, ["value", "value", "max", "min"])
     if kind == "value":
-        i = rng.randrange(n)
+        i = rng.randrange(len(values))
         return Draft(ask(rng, "chart.value", lang, label=lex.ITEMS[keys[i]][lang]), str(values[i]), spec)
     i = values.index(max(values) if kind == "max" else min(values))
     return Draft(ask(rng, f"bar.{kind}", lang), lex.ITEMS[keys[i]][lang], spec)
@@ -78,7 +83,7 @@ def render_bar_chart(spec: dict, lang: str, size: tuple[int, int]) -> Image.Imag
 # --- line charts ----------------------------------------------------------------------------
 
 def make_line_chart(rng: random.Random, lang: str) -> Draft:
-    n = rng.randint(4, 6)
+    n = rng.randint(4, 5)
     start = rng.randrange(12 - n + 1)
     values = rng.sample(range(2, 49), n)
     spec = {
@@ -88,9 +93,14 @@ def make_line_chart(rng: random.Random, lang: str) -> Draft:
         "grid": pick(rng, [True, False]),
         "markers": pick(rng, ["dot", "square"]),
     }
+    return ask_line_chart(rng, spec, lang)
+
+
+def ask_line_chart(rng: random.Random, spec: dict, lang: str) -> Draft:
+    values = spec["values"]
     kind = pick(rng, ["value", "value", "max", "min"])
     if kind == "value":
-        i = rng.randrange(n)
+        i = rng.randrange(len(values))
         question = ask(rng, "chart.value", lang, label=lex.MONTHS_SHORT[spec["months"][i]][lang])
         return Draft(question, str(values[i]), spec)
     i = values.index(max(values) if kind == "max" else min(values))
@@ -121,11 +131,17 @@ def render_line_chart(spec: dict, lang: str, size: tuple[int, int]) -> Image.Ima
 # --- shape scenes ---------------------------------------------------------------------------
 
 def make_shapes(rng: random.Random, lang: str) -> Draft:
-    n = rng.randint(1, 6)
+    n = rng.randint(1, 4)
     cells = rng.sample(range(9), n)
     shapes = [[pick(rng, lex.SHAPES), pick(rng, lex.PALETTE), cell, rng.randint(55, 80),
                rng.randint(-8, 8), rng.randint(-8, 8)] for cell in cells]
     spec = {"background": tint(rng, (245, 245, 240), 10), "shapes": shapes}
+    return ask_shapes(rng, spec, lang)
+
+
+def ask_shapes(rng: random.Random, spec: dict, lang: str) -> Draft:
+    shapes = spec["shapes"]
+    n = len(shapes)
     kinds = [s[0] for s in shapes]
     colours = [s[1] for s in shapes]
     unique_kind = [s for s in shapes if kinds.count(s[0]) == 1]

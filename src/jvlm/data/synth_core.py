@@ -35,11 +35,17 @@ class Draft:
 
 @dataclass(frozen=True)
 class TaskFamily:
-    """A named way of making samples; ``render`` is None for text-only families."""
+    """A named way of making samples; ``render`` is None for text-only families.
+
+    ``make(rng, lang)`` draws a whole draft. Image families also have
+    ``ask(rng, spec, lang)``, which draws one more question about an already drawn image,
+    so one image can carry several questions (denser supervision for training).
+    """
 
     name: str
     make: Callable[[random.Random, str], Draft]
     render: Callable[[dict, str, tuple[int, int]], Image.Image] | None = None
+    ask: Callable[[random.Random, dict, str], Draft] | None = None
 
     @property
     def has_image(self) -> bool:

@@ -15,17 +15,18 @@ from jvlm.data.synth_phrases import WEEKDAYS_RU_INS, ask
 
 
 def make_arithmetic(rng: random.Random, lang: str) -> Draft:
-    """One operation on small numbers; subtraction never goes below zero."""
+    """One operation on small numbers (operands up to 20, products up to 9 x 9); subtraction
+    never goes below zero. The ranges are bounded so a small model can learn them all."""
     op = pick(rng, ["+", "+", "-", "×"])
     if op == "+":
-        a, b = rng.randint(0, 50), rng.randint(0, 50)
+        a, b = rng.randint(0, 20), rng.randint(0, 20)
         result = a + b
     elif op == "-":
-        a = rng.randint(0, 50)
+        a = rng.randint(0, 20)
         b = rng.randint(0, a)
         result = a - b
     else:
-        a, b = rng.randint(1, 10), rng.randint(1, 10)
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
         result = a * b
     return Draft(ask(rng, "arith", lang, a=str(a), op=op, b=str(b)), str(result))
 

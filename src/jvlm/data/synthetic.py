@@ -39,18 +39,18 @@ from jvlm.data.synth_lexicon import LANGUAGES
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 378  # one crop of the vision encoder
-FORMAT_VERSION = "jvlm-synthetic/v1"  # part of every seed: change it when the output changes
+FORMAT_VERSION = "jvlm-synthetic/v2"  # part of every seed: change it when the output changes
 
 TASK_FAMILIES: dict[str, TaskFamily] = {
     f.name: f
     for f in (
-        TaskFamily("receipt", synth_docs.make_receipt, synth_docs.render_receipt),
-        TaskFamily("form", synth_docs.make_form, synth_docs.render_form),
-        TaskFamily("bar_chart", synth_charts.make_bar_chart, synth_charts.render_bar_chart),
-        TaskFamily("line_chart", synth_charts.make_line_chart, synth_charts.render_line_chart),
-        TaskFamily("table", synth_docs.make_table, synth_docs.render_table),
-        TaskFamily("sign", synth_docs.make_sign, synth_docs.render_sign),
-        TaskFamily("shapes", synth_charts.make_shapes, synth_charts.render_shapes),
+        TaskFamily("receipt", synth_docs.make_receipt, synth_docs.render_receipt, synth_docs.ask_receipt),
+        TaskFamily("form", synth_docs.make_form, synth_docs.render_form, synth_docs.ask_form),
+        TaskFamily("bar_chart", synth_charts.make_bar_chart, synth_charts.render_bar_chart, synth_charts.ask_bar_chart),
+        TaskFamily("line_chart", synth_charts.make_line_chart, synth_charts.render_line_chart, synth_charts.ask_line_chart),
+        TaskFamily("table", synth_docs.make_table, synth_docs.render_table, synth_docs.ask_table),
+        TaskFamily("sign", synth_docs.make_sign, synth_docs.render_sign, synth_docs.ask_sign),
+        TaskFamily("shapes", synth_charts.make_shapes, synth_charts.render_shapes, synth_charts.ask_shapes),
         TaskFamily("arithmetic", synth_text.make_arithmetic),
         TaskFamily("translation", synth_text.make_translation),
         TaskFamily("facts", synth_text.make_facts),
@@ -66,7 +66,11 @@ MAX_ATTEMPTS = 5000  # redraws per sample before giving up on a split's share of
 
 @dataclass
 class Sample:
-    """One question–answer pair, with zero or one image."""
+    """One question–answer pair, with zero or one image, plus optional follow-up turns.
+
+    ``more`` holds further (question, answer) pairs about the same image (or, for
+    text-only families, further questions of the same family): a multi-turn conversation.
+    """
 
     id: str
     images: list[Image.Image] = field(repr=False)
@@ -74,6 +78,7 @@ class Sample:
     answer: str
     task: str
     language: str
+    more: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _digest(*parts: object) -> bytes:
@@ -115,16 +120,22 @@ def generate(
     tasks: Sequence[str] | None = None,
     languages: Sequence[str] | None = None,
     image_size: int | tuple[int, int] = DEFAULT_IMAGE_SIZE,
+    questions: int = 1,
 ) -> Iterator[Sample]:
     """Yield ``n`` samples of ``split`` for ``seed``, lazily (rendering as it goes).
 
     Task families and languages are balanced: each block of ``len(tasks) * len(languages)``
     samples holds every (task, language) pair once, in a seeded random order.
+    ``questions`` > 1 makes multi-turn samples: up to that many distinct questions per
+    image (fewer when the image does not support that many), or that many text-only
+    questions of the family. Every turn obeys the split's buckets on its own.
     """
     if split not in SPLIT_BUCKETS:
         raise ValueError(f"split must be one of {list(SPLIT_BUCKETS)}, got {split!r}")
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if not 1 <= questions <= 16:
+        raise ValueError(f"questions must be in 1..16, got {questions}")
     tasks = _check_choice("tasks", tasks, TASKS)
     languages = _check_choice("languages", languages, LANGUAGES)
     size = _normalise_size(image_size)
@@ -148,19 +159,44 @@ def generate(
                 f"no {split} sample for task {task!r}/{lang!r} in {MAX_ATTEMPTS} draws: the task's content "
                 "space is too small for a held-out share; widen its vocabulary or phrasings"
             )
+        more = _follow_ups(family, draft, lang, (split, seed, index), questions - 1, (low, high))
         images = [family.render(draft.spec, lang, size)] if family.render is not None else []
-        yield Sample(f"{split}-{seed}-{index:06d}", images, draft.question, draft.answer, task, lang)
+        yield Sample(f"{split}-{seed}-{index:06d}", images, draft.question, draft.answer, task, lang, more)
+
+
+def _follow_ups(family: TaskFamily, first: Draft, lang: str, key: tuple, count: int,
+                buckets: tuple[int, int]) -> list[tuple[str, str]]:
+    """Up to ``count`` more in-split (question, answer) turns after ``first``.
+
+    Answers are distinct within a conversation: a rephrased question whose answer is
+    already on screen would teach copying from the context instead of reading the image.
+    """
+    seen, turns = {first.answer}, []
+    for attempt in range(count * 8):
+        if len(turns) == count:
+            break
+        rng = _rng("more", *key, attempt)
+        draft = family.ask(rng, first.spec, lang) if family.ask is not None else family.make(rng, lang)
+        if draft.answer in seen or not buckets[0] <= content_bucket(family.name, lang, draft) < buckets[1]:
+            continue
+        seen.add(draft.answer)
+        turns.append((draft.question, draft.answer))
+    return turns
 
 
 def to_messages_row(sample: Sample, image_paths: Sequence[str]) -> dict:
     """A JSONL row in the Hugging Face chat "messages" format (image parts first)."""
     user = [{"type": "image", "image": path} for path in image_paths]
     user.append({"type": "text", "text": sample.question})
+    messages = [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": [{"type": "text", "text": sample.answer}]},
+    ]
+    for question, answer in sample.more:
+        messages.append({"role": "user", "content": [{"type": "text", "text": question}]})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
     return {
-        "messages": [
-            {"role": "user", "content": user},
-            {"role": "assistant", "content": [{"type": "text", "text": sample.answer}]},
-        ],
+        "messages": messages,
         "task": sample.task,
         "language": sample.language,
         "id": sample.id,
@@ -239,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tasks", help=f"comma-separated subset of {','.join(TASKS)}")
     parser.add_argument("--languages", help=f"comma-separated subset of {','.join(LANGUAGES)}")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="square image side in pixels")
+    parser.add_argument("--questions", type=int, default=1,
+                        help="questions per sample (more than 1 makes multi-turn training conversations)")
     parser.add_argument("--preview", type=Path, help="also save a contact sheet of every family to this PNG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -253,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tasks = args.tasks.split(",") if args.tasks else None
     languages = args.languages.split(",") if args.languages else None
-    stream = generate(args.n, args.seed, args.split, tasks, languages, args.image_size)
+    stream = generate(args.n, args.seed, args.split, tasks, languages, args.image_size, args.questions)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as progress:
         bar = progress.add_task(f"{args.split} samples", total=args.n)

@@ -3,6 +3,11 @@ and a SwiGLU projector into the decoder width (spec §6).
 
 Parameter names follow the official checkpoint (``pad_embed``, ``pooling.q_w``,
 ``pooling.kv_w``, ``pooling.q_b/k_b/v_b``, ``pooling.out``, ``projector.up/down``).
+
+``ConnectorConfig.pooling_type`` picks the pooling; only the released "attention_meanq" has
+trained weights. "mean" and "none" are ablation variants (docs/decisions.md): "mean" averages
+each window and projects it with ``pooling.out`` alone; "none" is the same module over 1x1
+windows, so every patch becomes one token.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jvlm.config import JinaVLMConfig
+from jvlm.config import POOLING_TYPES, JinaVLMConfig
 
 
 class AttentionPooling(nn.Module):
@@ -46,6 +51,23 @@ class AttentionPooling(nn.Module):
         return self.out(y)
 
 
+class MeanPooling(nn.Module):
+    """Plain average of each window's members, then ``out`` (ablation; no q/k/v weights).
+
+    With 1x1 windows (pooling_type "none") the mean is the patch itself and this is a
+    per-patch linear map into the ViT width.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int):
+        super().__init__()
+        self.out = nn.Linear(in_dim, out_dim, bias=True)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        """(M, K, C) window members -> (M, out_dim) pooled vector."""
+        # Zero-padded members count, exactly as in the attention pooling's mean query.
+        return self.out(windows.mean(dim=1))  # (M, out_dim)
+
+
 class SwiGLUProjector(nn.Module):
     """down(silu(gate) * value) where the fused ``up`` output is [value | gate] (spec §6.8)."""
 
@@ -65,15 +87,19 @@ class VisionLanguageConnector(nn.Module):
     def __init__(self, cfg: JinaVLMConfig):
         super().__init__()
         v, c, t = cfg.vision, cfg.connector, cfg.text
-        if c.pooling_type != "attention_meanq":
-            raise ValueError(f"pooling_type {c.pooling_type!r} is not supported (only 'attention_meanq')")
+        if c.pooling_type not in POOLING_TYPES:
+            raise ValueError(f"pooling_type {c.pooling_type!r} is not supported; use one of {POOLING_TYPES}")
         if c.padding_embed_type != "pad_and_partial_pad":
             raise ValueError(f"padding_embed_type {c.padding_embed_type!r} is not supported")
         feat_dim = len(v.vit_layers) * v.hidden_size
         self.grid = v.grid
         self.ph, self.pw = c.pooling_h, c.pooling_w
         self.pad_embed = nn.Parameter(torch.zeros(2, feat_dim))
-        self.pooling = AttentionPooling(feat_dim, c.n_heads, c.head_dim, v.hidden_size)
+        self.pooling: nn.Module
+        if c.pooling_type == "attention_meanq":
+            self.pooling = AttentionPooling(feat_dim, c.n_heads, c.head_dim, v.hidden_size)
+        else:  # "mean", or "none" (validated to 1x1 windows by the config)
+            self.pooling = MeanPooling(feat_dim, v.hidden_size)
         self.projector = SwiGLUProjector(v.hidden_size, c.projector_size, t.hidden_size)
 
     def pool(self, feats: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -90,6 +116,7 @@ class VisionLanguageConnector(nn.Module):
         x = F.pad(x, (0, 0, 0, gw * pw - g, 0, gh * ph - g))  # zero rows at the bottom, cols at the right
         x = x.view(b * t, gh, ph, gw, pw, c).permute(0, 1, 3, 2, 4, 5)  # (N, gh, gw, ph, pw, C)
         windows = x.reshape(b * t * gh * gw, ph * pw, c)  # (N*196, 4, C); members in (dy, dx) order
+        # With 1x1 windows ("none") the pad and view above are no-ops: (N*729, 1, C).
         pooled = self.pooling(windows)  # (N*196, width)
         return pooled.view(b, t, gh * gw, -1)
 
