@@ -19,7 +19,7 @@ from jvlm.config import JinaVLMConfig
 from jvlm.errors import CheckpointError
 from jvlm.loading import save_pretrained
 from jvlm.model.connector import VisionLanguageConnector
-from jvlm.model.vlm import JinaVLMForConditionalGeneration
+from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
 from jvlm.processing.image import image_layout
 from jvlm.random_model import build_random_model
 
@@ -100,7 +100,7 @@ def test_no_pooling_keeps_every_patch_and_still_drops_overlap_margins():
     assert layout.pooled_hw == (27, w_tok) == (27, 46)
     assert layout.n_feature_tokens == 27 * 27 + 27 * 46
 
-    model, processor = build_random_model("tiny", seed=1, config=cfg)
+    _, processor = build_random_model("tiny", seed=1, config=cfg)
     enc = processor.encode(PROMPT, [_img(378, 640)], max_crops=2)
     idx = enc.image_input_idx
     ids = np.array(enc.input_ids)
@@ -108,6 +108,11 @@ def test_no_pooling_keeps_every_patch_and_still_drops_overlap_margins():
     # every kept patch feeds a distinct <im_patch> token, and every <im_patch> gets a patch
     assert len(np.unique(targets)) == len(targets) == layout.n_feature_tokens
     assert set(targets.tolist()) == set(np.flatnonzero(ids == processor.token_ids.im_patch).tolist())
+
+
+def _connector(pooling_type: str) -> VisionLanguageConnector:
+    """A connector with weights large enough (std 0.3) that its outputs are far from zero."""
+    return init_random(VisionLanguageConnector(_config(pooling_type)), seed=2, std=0.3).eval()
 
 
 def _by_hand(conn: VisionLanguageConnector, pooled_in: torch.Tensor) -> torch.Tensor:
@@ -121,13 +126,12 @@ def _by_hand(conn: VisionLanguageConnector, pooled_in: torch.Tensor) -> torch.Te
 
 @torch.no_grad()
 def test_mean_pooling_equals_the_hand_computed_window_mean():
-    model, _ = build_random_model("tiny", seed=2, config=_config("mean"))
-    conn = model.model.vision_model.vl_connector
-    g = model.cfg.vision.grid  # 27: the last row and column of windows are half zero padding
+    cfg, conn = _config("mean"), _connector("mean")
+    g = cfg.vision.grid  # 27: the last row and column of windows are half zero padding
     feats = torch.randn(1, 1, g * g, conn.pad_embed.shape[1], generator=torch.Generator().manual_seed(0))
     out = conn(feats, torch.ones(1, 1, g * g))  # (1, 1, 196, text hidden)
     side = math.ceil(g / 2)
-    assert out.shape == (1, 1, side * side, model.cfg.text.hidden_size)
+    assert out.shape == (1, 1, side * side, cfg.text.hidden_size)
     f = feats[0, 0].view(g, g, -1)
     windows = {
         (0, 0): f[0, 0] + f[0, 1] + f[1, 0] + f[1, 1],
@@ -137,22 +141,22 @@ def test_mean_pooling_equals_the_hand_computed_window_mean():
     }
     for (r, c), total in windows.items():
         expected = _by_hand(conn, total / 4)
-        assert torch.allclose(out[0, 0, r * side + c], expected, atol=1e-6), (r, c)
+        assert torch.allclose(out[0, 0, r * side + c], expected, rtol=1e-5, atol=1e-5), (r, c)
 
 
 @torch.no_grad()
 def test_no_pooling_projects_each_patch_on_its_own():
-    model, _ = build_random_model("tiny", seed=2, config=_config("none"))
-    conn = model.model.vision_model.vl_connector
-    g = model.cfg.vision.grid
+    cfg, conn = _config("none"), _connector("none")
+    g = cfg.vision.grid
     feats = torch.randn(1, 1, g * g, conn.pad_embed.shape[1], generator=torch.Generator().manual_seed(0))
     masks = torch.ones(1, 1, g * g)
     masks[0, 0, 5] = 0  # an uncovered patch gets pad_embed[0]
     out = conn(feats, masks)
-    assert out.shape == (1, 1, g * g, model.cfg.text.hidden_size)
+    assert out.shape == (1, 1, g * g, cfg.text.hidden_size)
     for k in (0, 100, g * g - 1):
-        assert torch.allclose(out[0, 0, k], _by_hand(conn, feats[0, 0, k]), atol=1e-6), k
-    assert torch.allclose(out[0, 0, 5], _by_hand(conn, feats[0, 0, 5] + conn.pad_embed[0]), atol=1e-6)
+        assert torch.allclose(out[0, 0, k], _by_hand(conn, feats[0, 0, k]), rtol=1e-5, atol=1e-5), k
+    expected = _by_hand(conn, feats[0, 0, 5] + conn.pad_embed[0])
+    assert torch.allclose(out[0, 0, 5], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", ["mean", "none"])
@@ -169,7 +173,7 @@ def test_save_and_load_round_trip(kind, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
     batch = proc2(text=PROMPT, images=[_img(200, 300)], max_crops=1)
     assert torch.equal(batch["input_ids"], processor(text=PROMPT, images=[_img(200, 300)], max_crops=1)["input_ids"])
-    assert torch.allclose(loaded(**batch).logits, model(**batch).logits, atol=1e-6)
+    assert torch.equal(loaded(**batch).logits, model(**batch).logits)
 
     # A variant's weights do not load under a config that names another pooling type.
     path = tmp_path / "config.json"
