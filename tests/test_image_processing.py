@@ -227,8 +227,11 @@ def test_normalisation_range():
     rng = np.random.default_rng(0)
     p = preprocess_image(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8), CFG)
     assert p.crops.min() >= -1 and p.crops.max() <= 1
-    assert (preprocess_image(np.zeros((64, 64, 3), np.uint8), CFG).crops == -1).all()
-    assert (preprocess_image(np.full((64, 64, 3), 255, np.uint8), CFG).crops == 1).all()
+    # Black and white map to the ends of the range. The float resize of a constant image may
+    # land one float32 step short of 1 (it depends on which vectorised kernel torch picks for
+    # the thread count), so the ends are checked to within a few float32 steps.
+    np.testing.assert_allclose(preprocess_image(np.zeros((64, 64, 3), np.uint8), CFG).crops, -1, atol=1e-6)
+    np.testing.assert_allclose(preprocess_image(np.full((64, 64, 3), 255, np.uint8), CFG).crops, 1, atol=1e-6)
     gauss = preprocess_image(np.full((64, 64, 3), 255, np.uint8), dataclasses.replace(CFG, normalization_method="gaussian"))
     np.testing.assert_allclose(gauss.crops[0, 0, :3], (1 - np.array([0.48145466, 0.4578275, 0.40821073])) /
                                np.array([0.26862954, 0.26130258, 0.27577711]), rtol=1e-5)

@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jvlm.data import synthetic
+
+if TYPE_CHECKING:
+    from jvlm.config import JinaVLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,13 @@ def write_data(out: str | Path, scale: float = 1.0) -> list[Path]:
     return paths
 
 
-def write_initial_model(out: str | Path, seed: int = 0) -> Path:
-    """A jvlm-demo folder with random weights and the demo tokenizer (stage 1's start)."""
+def write_initial_model(out: str | Path, seed: int = 0,
+                        configure: Callable[[JinaVLMConfig], None] | None = None) -> Path:
+    """A jvlm-demo folder with random weights and the demo tokenizer (stage 1's start).
+
+    ``configure`` may change the jvlm-demo config in place before the model is built (an
+    ablation's one difference, e.g. ``connector.pooling_type``); the result is validated.
+    """
     import torch
 
     from jvlm.config import JinaVLMConfig
@@ -62,6 +71,9 @@ def write_initial_model(out: str | Path, seed: int = 0) -> Path:
     tok = build_demo_tokenizer()
     ids = special_token_ids(tok)
     cfg = JinaVLMConfig.preset("jvlm-demo")
+    if configure is not None:
+        configure(cfg)
+        cfg.validate()
     cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = ids.bos, ids.eos[0], ids.pad
     cfg.image_token_index = ids.image
     torch.manual_seed(seed)
