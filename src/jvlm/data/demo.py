@@ -86,6 +86,33 @@ def write_initial_model(out: str | Path, seed: int = 0,
     return Path(out)
 
 
+def write_examples(out: str | Path) -> Path:
+    """The images of ``examples/`` and their ``answers.json``, chosen by a fixed rule.
+
+    Rule (independent of any model): for each image family in ``synthetic.IMAGE_TASKS``
+    order, the first held-out test sample (split ``test``, seed 0, 224 px) in the language
+    that rotates through ``LANGUAGES`` (receipt/en, form/zh, bar_chart/ar, ...). The first
+    entry is the README's main example. Returns the path of ``answers.json``.
+    """
+    import json
+
+    from jvlm.data.synth_lexicon import LANGUAGES
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, task in enumerate(synthetic.IMAGE_TASKS):
+        lang = LANGUAGES[i % len(LANGUAGES)]
+        sample = next(synthetic.generate(1, 0, "test", [task], [lang], image_size=DEMO_IMAGE_SIZE))
+        name = f"{task}_{lang}.png"
+        sample.images[0].save(out / name, format="PNG")
+        entries.append({"image": name, "question": sample.question, "answer": sample.answer,
+                        "task": task, "language": lang, "id": sample.id})
+    path = out / "answers.json"
+    path.write_text(json.dumps(entries, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 SHIPPED_FILES = (
     "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
     "chat_template.jinja", "preprocessor_config.json", "generation_config.json",
@@ -134,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     i = sub.add_parser("init", help="write the random starting model folder")
     i.add_argument("--out", required=True, type=Path)
     i.add_argument("--seed", type=int, default=0)
+    e = sub.add_parser("examples", help="write the example images and answers.json (held-out, fixed rule)")
+    e.add_argument("--out", required=True, type=Path)
     s = sub.add_parser("ship", help="copy a trained model into the package and refresh its card's scores")
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
@@ -143,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.cmd == "data":
         for p in write_data(args.out, args.scale):
             print(f"wrote {p}")
+    elif args.cmd == "examples":
+        print(f"wrote {write_examples(args.out)}")
     elif args.cmd == "init":
         print(f"wrote {write_initial_model(args.out, args.seed)}")
     else:

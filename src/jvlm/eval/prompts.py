@@ -40,6 +40,7 @@ TASK_FORMATS: dict[str, str] = {
     "infovqa": "short",
     "charxiv": "charxiv",
     "gsm8k": "math",
+    "synthetic": "synthetic",  # the project's own held-out split (jvlm.eval.synthetic_task)
 }
 
 #: default generation budget per format: letters need few tokens, worked maths many
@@ -49,6 +50,7 @@ MAX_NEW_TOKENS: dict[str, int] = {
     "short": 64,
     "charxiv": 96,
     "math": 512,
+    "synthetic": 24,  # the longest synthetic gold answer (a full name) is about 10 tokens
 }
 
 # Multiple-choice instruction and hint label per language. The English wording is the one

@@ -26,8 +26,6 @@ from jvlm.eval.loaders import BENCHMARKS, BenchmarkSpec, PathLike, Sample, _read
 logger = logging.getLogger(__name__)
 
 TASK = "synthetic"
-FORMAT = "synthetic"  # prompt format: the question verbatim
-MAX_NEW_TOKENS = 24  # the longest gold answer (a full name) is about 10 tokens
 
 
 def load_synthetic(path: PathLike) -> list[Sample]:
@@ -59,12 +57,9 @@ def load_synthetic(path: PathLike) -> list[Sample]:
 
 
 def register() -> None:
-    """Make ``synthetic`` known to the loaders, prompt builder and scorer (idempotent)."""
-    from jvlm.eval import prompts
-
+    """Make ``synthetic`` known to the loaders and scorer (idempotent). Its prompt format
+    lives in ``jvlm.eval.prompts``' tables with every other benchmark's."""
     BENCHMARKS.setdefault(TASK, BenchmarkSpec(load_synthetic, "exact_match", "accuracy"))
-    prompts.TASK_FORMATS.setdefault(TASK, FORMAT)
-    prompts.MAX_NEW_TOKENS.setdefault(FORMAT, MAX_NEW_TOKENS)
 
 
 def breakdown(result, samples: Sequence[Sample]) -> dict:
