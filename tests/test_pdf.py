@@ -66,7 +66,7 @@ def test_pdf_errors_are_typed():
         render_pdf(b"\x89PNG\r\n\x1a\n....")
     with pytest.raises(PDFError, match="could not be opened"):
         render_pdf(b"%PDF-1.7\n" + b"garbage" * 50)
-    with pytest.raises(PDFTooLargeError, match="above this server's limit"):
+    with pytest.raises(PDFTooLargeError, match="above the limit of"):
         render_pdf(pdf_bytes([(100, 100)]), PDFLimits(max_bytes=100))
     assert page_scale(72, 72, PDFLimits(dpi=72)) == 1.0
 

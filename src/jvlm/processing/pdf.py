@@ -147,7 +147,7 @@ def render_pdf(data: bytes, limits: PDFLimits = PDFLimits(), first_page: int = 0
         raise ValueError("render_pdf takes a page selection or a first_page, not both")
     if limits.max_bytes is not None and len(data) > limits.max_bytes:
         raise PDFTooLargeError(
-            f"{subject} is {len(data) / 2**20:.1f} MiB, above this server's limit of "
+            f"{subject} is {len(data) / 2**20:.1f} MiB, above the limit of "
             f"{limits.max_bytes / 2**20:.0f} MiB; split it or send the pages as images"
         )
     if not is_pdf(data):

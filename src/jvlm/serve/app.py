@@ -176,7 +176,8 @@ class ServingState:
             return ApiError(503, f"The model could not be loaded ({self.error}); check the server log.",
                             type="server_error", code="model_load_failed")
         n = self.config.loading_retry_after_s
-        return ApiError(503, f"Model is loading, please retry in {n} seconds.", type="server_error",
+        unit = "second" if n == 1 else "seconds"
+        return ApiError(503, f"Model is loading, please retry in {n} {unit}.", type="server_error",
                         code="model_loading", headers={"Retry-After": str(n)})
 
     def stop(self) -> None:
