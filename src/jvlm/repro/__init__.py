@@ -29,7 +29,7 @@ EXPERIMENTS = ("connector", "mixing", "tiling")
 EPILOG = """\
 sizes at --scale 1.0 (batch 16, lr 1e-3, cosine, bf16):
   connector  3 x 400 steps on 7 image families, 210 held-out questions per variant
-  mixing     600 text-only steps, then 2 x 400 stage-1 steps; 360 text + 210 image
+  mixing     1500 text-only steps, then 2 x 400 stage-1 steps; 360 text + 210 image
              questions per model
   tiling     180 questions at 672 px for each --max-crops value
 

@@ -33,7 +33,7 @@ from jvlm.repro.common import (
 log = logging.getLogger(__name__)
 
 NAME = "mixing"
-TEXT_STEPS, VISION_STEPS = 600, 400
+TEXT_STEPS, VISION_STEPS = 1500, 400
 SHARES = (0.0, 0.15)
 TEXT_TEST_QUESTIONS = 360  # 20 per text family and language
 IMAGE_TEST_QUESTIONS = 210  # 5 per image family and language
