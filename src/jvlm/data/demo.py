@@ -64,7 +64,7 @@ def write_initial_model(out: str | Path, seed: int = 0,
     from jvlm.config import JinaVLMConfig
     from jvlm.data.demo_tokenizer import build_demo_tokenizer
     from jvlm.loading import attach_token_ids, save_pretrained
-    from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
+    from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_connector_fan_in, init_random
     from jvlm.processing.processor import JinaVLMProcessor
     from jvlm.processing.text import special_token_ids
 
@@ -78,6 +78,7 @@ def write_initial_model(out: str | Path, seed: int = 0,
     cfg.image_token_index = ids.image
     torch.manual_seed(seed)
     model = init_random(JinaVLMForConditionalGeneration(cfg), seed).float().eval()
+    init_connector_fan_in(model, seed)  # a flat 0.02 connector leaves the model blind
     processor = JinaVLMProcessor(tok, cfg)
     attach_token_ids(model, processor)
     save_pretrained(model, out, processor=processor)
