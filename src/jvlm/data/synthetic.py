@@ -79,6 +79,7 @@ class Sample:
     task: str
     language: str
     more: list[tuple[str, str]] = field(default_factory=list)
+    spec: dict | None = field(default=None, repr=False)  # what the image was drawn from (None: text-only)
 
 
 def _digest(*parts: object) -> bytes:
@@ -161,7 +162,8 @@ def generate(
             )
         more = _follow_ups(family, draft, lang, (split, seed, index), questions - 1, (low, high))
         images = [family.render(draft.spec, lang, size)] if family.render is not None else []
-        yield Sample(f"{split}-{seed}-{index:06d}", images, draft.question, draft.answer, task, lang, more)
+        yield Sample(f"{split}-{seed}-{index:06d}", images, draft.question, draft.answer, task, lang, more,
+                     draft.spec)
 
 
 def _follow_ups(family: TaskFamily, first: Draft, lang: str, key: tuple, count: int,
