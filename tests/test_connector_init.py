@@ -11,7 +11,11 @@ import numpy as np
 import torch
 
 from jvlm.config import JinaVLMConfig
-from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_connector_fan_in, init_random
+from jvlm.model.vlm import (
+    JinaVLMForConditionalGeneration,
+    init_connector_fan_in,
+    init_random,
+)
 from jvlm.processing.image import preprocess_image
 
 
@@ -37,4 +41,4 @@ def test_fan_in_connector_gives_unit_scale_image_dependent_features():
     assert between > 0.01 * rms, "features must differ between different images"
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(".vl_connector." in n for n in changed), "only connector matrices are re-drawn"
-    assert not any("pad_embed" in n or n.endswith("bias") or n.endswith("_b") for n in changed)
+    assert not any("pad_embed" in n or n.endswith(("bias", "_b")) for n in changed)

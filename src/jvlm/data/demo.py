@@ -64,7 +64,11 @@ def write_initial_model(out: str | Path, seed: int = 0,
     from jvlm.config import JinaVLMConfig
     from jvlm.data.demo_tokenizer import build_demo_tokenizer
     from jvlm.loading import attach_token_ids, save_pretrained
-    from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_connector_fan_in, init_random
+    from jvlm.model.vlm import (
+        JinaVLMForConditionalGeneration,
+        init_connector_fan_in,
+        init_random,
+    )
     from jvlm.processing.processor import JinaVLMProcessor
     from jvlm.processing.text import special_token_ids
 

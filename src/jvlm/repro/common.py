@@ -199,9 +199,9 @@ def backend_for(folder: str):
 def score(model: Path, data: Path, out: Path, max_crops: int | None = None) -> dict[str, Any]:
     """Held-out accuracy of ``model`` on a synthetic split (``breakdown`` of
     ``jvlm.eval.synthetic_task``), cached in ``out`` as JSON with a Markdown twin."""
-    from jvlm.eval.synthetic_task import TASK, breakdown, load_synthetic, markdown
     from jvlm.eval.prompts import PromptSettings
     from jvlm.eval.runner import evaluate, folder_key
+    from jvlm.eval.synthetic_task import TASK, breakdown, load_synthetic, markdown
 
     spec = _normalised({"model": folder_key(model), "data": json.loads((data.parent / SPEC_FILE).read_text()),
                         "max_crops": max_crops})
