@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=runs/demo  # the paths in examples/train/demo_stage*.yaml point here
-if [ -d "$RUN/stage1/checkpoints" ] || [ -d "$RUN/stage2/checkpoints" ]; then
+if [ -d "$RUN/stage1/checkpoints" ] || [ -d "$RUN/stage2/checkpoints" ] || [ -d "$RUN/stage2b/checkpoints" ]; then
   echo "$RUN already holds a training run; move it away first" >&2
   exit 2
 fi
@@ -18,5 +18,6 @@ python -m jvlm.data.demo data --out "$RUN/data"
 python -m jvlm.data.demo init --out "$RUN/init"
 jvlm train examples/train/demo_stage1.yaml --no-progress
 jvlm train examples/train/demo_stage2.yaml --no-progress
-python -m jvlm.eval.synthetic_task --model "$RUN/stage2/final" --data "$RUN/data/test" --out "$RUN/eval"
-python -m jvlm.data.demo ship --model "$RUN/stage2/final" --eval "$RUN/eval" --out src/jvlm/assets/jvlm-demo
+jvlm train examples/train/demo_stage2b.yaml --no-progress
+python -m jvlm.eval.synthetic_task --model "$RUN/stage2b/final" --data "$RUN/data/test" --out "$RUN/eval"
+python -m jvlm.data.demo ship --model "$RUN/stage2b/final" --eval "$RUN/eval" --out src/jvlm/assets/jvlm-demo

@@ -259,3 +259,40 @@ def test_multi_turn_rows_alternate_user_and_assistant(tmp_path):
 def test_questions_argument_is_checked():
     with pytest.raises(ValueError, match="questions"):
         next(generate(1, seed=0, questions=0))
+
+
+DOCUMENT_TASKS = ("receipt", "form", "bar_chart", "line_chart", "table")
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@needs_fonts
+@pytest.mark.parametrize("task", DOCUMENT_TASKS + ("sign",))
+def test_printed_text_stays_on_the_canvas_and_apart_at_the_demo_size(task):
+    # The demo model reads 224 px images: text cut by the edge or printed over other
+    # text would make some answers unreadable, whatever the model.
+    for sample in generate(60, 5, "train", [task], image_size=224):
+        image = sample.images[0]
+        boxes = [box for _, _, box in image.info["text_boxes"]]
+        assert boxes, f"{sample.id}: no text was drawn"
+        for left, top, right, bottom in boxes:
+            assert left >= 0 and top >= 0 and right <= image.width and bottom <= image.height, sample.id
+        for i, a in enumerate(boxes):
+            assert not any(_overlaps(a, b) for b in boxes[i + 1:]), f"{sample.id}: text boxes overlap"
+
+
+@needs_fonts
+def test_numbers_in_documents_are_printed_large_enough_to_read_at_224_px():
+    # Digits are the answers of most document questions; at the demo's 224 px crop with
+    # 14 px patches they are printed at least 12 px high (format v3; v2 printed 8-10 px).
+    # A chart's axis may print the same number small as well: the largest print counts.
+    sizes = {}
+    for task in DOCUMENT_TASKS:
+        for sample in generate(60, 6, "train", [task], image_size=224):
+            printed = [size_px for text, size_px, _ in sample.images[0].info["text_boxes"] if text == sample.answer]
+            if printed and any(ch.isdigit() for ch in sample.answer):
+                sizes.setdefault(task, []).append(max(printed))
+    assert set(sizes) == set(DOCUMENT_TASKS), f"no numeric answer found printed for {set(DOCUMENT_TASKS) - set(sizes)}"
+    assert all(min(v) >= 12 for v in sizes.values()), {task: min(v) for task, v in sizes.items()}

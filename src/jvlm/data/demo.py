@@ -33,10 +33,14 @@ STAGE1_TASKS = ("sign", "shapes", "form", "arithmetic", "translation", "facts")
 #: questions per training conversation: one image carries several questions, so each pass
 #: through the vision encoder teaches several answers (the held-out test asks one at a time)
 TRAIN_QUESTIONS = 4
+#: the families that print text in small sizes: stage 2b trains on them more often
+DOCUMENT_TASKS = ("receipt", "form", "bar_chart", "line_chart", "table")
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
     ("stage2", "train", 12, 90000, None, TRAIN_QUESTIONS),
+    ("stage2b", "train", 13, 60000, None, TRAIN_QUESTIONS),
+    ("stage2b_docs", "train", 14, 60000, DOCUMENT_TASKS, TRAIN_QUESTIONS),
     ("test", "test", 0, 600, None, 1),
 )
 

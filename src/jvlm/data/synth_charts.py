@@ -48,11 +48,15 @@ def ask_bar_chart(rng: random.Random, spec: dict, lang: str) -> Draft:
 
 
 def _axes(p: Painter, lang: str, title_key: str, top_value: int, grid: bool) -> tuple[float, float, float, float]:
-    """Title, y axis with ticks every 5 (or 10); returns the plot box (left, top, right, bottom)."""
+    """Title, y axis with ticks every 5 (or 10); returns the plot box (left, top, right, bottom).
+
+    ``top_value`` is the axis top; it sits above the largest drawn value so that the value
+    printed over the highest bar or point stays clear of the title.
+    """
     title = label(title_key, lang)
-    p.text((p.width / 2, p.px(22)), title, lang, p.px(20), INK, "mm", bold=True)
-    left, top, right, bottom = p.px(44), p.px(52), p.width - p.px(14), p.height - p.px(42)
-    step = 5 if top_value <= 30 else 10
+    p.text((p.width / 2, p.px(18)), title, lang, p.px(18), INK, "mm", bold=True)
+    left, top, right, bottom = p.px(36), p.px(40), p.width - p.px(10), p.height - p.px(44)
+    step = 5 if top_value <= 40 else 10
     for v in range(0, top_value + 1, step):
         y = bottom - (bottom - top) * v / top_value
         if grid and v:
@@ -66,7 +70,7 @@ def _axes(p: Painter, lang: str, title_key: str, top_value: int, grid: bool) -> 
 def render_bar_chart(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
     p = Painter(size, (255, 255, 255))
     values = spec["values"]
-    top_value = 30
+    top_value = 35  # values are at most 30
     left, top, right, bottom = _axes(p, lang, "bar.title", top_value, spec["grid"])
     slot = (right - left) / len(values)
     bar_w = slot * 0.6
@@ -74,9 +78,9 @@ def render_bar_chart(spec: dict, lang: str, size: tuple[int, int]) -> Image.Imag
         cx = left + slot * (i + 0.5)
         y = bottom - (bottom - top) * v / top_value
         p.draw.rectangle([cx - bar_w / 2, y, cx + bar_w / 2, bottom], fill=lex.COLOURS[colour]["rgb"])
-        p.text((cx, y - p.px(4)), str(v), "en", p.px(15), INK, "mb", bold=True)
+        p.text((cx, y - p.px(4)), str(v), "en", p.px(26), INK, "mb", bold=True)
         name = lex.ITEMS[key][lang]
-        p.text((cx, bottom + p.px(16)), name, lang, p.fit(name, lang, p.px(15), int(slot * 0.96)), INK, "mm")
+        p.text((cx, bottom + p.px(20)), name, lang, p.fit(name, lang, p.px(24), int(slot * 0.98)), INK, "mm")
     return p.image
 
 
@@ -110,7 +114,7 @@ def ask_line_chart(rng: random.Random, spec: dict, lang: str) -> Draft:
 def render_line_chart(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
     p = Painter(size, (255, 255, 255))
     values, months = spec["values"], spec["months"]
-    top_value = 50
+    top_value = 60  # values are at most 48
     left, top, right, bottom = _axes(p, lang, "line.title", top_value, spec["grid"])
     slot = (right - left) / len(values)
     colour = lex.COLOURS[spec["colour"]]["rgb"]
@@ -122,9 +126,9 @@ def render_line_chart(spec: dict, lang: str, size: tuple[int, int]) -> Image.Ima
             p.draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
         else:
             p.draw.rectangle([x - r, y - r, x + r, y + r], fill=colour)
-        p.text((x, y - p.px(9)), str(v), "en", p.px(14), INK, "mb", bold=True)
+        p.text((x, y - p.px(9)), str(v), "en", p.px(24), INK, "mb", bold=True)
         name = lex.MONTHS_SHORT[m][lang]
-        p.text((x, bottom + p.px(16)), name, lang, p.fit(name, lang, p.px(14), int(slot * 0.96)), INK, "mm")
+        p.text((x, bottom + p.px(20)), name, lang, p.fit(name, lang, p.px(22), int(slot * 0.98)), INK, "mm")
     return p.image
 
 

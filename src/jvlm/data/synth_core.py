@@ -69,6 +69,10 @@ class Painter:
         self.unit = min(size) / REFERENCE_SIDE
         self.image = Image.new("RGB", size, background)
         self.draw = ImageDraw.Draw(self.image)
+        #: (text, font size in canvas px, box) of every text drawn, also reachable as the
+        #: image's ``info["text_boxes"]`` so that layout checks can read a rendered image
+        self.texts: list[tuple[str, int, tuple[int, int, int, int]]] = []
+        self.image.info["text_boxes"] = self.texts
 
     def px(self, value: float) -> int:
         """Reference pixels -> canvas pixels."""
@@ -113,8 +117,10 @@ class Painter:
     ) -> None:
         """Draw ``text`` at ``xy`` (canvas pixels) with a Pillow anchor such as "lm", "rm", "mm"."""
         opts = self._style(lang, text, bold)
-        self.draw.text((round(xy[0]), round(xy[1])), text, font=self.font(lang, size_px, bold),
-                       fill=fill, anchor=anchor, **opts)
+        xy = (round(xy[0]), round(xy[1]))
+        font = self.font(lang, size_px, bold)
+        self.draw.text(xy, text, font=font, fill=fill, anchor=anchor, **opts)
+        self.texts.append((text, font.size, self.draw.textbbox(xy, text, font=font, anchor=anchor, **opts)))
 
     def wrap(self, text: str, lang: str, size_px: int, max_width: int, bold: bool = False) -> list[str]:
         """Greedy word wrap on spaces (Chinese labels are short enough to stay on one line)."""

@@ -64,37 +64,40 @@ def ask_receipt(rng: random.Random, spec: dict, lang: str) -> Draft:
 def render_receipt(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
     p = Painter(size, tuple(spec["desk"]))
     items = spec["items"]
-    n_lines = 6 + len(items)  # store, title, date, rule, items, rule, total
-    paper_w = int(p.width * 0.74)
-    x0 = (p.width - paper_w) // 2 + p.px(spec["offset"])
-    top, bottom = p.px(12), p.height - p.px(12)
+    n_lines = 4 + len(items)  # store, date, items, total; the two rules take one line between them
+    paper_w = int(p.width * 0.86)
+    x0 = (p.width - paper_w) // 2 + p.px(spec["offset"] * 0.5)
+    top, bottom = p.px(8), p.height - p.px(8)
     p.draw.rectangle([x0, top, x0 + paper_w, bottom], fill=tuple(spec["paper"]))
-    line_h = min(p.px(34), (bottom - top - p.px(16)) / n_lines)
-    size_px = int(line_h * 0.62)
-    margin = p.px(14)
+    line_h = min(p.px(50), (bottom - top - p.px(12)) / (n_lines + 1))
+    size_px = int(line_h * 0.7)
+    margin = p.px(12)
     lead_a, trail_a = _side(lang)
     lead_x, trail_x = (x0 + paper_w - margin, x0 + margin) if lang in lex.RTL_LANGUAGES else (x0 + margin, x0 + paper_w - margin)
+    lead_w = int((paper_w - 2 * margin) * 0.58)  # item names shrink to fit beside the price
     cx = x0 + paper_w / 2
-    y = top + p.px(8) + line_h / 2
-    store_px = p.fit(spec["store"], lang, int(size_px * 1.25), paper_w - 2 * margin, bold=True)
+    y = top + p.px(6) + line_h / 2
+    store_px = p.fit(spec["store"], lang, int(size_px * 1.15), paper_w - 2 * margin, bold=True)
     p.text((cx, y), spec["store"], lang, store_px, INK, "mm", bold=True)
     y += line_h
-    p.text((cx, y), label("receipt.title", lang), lang, size_px, GREY_INK, "mm")
-    y += line_h
-    p.text((lead_x, y), label("receipt.date", lang) + lex.colon(lang), lang, size_px, INK, lead_a)
+    date_label = label("receipt.date", lang) + lex.colon(lang)
+    p.text((lead_x, y), date_label, lang, p.fit(date_label, lang, size_px, lead_w - p.px(40)), INK, lead_a)
     p.text((trail_x, y), lex.format_date(*spec["date"], lang), lang, size_px, INK, trail_a)
-    y += line_h * 0.8
-    p.draw.line([x0 + margin, y, x0 + paper_w - margin, y], fill=GREY_INK, width=p.px(1))
-    y += line_h * 0.7
+    y += line_h * 0.75
+    p.draw.line([x0 + margin, y, x0 + paper_w - margin, y], fill=GREY_INK, width=p.px(1.5))
+    y += line_h * 0.75
     for key, c in items:
-        p.text((lead_x, y), lex.ITEMS[key][lang], lang, size_px, INK, lead_a)
+        name = lex.ITEMS[key][lang]
+        p.text((lead_x, y), name, lang, p.fit(name, lang, size_px, lead_w), INK, lead_a)
         p.text((trail_x, y), lex.format_price(c, lang), lang, size_px, INK, trail_a)
         y += line_h
-    y -= line_h * 0.3
-    p.draw.line([x0 + margin, y, x0 + paper_w - margin, y], fill=GREY_INK, width=p.px(1))
-    y += line_h * 0.7
+    y -= line_h * 0.25
+    p.draw.line([x0 + margin, y, x0 + paper_w - margin, y], fill=GREY_INK, width=p.px(1.5))
+    y += line_h * 0.75
     total = lex.format_price(sum(c for _, c in items), lang)
-    p.text((lead_x, y), label("receipt.total", lang), lang, size_px, INK, lead_a, bold=True)
+    total_label = label("receipt.total", lang)
+    p.text((lead_x, y), total_label, lang, p.fit(total_label, lang, size_px, lead_w, bold=True), INK, lead_a,
+           bold=True)
     p.text((trail_x, y), total, lang, size_px, INK, trail_a, bold=True)
     return p.image
 
@@ -138,32 +141,33 @@ def render_form(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
     p = Painter(size, tuple(spec["paper"]))
     accent = tuple(spec["accent"])
     rtl = lang in lex.RTL_LANGUAGES
-    margin = p.px(22)
-    band_h = p.px(52)
+    margin = p.px(14)
+    band_h = p.px(42)
     p.draw.rectangle([0, 0, p.width, band_h], fill=accent)
     title = label("form.title", lang)
-    p.text((p.width / 2, band_h / 2), title, lang, p.fit(title, lang, p.px(22), p.width - 2 * margin, True),
+    p.text((p.width / 2, band_h / 2), title, lang, p.fit(title, lang, p.px(20), p.width - 2 * margin, True),
            readable_on(accent), "mm", bold=True)
     fields = spec["fields"]
-    row_h = min(p.px(60), (p.height - band_h - p.px(20)) / len(fields))
-    size_px = p.px(17)
+    row_h = min(p.px(96), (p.height - band_h - p.px(20)) / len(fields))
+    size_px = p.px(26)
     label_w = int((p.width - 2 * margin) * 0.34)
     y = band_h + p.px(16) + row_h / 2
     for field, value in fields:
         text = label(f"form.{field}", lang) + lex.colon(lang)
+        text_px = p.fit(text, lang, int(size_px * 0.85), label_w - p.px(6))
         if rtl:
-            p.text((p.width - margin, y), text, lang, size_px, GREY_INK, "rm")
-            box = [margin, y - row_h * 0.32, p.width - margin - label_w, y + row_h * 0.32]
+            p.text((p.width - margin, y), text, lang, text_px, GREY_INK, "rm")
+            box = [margin, y - row_h * 0.3, p.width - margin - label_w, y + row_h * 0.3]
             value_xy, value_anchor = (box[2] - p.px(8), y), "rm"
         else:
-            p.text((margin, y), text, lang, size_px, GREY_INK, "lm")
-            box = [margin + label_w, y - row_h * 0.32, p.width - margin, y + row_h * 0.32]
+            p.text((margin, y), text, lang, text_px, GREY_INK, "lm")
+            box = [margin + label_w, y - row_h * 0.3, p.width - margin, y + row_h * 0.3]
             value_xy, value_anchor = (box[0] + p.px(8), y), "lm"
         if spec["box"]:
             p.draw.rectangle(box, outline=accent, width=p.px(1.5))
         else:
             p.draw.line([box[0], box[3], box[2], box[3]], fill=accent, width=p.px(1.5))
-        value_px = p.fit(value, lang, int(size_px * 1.1), int(box[2] - box[0] - p.px(16)))
+        value_px = p.fit(value, lang, int(size_px * 1.15), int(box[2] - box[0] - p.px(16)))
         p.text(value_xy, value, lang, value_px, INK, value_anchor)
         y += row_h
     return p.image
@@ -195,19 +199,19 @@ def render_table(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
     p = Painter(size, (252, 252, 252))
     rtl = lang in lex.RTL_LANGUAGES
     rows, cols, values = spec["rows"], spec["cols"], spec["values"]
-    margin = p.px(16)
-    title_h = p.px(44)
+    margin = p.px(10)
+    title_h = p.px(36)
     title = label("table.title", lang)
-    p.text((p.width / 2, title_h / 2 + p.px(4)), title, lang, p.fit(title, lang, p.px(20), p.width - 2 * margin, True),
+    p.text((p.width / 2, title_h / 2 + p.px(4)), title, lang, p.fit(title, lang, p.px(18), p.width - 2 * margin, True),
            INK, "mm", bold=True)
     grid_w = p.width - 2 * margin
-    size_px = p.px(16)
+    size_px = p.px(27)
     # The item column takes what its longest label needs, so day columns keep the rest.
     names = [label("table.corner", lang)] + [lex.ITEMS[r][lang] for r in rows]
     needed = max(p.text_width(t, lang, size_px, bold=True) for t in names) + p.px(16)
-    first_w = int(min(max(needed, grid_w * 0.22), grid_w * 0.42))
+    first_w = int(min(max(needed, grid_w * 0.22), grid_w * 0.4))
     cell_w = (grid_w - first_w) / len(cols)
-    row_h = min(p.px(48), (p.height - title_h - 2 * margin) / (len(rows) + 1))
+    row_h = min(p.px(72), (p.height - title_h - 2 * margin) / (len(rows) + 1))
     top = title_h + margin / 2
 
     def col_x(j: int) -> tuple[float, float]:

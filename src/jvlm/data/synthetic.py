@@ -39,7 +39,11 @@ from jvlm.data.synth_lexicon import LANGUAGES
 logger = logging.getLogger(__name__)
 
 DEFAULT_IMAGE_SIZE = 378  # one crop of the vision encoder
-FORMAT_VERSION = "jvlm-synthetic/v2"  # part of every seed: change it when the output changes
+#: part of every seed: change it when what is drawn (questions, answers, image specs) changes
+SEED_VERSION = "jvlm-synthetic/v2"
+#: the output as a whole, layouts included: v3 prints document text larger than v2, from
+#: the same draws (same questions and answers, so v2 and v3 held-out splits ask the same)
+FORMAT_VERSION = "jvlm-synthetic/v3"
 
 TASK_FAMILIES: dict[str, TaskFamily] = {
     f.name: f
@@ -87,7 +91,7 @@ def _digest(*parts: object) -> bytes:
 
 
 def _rng(*parts: object) -> random.Random:
-    return random.Random(int.from_bytes(_digest(FORMAT_VERSION, *parts)[:16], "big"))
+    return random.Random(int.from_bytes(_digest(SEED_VERSION, *parts)[:16], "big"))
 
 
 def content_bucket(task: str, language: str, draft: Draft) -> int:
