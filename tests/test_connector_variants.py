@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import jvlm
-from jvlm.config import JinaVLMConfig
+from jvlm.config import POOLING_TYPES, JinaVLMConfig
 from jvlm.errors import CheckpointError
 from jvlm.loading import save_pretrained
 from jvlm.model.connector import VisionLanguageConnector
@@ -208,3 +208,20 @@ def test_unsupported_pooling_type_and_window_are_clear_errors():
         for part in (cfg.connector, cfg.image):
             part.pooling_h = part.pooling_w = 1
         assert cfg.validate().image.tokens_per_crop == 27 * 27
+
+
+@pytest.mark.parametrize("pooling_type", POOLING_TYPES)
+def test_cost_report_counts_the_configured_pooling_weights(pooling_type):
+    # `jvlm efficiency` must describe the connector the config builds, not always the
+    # attention pooling: its weight count equals the pooling module's matrices.
+    from jvlm.efficiency import efficiency_report
+
+    cfg = _config(pooling_type)
+    conn = VisionLanguageConnector(cfg)
+    matrices = sum(p.numel() for name, p in conn.pooling.named_parameters() if name.endswith("weight"))
+    report = efficiency_report(640, 480, cfg)
+    assert report["params"]["pooling"] == matrices
+    if pooling_type == "mean":  # same tokens as attention pooling, minus the q/k/v work
+        attention = efficiency_report(640, 480, _config("attention_meanq"))
+        assert report["tokens"] == attention["tokens"]
+        assert report["prefill_flops"]["real"] < attention["prefill_flops"]["real"]

@@ -72,6 +72,14 @@ def efficiency_report(width: int, height: int, cfg: JinaVLMConfig, max_crops: in
     def pooling_flops(kv_inputs: int, queries: int) -> int:
         return 2 * (feat * 2 * inner * kv_inputs + feat * inner * queries + inner * out * queries)
 
+    # The paper's columns are attention pooling by definition; the "real" column and the
+    # parameter count follow the configured connector: "mean" and "none" average each
+    # window (additions only) and then apply just the ``out`` matrix.
+    attention = cfg.connector.pooling_type == "attention_meanq"
+    pooling_params = feat * 3 * inner + inner * out if attention else feat * out
+    real_pooling = (pooling_flops(connector_tokens * window, connector_tokens) if attention
+                    else 2 * feat * out * connector_tokens)
+
     flops_unpooled = 2 * (body + proj) * nominal_unpooled
     flops_pooled = 2 * (body + proj) * nominal_pooled + pooling_flops(nominal_unpooled, nominal_pooled)
     # What the model really does: the decoder reads the whole image block; the connector pools
@@ -79,7 +87,7 @@ def efficiency_report(width: int, height: int, cfg: JinaVLMConfig, max_crops: in
     flops_real = (
         2 * body * lay.n_block_tokens
         + 2 * proj * connector_tokens
-        + pooling_flops(connector_tokens * window, connector_tokens)
+        + real_pooling
     )
 
     kv_paper = 2 * t.n_layers * t.hidden_size * _BF16_BYTES
@@ -107,7 +115,7 @@ def efficiency_report(width: int, height: int, cfg: JinaVLMConfig, max_crops: in
         "params": {
             "llm_body": body,
             "projector": proj,
-            "pooling": feat * 3 * inner + inner * out,
+            "pooling": pooling_params,
             "vit_linear": vit_linear_params(cfg),
             "vit_layers_used": v.n_layers_used(),
         },
