@@ -129,3 +129,17 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys, extra, message):
     assert _run([*extra, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_connector_learning_rate_ratio_matches_the_demo_recipe():
+    # The ablations claim to train "in the demo's recipe"; the recipe's YAML files live outside
+    # the package, so the ratio is written twice. This keeps the two in step.
+    import yaml
+
+    from jvlm.repro.common import CONNECTOR_LR_RATIO
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "examples" / "train").glob("demo_stage*.yaml"))
+    assert len(recipes) >= 3
+    for path in recipes:
+        groups = yaml.safe_load(path.read_text(encoding="utf-8"))["optim"]["groups"]
+        assert groups["connector"]["lr"] == pytest.approx(CONNECTOR_LR_RATIO * groups["decoder"]["lr"]), path.name
