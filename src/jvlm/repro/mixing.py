@@ -86,7 +86,7 @@ def run(out: Path, settings: RunSettings) -> str:
 
 
 def _plot(rows: list[dict]):
-    fig, (ax,) = figure(width=8.0)
+    fig, (ax,) = figure(width=8.0, height=4.0)
     groups = [*LANGUAGES, "text average", "image accuracy"]
     width = 0.8 / len(rows)
     for k, row in enumerate(rows):
@@ -95,5 +95,6 @@ def _plot(rows: list[dict]):
     ax.set_xticks(range(len(groups)), [g.replace(" ", "\n") for g in groups])
     accuracy_axis(ax, [row[g] for row in rows for g in groups])
     ax.set_title("Text-task accuracy per language before and after stage 1")
-    ax.legend(fontsize="small")
+    # below the axes: above them, it would cover the tallest bars
+    ax.legend(fontsize="small", ncol=len(rows), loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     return fig
