@@ -296,3 +296,37 @@ def test_numbers_in_documents_are_printed_large_enough_to_read_at_224_px():
                 sizes.setdefault(task, []).append(max(printed))
     assert set(sizes) == set(DOCUMENT_TASKS), f"no numeric answer found printed for {set(DOCUMENT_TASKS) - set(sizes)}"
     assert all(min(v) >= 12 for v in sizes.values()), {task: min(v) for task, v in sizes.items()}
+
+
+@needs_fonts
+def test_transcription_reads_a_receipt_line_by_line_in_page_order():
+    from jvlm.data.synthetic import TRANSCRIBE_PROMPTS, transcription
+
+    for lang in ("en", "ar"):
+        sample = next(generate(1, 3, "test", ["receipt"], [lang], image_size=224))
+        read = transcription(sample)
+        assert read.question == TRANSCRIBE_PROMPTS[lang] and read.more == [] and read.images == sample.images
+        lines = read.answer.split("\n")
+        assert lines[0] == sample.spec["store"]
+        items = [f"{lex.ITEMS[key][lang]} {lex.format_price(cents, lang)}" for key, cents in sample.spec["items"]]
+        # an item's name and price share one line, in reading order (the name first in both scripts)
+        assert lines[2:2 + len(items)] == items
+        assert lines[-1].endswith(lex.format_price(sum(c for _, c in sample.spec["items"]), lang))
+
+
+@needs_fonts
+def test_transcription_skips_axis_ticks_and_keeps_chart_values():
+    from jvlm.data.synthetic import transcription
+
+    for sample in generate(6, 4, "train", ["bar_chart"], ["en"], image_size=224):
+        words = transcription(sample).answer.split()
+        assert sorted(int(w) for w in words if w.isdigit()) == sorted(sample.spec["values"])
+        assert all(lex.ITEMS[key]["en"] in transcription(sample).answer for key in sample.spec["items"])
+
+
+def test_transcription_needs_a_rendered_image():
+    from jvlm.data.synthetic import transcription
+
+    sample = next(generate(1, 0, "train", ["arithmetic"], ["en"]))
+    with pytest.raises(ValueError, match="transcription needs an image"):
+        transcription(sample)

@@ -35,12 +35,15 @@ STAGE1_TASKS = ("sign", "shapes", "form", "arithmetic", "translation", "facts")
 TRAIN_QUESTIONS = 4
 #: the families that print text in small sizes: stage 2b trains on them more often
 DOCUMENT_TASKS = ("receipt", "form", "bar_chart", "line_chart", "table")
+#: sets whose samples ask for the image's whole text (``synthetic.transcription``) instead
+READING_SETS = ("stage2b_read",)
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
     ("stage2", "train", 12, 90000, None, TRAIN_QUESTIONS),
     ("stage2b", "train", 13, 60000, None, TRAIN_QUESTIONS),
     ("stage2b_docs", "train", 14, 60000, DOCUMENT_TASKS, TRAIN_QUESTIONS),
+    ("stage2b_read", "train", 15, 36000, DOCUMENT_TASKS + ("sign",), 1),
     ("test", "test", 0, 600, None, 1),
 )
 
@@ -52,6 +55,8 @@ def write_data(out: str | Path, scale: float = 1.0) -> list[Path]:
         n = n if name == "test" else max(60, int(n * scale))
         log.info("writing %d %s samples to %s/%s", n, split, out, name)
         stream = synthetic.generate(n, seed, split, tasks, image_size=DEMO_IMAGE_SIZE, questions=questions)
+        if name in READING_SETS:
+            stream = map(synthetic.transcription, stream)
         paths.append(synthetic.write_jsonl(stream, Path(out) / name))
     return paths
 

@@ -26,7 +26,7 @@ import json
 import logging
 import random
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from PIL import Image
@@ -34,7 +34,7 @@ from PIL import Image
 from jvlm.data import synth_charts, synth_docs, synth_text
 from jvlm.data.fonts import check_fonts
 from jvlm.data.synth_core import Draft, Painter, TaskFamily, is_rtl_text
-from jvlm.data.synth_lexicon import LANGUAGES
+from jvlm.data.synth_lexicon import LANGUAGES, RTL_LANGUAGES
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +188,46 @@ def _follow_ups(family: TaskFamily, first: Draft, lang: str, key: tuple, count: 
         seen.add(draft.answer)
         turns.append((draft.question, draft.answer))
     return turns
+
+
+#: the instruction of a transcription sample, per language
+TRANSCRIBE_PROMPTS = {
+    "en": "Read out all the text in the image.",
+    "zh": "读出图中的全部文字。",
+    "ar": "اقرأ كل النص الموجود في الصورة.",
+    "pt": "Leia todo o texto da imagem.",
+    "ru": "Прочитайте весь текст на изображении.",
+    "tr": "Görseldeki bütün metni okuyun.",
+}
+#: printed text smaller than this share of the image's largest text (axis ticks) is left out
+TRANSCRIBE_MIN_SIZE = 0.6
+
+
+def transcription(sample: Sample) -> Sample:
+    """The same image, asked for all of its text instead of one answer (dense reading supervision).
+
+    A question-answer sample supervises one to four short answers per image; a transcript
+    makes every printed word and number a target. Lines follow the page from top to bottom;
+    text whose vertical centres lie within half a line of each other forms one line, read
+    left to right (right to left for Arabic). Small print (axis ticks) is skipped.
+    """
+    boxes = sample.images[0].info.get("text_boxes") if sample.images else None
+    if not boxes:
+        raise ValueError(f"{sample.id}: transcription needs an image rendered with text (task {sample.task!r})")
+    largest = max(size for _, size, _ in boxes)
+    kept = [(text, (box[1] + box[3]) / 2, box[0], box[3] - box[1]) for text, size, box in boxes
+            if size >= TRANSCRIBE_MIN_SIZE * largest]
+    kept.sort(key=lambda t: t[1])
+    lines: list[list[tuple[str, float, float, float]]] = []
+    for item in kept:
+        if lines and abs(item[1] - lines[-1][0][1]) < 0.5 * max(item[3], lines[-1][0][3]):
+            lines[-1].append(item)
+        else:
+            lines.append([item])
+    rtl = sample.language in RTL_LANGUAGES
+    transcript = "\n".join(" ".join(t[0] for t in sorted(line, key=lambda t: -t[2] if rtl else t[2])) for line in lines)
+    return replace(sample, id=f"{sample.id}-read", question=TRANSCRIBE_PROMPTS[sample.language], answer=transcript,
+                   more=[])
 
 
 def to_messages_row(sample: Sample, image_paths: Sequence[str]) -> dict:
