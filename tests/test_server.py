@@ -383,3 +383,14 @@ def test_cli_flags_build_the_server_config(tiny_model_dir, tmp_path, monkeypatch
     assert config.media.allowed_domains == ("example.com", "cdn.example.org")
     assert config.media.allowed_local_media_path == tmp_path and not config.media.allow_private_urls
     assert (config.max_queue, config.max_batch) == (3, 2)
+
+
+def test_serve_defaults_to_the_bundled_demo_model_and_rejects_a_missing_folder(tmp_path):
+    from jvlm.cli import build_parser
+    from jvlm.cli.serve import build_config
+    from jvlm.resolve import DEMO_MODEL_DIR
+
+    config = build_config(build_parser(only="serve").parse_args(["serve"]))
+    assert config.model_dir.resolve() == DEMO_MODEL_DIR.resolve()
+    with pytest.raises(SystemExit, match="neither an existing folder"):
+        build_config(build_parser(only="serve").parse_args(["serve", "--model", str(tmp_path / "nope")]))

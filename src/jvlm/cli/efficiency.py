@@ -12,7 +12,7 @@ import json
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--width", type=int, required=True, help="image width in pixels")
     p.add_argument("--height", type=int, required=True, help="image height in pixels")
-    p.add_argument("--max-crops", type=int, default=None, help="tile budget (default: the model's, 12)")
+    p.add_argument("--max-crops", type=int, default=None, help="tile budget (default: the preset's; 12 for jina-vlm)")
     p.add_argument("--preset", default="jina-vlm", help="model dimensions to cost (default: jina-vlm)")
     p.add_argument("--model", default=None, help="read dimensions from this model folder instead of a preset")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

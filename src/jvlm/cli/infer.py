@@ -26,7 +26,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--prompt", required=True, help="the question or instruction")
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     p.add_argument("--model", default=None,
-                   help="model folder or cached Hugging Face repo id (default: the bundled tiny random model)")
+                   help="model folder or cached Hugging Face repo id (default: the bundled jvlm-demo)")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="answer length limit in tokens (default 1024)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); above 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
@@ -34,7 +34,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed: the same seed gives the same sampled answer")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT", help="stop when this text appears")
     p.add_argument("--max-crops", type=int, default=None,
-                   help="tiles per image, 1-12+ (default: the model's, 12); fewer = faster and fewer tokens")
+                   help="tiles per image, 1-12+ (default: the model's own; 12 for the release, 1 for jvlm-demo); "
+                        "fewer = faster and fewer tokens")
     p.add_argument("--pages", default=None, help="PDF pages to read, e.g. 1-3,5 (default: all)")
     p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16"],
                    help="weight precision (default auto: the checkpoint's)")

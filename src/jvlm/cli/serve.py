@@ -24,7 +24,9 @@ API_KEY_ENV = "JVLM_API_KEY"
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, type=Path, help="model folder (config.json, safetensors, tokenizer)")
+    p.add_argument("--model", default=None,
+                   help="model folder (config.json, safetensors, tokenizer) or cached Hugging Face repo id "
+                        "(default: the bundled jvlm-demo)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--served-model-name", default="jina-vlm", help="model name clients send and see")
@@ -76,8 +78,13 @@ def build_config(args: argparse.Namespace):
     if args.allowed_local_media_path is not None and not args.allowed_local_media_path.is_dir():
         raise SystemExit(f"jvlm serve: error: --allowed-local-media-path {args.allowed_local_media_path} "
                          "is not a directory")
-    if not args.model.is_dir():
-        raise SystemExit(f"jvlm serve: error: --model {args.model} is not a directory")
+    from jvlm.errors import JVLMError
+    from jvlm.resolve import resolve_model
+
+    try:
+        model_dir = resolve_model(args.model).path
+    except JVLMError as err:
+        raise SystemExit(f"jvlm serve: error: {err}") from None
     media = MediaPolicy(
         allow_private_urls=args.allow_private_urls,
         allowed_domains=tuple(args.allowed_domains) if args.allowed_domains else None,
@@ -87,7 +94,7 @@ def build_config(args: argparse.Namespace):
         max_images=args.max_images,
     )
     return ServerConfig(
-        model_dir=args.model,
+        model_dir=model_dir,
         served_model_name=args.served_model_name,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_batch=args.max_batch,
