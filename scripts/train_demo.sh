@@ -2,7 +2,7 @@
 # Regenerate the synthetic data and retrain the shipped default model jvlm-demo end to end,
 # then score it on the held-out test split and copy it into src/jvlm/assets/jvlm-demo.
 #
-#   bash scripts/train_demo.sh      # everything, about 50 min on 2 idle CPU cores; writes under runs/demo
+#   bash scripts/train_demo.sh      # everything, about 1 h 50 min on 2 idle CPU cores; writes under runs/demo
 #
 # Needs the fonts of scripts/install_fonts.sh. Deterministic data and tokenizer; the weights
 # match the shipped ones only up to CPU thread scheduling.
@@ -18,6 +18,7 @@ python -m jvlm.data.demo data --out "$RUN/data"
 python -m jvlm.data.demo init --out "$RUN/init"
 jvlm train examples/train/demo_stage1.yaml --no-progress
 jvlm train examples/train/demo_stage2.yaml --no-progress
+python -m jvlm.data.demo rescale --model "$RUN/stage2/final" --out "$RUN/stage2_rescaled"
 jvlm train examples/train/demo_stage2b.yaml --no-progress
 python -m jvlm.eval.synthetic_task --model "$RUN/stage2b/final" --data "$RUN/data/test" --out "$RUN/eval"
 python -m jvlm.data.demo ship --model "$RUN/stage2b/final" --eval "$RUN/eval" --out src/jvlm/assets/jvlm-demo

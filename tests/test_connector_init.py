@@ -42,3 +42,19 @@ def test_fan_in_connector_gives_unit_scale_image_dependent_features():
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all(".vl_connector." in n for n in changed), "only connector matrices are re-drawn"
     assert not any("pad_embed" in n or n.endswith(("bias", "_b")) for n in changed)
+
+
+def test_rescale_sets_the_image_embedding_size_and_changes_nothing_else(tmp_path):
+    """The demo recipe's rescale step: only the projector's last matrix changes, and the
+    image embeddings come out at the asked RMS (measured on the same fixed images)."""
+    from safetensors.torch import load_file
+
+    from jvlm.data.demo import rescale_image_embeddings, write_initial_model
+
+    start = write_initial_model(tmp_path / "init")
+    before, after = rescale_image_embeddings(start, tmp_path / "scaled", target_rms=0.05, n_images=14)
+    assert before > 0.1 and abs(after - 0.05) < 1e-3
+    a, b = load_file(str(start / "model.safetensors")), load_file(str(tmp_path / "scaled" / "model.safetensors"))
+    changed = sorted(k for k in a if not torch.equal(a[k], b[k]))
+    assert len(changed) == 1 and changed[0].endswith("projector.down.weight")
+    assert torch.allclose(b[changed[0]], a[changed[0]] * (0.05 / before), rtol=1e-5)
