@@ -2,7 +2,7 @@
 # Regenerate the synthetic data and retrain the shipped default model jvlm-demo end to end,
 # then score it on the held-out test split and copy it into src/jvlm/assets/jvlm-demo.
 #
-#   bash scripts/train_demo.sh      # everything, about 1 h 50 min on 2 idle CPU cores; writes under runs/demo
+#   bash scripts/train_demo.sh      # everything, about 2 hours on 2 idle CPU cores; writes under runs/demo
 #
 # Needs the fonts of scripts/install_fonts.sh. Deterministic data and tokenizer; the weights
 # match the shipped ones only up to CPU thread scheduling.
