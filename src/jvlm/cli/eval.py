@@ -112,7 +112,13 @@ def run(args: argparse.Namespace) -> int:
     from jvlm.eval.loaders import load_benchmark
     from jvlm.eval.prompts import PromptSettings
     from jvlm.eval.report import read_results, write_results, write_summary
-    from jvlm.eval.runner import AnswerCache, InProcessBackend, OpenAIBackend, evaluate, load_text_backbone
+    from jvlm.eval.runner import (
+        AnswerCache,
+        InProcessBackend,
+        OpenAIBackend,
+        evaluate,
+        load_text_backbone,
+    )
 
     results = read_results(args.report) if args.report else []
     if args.task is not None:
