@@ -379,6 +379,7 @@ def test_cli_flags_build_the_server_config(tiny_model_dir, tmp_path, monkeypatch
         "serve", "--model", str(tiny_model_dir), "--allowed-media-domains", "example.com", "cdn.example.org",
         "--allowed-local-media-path", str(tmp_path), "--max-queue", "3", "--max-batch", "2"])
     config = build_config(args)
+    assert config.served_model_name == "jina-vlm"  # a model folder keeps the release's name
     assert config.api_key == "from-env"  # --api-key absent: the environment's key
     assert config.media.allowed_domains == ("example.com", "cdn.example.org")
     assert config.media.allowed_local_media_path == tmp_path and not config.media.allow_private_urls
@@ -392,5 +393,6 @@ def test_serve_defaults_to_the_bundled_demo_model_and_rejects_a_missing_folder(t
 
     config = build_config(build_parser(only="serve").parse_args(["serve"]))
     assert config.model_dir.resolve() == DEMO_MODEL_DIR.resolve()
+    assert config.served_model_name == "jvlm-demo"  # what /v1/models lists and clients send
     with pytest.raises(SystemExit, match="neither an existing folder"):
         build_config(build_parser(only="serve").parse_args(["serve", "--model", str(tmp_path / "nope")]))

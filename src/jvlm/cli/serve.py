@@ -29,7 +29,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                         "(default: the bundled jvlm-demo)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--served-model-name", default="jina-vlm", help="model name clients send and see")
+    p.add_argument("--served-model-name", default=None,
+                   help="model name clients send and see (default: jvlm-demo for the bundled model, else jina-vlm)")
     p.add_argument("--api-key", default=None,
                    help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${API_KEY_ENV}, else no key); "
                         "/health, /ready and /metrics stay open")
@@ -79,12 +80,14 @@ def build_config(args: argparse.Namespace):
         raise SystemExit(f"jvlm serve: error: --allowed-local-media-path {args.allowed_local_media_path} "
                          "is not a directory")
     from jvlm.errors import JVLMError
-    from jvlm.resolve import resolve_model
+    from jvlm.resolve import DEMO_MODEL, resolve_model
 
     try:
-        model_dir = resolve_model(args.model).path
+        resolved = resolve_model(args.model)
     except JVLMError as err:
         raise SystemExit(f"jvlm serve: error: {err}") from None
+    model_dir = resolved.path
+    served_name = args.served_model_name or (DEMO_MODEL if resolved.name == DEMO_MODEL else "jina-vlm")
     media = MediaPolicy(
         allow_private_urls=args.allow_private_urls,
         allowed_domains=tuple(args.allowed_domains) if args.allowed_domains else None,
@@ -95,7 +98,7 @@ def build_config(args: argparse.Namespace):
     )
     return ServerConfig(
         model_dir=model_dir,
-        served_model_name=args.served_model_name,
+        served_model_name=served_name,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_batch=args.max_batch,
         max_queue=args.max_queue,
