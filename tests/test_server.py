@@ -386,13 +386,15 @@ def test_cli_flags_build_the_server_config(tiny_model_dir, tmp_path, monkeypatch
     assert (config.max_queue, config.max_batch) == (3, 2)
 
 
-def test_serve_defaults_to_the_bundled_demo_model_and_rejects_a_missing_folder(tmp_path):
-    from jvlm.cli import build_parser
+def test_serve_defaults_to_the_bundled_demo_model_and_rejects_a_missing_folder(tmp_path, capsys):
+    from jvlm.cli import build_parser, main
     from jvlm.cli.serve import build_config
     from jvlm.resolve import DEMO_MODEL_DIR
 
     config = build_config(build_parser(only="serve").parse_args(["serve"]))
     assert config.model_dir.resolve() == DEMO_MODEL_DIR.resolve()
     assert config.served_model_name == "jvlm-demo"  # what /v1/models lists and clients send
-    with pytest.raises(SystemExit, match="neither an existing folder"):
-        build_config(build_parser(only="serve").parse_args(["serve", "--model", str(tmp_path / "nope")]))
+    # a bad --model is one line on stderr and exit status 1, before anything binds a port
+    assert main(["serve", "--model", str(tmp_path / "nope")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jvlm serve: error:") and "neither an existing folder" in err

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from jvlm.data import fonts
 from jvlm.data import synth_lexicon as lex
+from jvlm.data.demo import DOCUMENT_TASKS
 from jvlm.data.synth_core import Painter
 from jvlm.data.synth_phrases import ANSWERS, LABELS
 from jvlm.data.synthetic import IMAGE_TASKS, TASKS, generate, main, write_jsonl
@@ -260,8 +261,6 @@ def test_questions_argument_is_checked():
     with pytest.raises(ValueError, match="questions"):
         next(generate(1, seed=0, questions=0))
 
-
-DOCUMENT_TASKS = ("receipt", "form", "bar_chart", "line_chart", "table")
 
 
 def _overlaps(a, b) -> bool:

@@ -79,14 +79,9 @@ def build_config(args: argparse.Namespace):
     if args.allowed_local_media_path is not None and not args.allowed_local_media_path.is_dir():
         raise SystemExit(f"jvlm serve: error: --allowed-local-media-path {args.allowed_local_media_path} "
                          "is not a directory")
-    from jvlm.errors import JVLMError
     from jvlm.resolve import DEMO_MODEL, resolve_model
 
-    try:
-        resolved = resolve_model(args.model)
-    except JVLMError as err:
-        raise SystemExit(f"jvlm serve: error: {err}") from None
-    model_dir = resolved.path
+    resolved = resolve_model(args.model)  # a ModelFolderError reaches the CLI's error handler
     served_name = args.served_model_name or (DEMO_MODEL if resolved.name == DEMO_MODEL else "jina-vlm")
     media = MediaPolicy(
         allow_private_urls=args.allow_private_urls,
@@ -97,7 +92,7 @@ def build_config(args: argparse.Namespace):
         max_images=args.max_images,
     )
     return ServerConfig(
-        model_dir=model_dir,
+        model_dir=resolved.path,
         served_model_name=served_name,
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_batch=args.max_batch,

@@ -122,7 +122,6 @@ def rescale_image_embeddings(model_dir: str | Path, out: str | Path, target_rms:
 
     model, processor = load(model_dir)
     model = model.float().eval()
-    vision = model.model.vision_model
     crops, masks = [], []
     for sample in synthetic.generate(n_images, 0, "train", synthetic.IMAGE_TASKS, image_size=DEMO_IMAGE_SIZE):
         processed = processor.process_image(sample.images[0])
@@ -130,9 +129,9 @@ def rescale_image_embeddings(model_dir: str | Path, out: str | Path, target_rms:
         masks.append(torch.from_numpy(processed.masks))
     images, image_masks = torch.stack(crops), torch.stack(masks)
     with torch.no_grad():
-        before = vision(images, image_masks).pow(2).mean().sqrt().item()
-        vision.vl_connector.projector.down.weight.mul_(target_rms / before)
-        after = vision(images, image_masks).pow(2).mean().sqrt().item()
+        before = model.model.image_features(images, image_masks).pow(2).mean().sqrt().item()
+        model.model.vision_model.vl_connector.projector.down.weight.mul_(target_rms / before)
+        after = model.model.image_features(images, image_masks).pow(2).mean().sqrt().item()
     save_pretrained(model, out, processor=processor)
     log.info("image embedding RMS %.3g -> %.3g; wrote %s", before, after, out)
     return before, after
