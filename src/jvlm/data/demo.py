@@ -137,6 +137,29 @@ def rescale_image_embeddings(model_dir: str | Path, out: str | Path, target_rms:
     return before, after
 
 
+def graft_vision(decoder_dir: str | Path, vision_dir: str | Path, out: str | Path) -> Path:
+    """A folder with the decoder, embeddings and tokenizer of ``decoder_dir`` and the whole
+    vision side (ViT and connector) of ``vision_dir``.
+
+    For swapping a newly trained vision encoder into a trained model: ``vision_dir`` is
+    typically ``python -m jvlm.data.demo vision``'s output, whose connector is still the
+    fan-in initialised one, so the result needs connector training (stage 1) next.
+    Both folders must share the vision config.
+    """
+    from jvlm.errors import CheckpointError
+    from jvlm.loading import load, save_pretrained
+
+    model, processor = load(decoder_dir)
+    donor, _ = load(vision_dir)
+    if donor.config.vision != model.config.vision or donor.config.connector != model.config.connector:
+        raise CheckpointError(f"{vision_dir} and {decoder_dir} have different vision configs; cannot graft")
+    target = model.model.vision_model
+    target.load_state_dict(donor.model.vision_model.state_dict())
+    save_pretrained(model.float(), out, processor=processor)
+    log.info("grafted the vision side of %s onto %s; wrote %s", vision_dir, decoder_dir, out)
+    return Path(out)
+
+
 #: the family whose example the README asks about (shapes/en: "What colour is the triangle?")
 README_FAMILY = "shapes"
 
@@ -224,6 +247,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--model", required=True, type=Path)
     r.add_argument("--out", required=True, type=Path)
     r.add_argument("--rms", type=float, default=IMAGE_EMBED_RMS, help=f"target RMS (default {IMAGE_EMBED_RMS})")
+    v = sub.add_parser("vision", help="pretrain a folder's vision encoder on per-patch labels (characters, shapes)")
+    v.add_argument("--model", required=True, type=Path)
+    v.add_argument("--out", required=True, type=Path)
+    v.add_argument("--steps", type=int, default=1500)
+    v.add_argument("--batch", type=int, default=32)
+    v.add_argument("--lr", type=float, default=1e-3)
+    g = sub.add_parser("graft", help="copy a trained model with the vision side of another folder")
+    g.add_argument("--decoder", required=True, type=Path, help="folder whose decoder, embeddings and tokenizer are kept")
+    g.add_argument("--vision", required=True, type=Path, help="folder whose ViT and connector are taken")
+    g.add_argument("--out", required=True, type=Path)
     s = sub.add_parser("ship", help="copy a trained model into the package and refresh its card's scores")
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
@@ -238,6 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cmd == "rescale":
         before, after = rescale_image_embeddings(args.model, args.out, args.rms)
         print(f"image embedding RMS {before:.3g} -> {after:.3g}; wrote {args.out}")
+    elif args.cmd == "vision":
+        from jvlm.data.demo_vision import pretrain_vision
+
+        metrics = pretrain_vision(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr)
+        print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+    elif args.cmd == "graft":
+        print(f"wrote {graft_vision(args.decoder, args.vision, args.out)}")
     elif args.cmd == "init":
         print(f"wrote {write_initial_model(args.out, args.seed)}")
     else:

@@ -73,6 +73,10 @@ class Painter:
         #: image's ``info["text_boxes"]`` so that layout checks can read a rendered image
         self.texts: list[tuple[str, int, tuple[int, int, int, int]]] = []
         self.image.info["text_boxes"] = self.texts
+        #: (text, language, font size, bold, box) of the same runs: enough to place each
+        #: character again (``jvlm.data.demo_vision`` turns them into per-patch labels)
+        self.runs: list[tuple[str, str, int, bool, tuple[int, int, int, int]]] = []
+        self.image.info["text_runs"] = self.runs
 
     def px(self, value: float) -> int:
         """Reference pixels -> canvas pixels."""
@@ -120,7 +124,9 @@ class Painter:
         xy = (round(xy[0]), round(xy[1]))
         font = self.font(lang, size_px, bold)
         self.draw.text(xy, text, font=font, fill=fill, anchor=anchor, **opts)
-        self.texts.append((text, font.size, self.draw.textbbox(xy, text, font=font, anchor=anchor, **opts)))
+        box = self.draw.textbbox(xy, text, font=font, anchor=anchor, **opts)
+        self.texts.append((text, font.size, box))
+        self.runs.append((text, lang, font.size, bold, box))
 
     def wrap(self, text: str, lang: str, size_px: int, max_width: int, bold: bool = False) -> list[str]:
         """Greedy word wrap on spaces (Chinese labels are short enough to stay on one line)."""

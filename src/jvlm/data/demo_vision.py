@@ -1,0 +1,267 @@
+"""Dense pretraining of the jvlm-demo vision encoder on what the synthetic images contain.
+
+Trained only through the decoder, a from-scratch ViT gets a handful of answer tokens per
+image as its whole signal, and learns to read slowly: after 7,600 steps the demo model
+still wrote well-formed but wrong transcriptions. The synthetic images know exactly what
+they show, so the encoder can instead be taught patch by patch before it meets the decoder:
+
+* **characters** — every printed character is placed again from the painter's record of
+  its run (text, font, box). Each 14 px patch has two slots, its left and right 7 px
+  halves; a slot's label is the character whose centre falls in it (or "none"). The 2x2
+  pooling then hands the decoder tokens whose eight slots spell the text under them.
+* **shapes** — in the shapes family, each patch whose centre lies inside a shape is
+  labelled with the shape's kind and colour (or "none").
+
+A linear head per label reads the features the connector sees (the ViT taps,
+concatenated); the heads are thrown away afterwards. ``pretrain_vision`` trains the ViT
+of a jvlm-demo folder this way and writes the folder back with only the ViT changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from jvlm.data import synthetic
+from jvlm.data.fonts import load_font
+from jvlm.data.synth_core import is_rtl_text
+
+log = logging.getLogger(__name__)
+
+#: sub-columns per patch: 7 px halves of a 14 px patch hold at most one character centre
+#: at the demo's 12-18 px print (characters are 6-18 px wide)
+SLOTS = 2
+NO_LABEL = 0  # class 0 of every head: nothing there
+IGNORE = -100  # a slot two characters fell into: neither is the answer
+#: shape -> (centre shift, inscribed radius), both in units of the shape's size r as drawn
+#: by ``synth_charts.render_shapes`` (a triangle's centroid sits 0.15 r low; a star's
+#: inner vertices at 0.42 x 1.05 r)
+INSCRIBED = {"circle": (0.0, 1.0), "square": (0.0, 0.88), "triangle": (0.15, 0.525),
+             "star": (0.0, 0.44), "hexagon": (0.0, 0.866)}
+
+
+def glyph_centres(text: str, lang: str, size: int, bold: bool, box: Sequence[int]) -> list[tuple[str, float, float]]:
+    """(character, x, y) canvas centres of the visible characters of one painted run.
+
+    Left-to-right runs are placed from the font's advance widths, scaled onto the run's
+    box. Right-to-left runs are placed word by word from the right; inside a word, Arabic
+    letters run right to left and digits or Latin letters left to right (the bidi rule
+    that matters for the synthetic texts). Shaping changes glyph widths a little, so
+    Arabic positions are approximate, which a 7 px slot tolerates.
+    """
+    font = load_font(lang, size, bold)
+    left, top, right, bottom = box
+    y = (top + bottom) / 2
+    out: list[tuple[str, float, float]] = []
+    if not is_rtl_text(text):
+        total = font.getlength(text) or 1.0
+        scale = (right - left) / total
+        prev = 0.0
+        for i, ch in enumerate(text):
+            end = font.getlength(text[: i + 1])
+            if not ch.isspace():
+                out.append((ch, left + scale * (prev + end) / 2, y))
+            prev = end
+        return out
+    words = text.split(" ")
+    widths = [_rtl_length(font, w) for w in words]
+    space = font.getlength(" ")
+    total = sum(widths) + space * (len(words) - 1) or 1.0
+    scale = (right - left) / total
+    x_right = float(right)
+    for word, width in zip(words, widths):
+        x_left = x_right - width * scale
+        n = len(word)
+        if n:
+            step = (x_right - x_left) / n
+            order = range(n) if not is_rtl_text(word) else range(n - 1, -1, -1)
+            for slot, i in enumerate(order):
+                if not word[i].isspace():
+                    out.append((word[i], x_left + step * (slot + 0.5), y))
+        x_right = x_left - space * scale
+    return out
+
+
+def _rtl_length(font, word: str) -> float:
+    if not word:
+        return 0.0
+    return font.getlength(word, direction="rtl", language="ar") if is_rtl_text(word) else font.getlength(word)
+
+
+class CharVocab:
+    """Characters -> head classes, in order of first appearance (1..capacity; 0 is "none")."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.index: dict[str, int] = {}
+
+    def __call__(self, ch: str) -> int:
+        idx = self.index.get(ch)
+        if idx is None:
+            if len(self.index) >= self.capacity:
+                return IGNORE
+            idx = self.index[ch] = len(self.index) + 1
+        return idx
+
+
+@dataclass
+class DenseLabels:
+    """Per-patch targets of one image: (rows, cols, SLOTS) characters, (rows, cols) kind and colour."""
+
+    chars: np.ndarray
+    kind: np.ndarray
+    colour: np.ndarray
+
+
+def dense_labels(sample: synthetic.Sample, vocab: CharVocab, patch: int) -> DenseLabels:
+    """The targets of ``sample``'s image on a ``patch``-pixel grid (the image is one crop)."""
+    from jvlm.data import synth_lexicon as lex
+
+    image = sample.images[0]
+    rows, cols = image.height // patch, image.width // patch
+    chars = np.zeros((rows, cols, SLOTS), dtype=np.int64)
+    for text, lang, size, bold, box in image.info.get("text_runs", ()):
+        for ch, x, y in glyph_centres(text, lang, size, bold, box):
+            r, c = int(y // patch), int(x // patch)
+            s = min(SLOTS - 1, int((x - c * patch) * SLOTS // patch))
+            if 0 <= r < rows and 0 <= c < cols:
+                label = vocab(ch)
+                chars[r, c, s] = label if chars[r, c, s] == NO_LABEL else IGNORE
+    kind = np.zeros((rows, cols), dtype=np.int64)
+    colour = np.zeros((rows, cols), dtype=np.int64)
+    if sample.task == "shapes" and sample.spec is not None:
+        kinds, palette = list(lex.SHAPES), list(lex.PALETTE)
+        unit = min(image.size) / 378  # synth_core.REFERENCE_SIDE: the painter's px()
+        cell_w, cell_h = image.width / 3, image.height / 3
+        ys, xs = (np.mgrid[0:rows, 0:cols] + 0.5) * patch
+        for name, col, cell, pct, dx, dy in sample.spec["shapes"]:
+            # the painter's px() clamps offsets to >= 1 px; follow it so labels sit on the pixels
+            cx = cell_w * (cell % 3 + 0.5) + max(1, round(dx * unit))
+            cy = cell_h * (cell // 3 + 0.5) + max(1, round(dy * unit))
+            r = min(cell_w, cell_h) * pct / 200
+            # the disc each drawn shape surely covers (render_shapes' geometry): its inscribed circle
+            shift, inner = INSCRIBED[name]
+            cy += shift * r
+            inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= (0.95 * inner * r) ** 2
+            kind[inside] = kinds.index(name) + 1
+            colour[inside] = palette.index(col) + 1
+    return DenseLabels(chars, kind, colour)
+
+
+def _batches(seed: int, batch: int, processor, vocab: CharVocab, patch: int) -> Iterator[tuple]:
+    """Endless (pixels, chars, kind, colour) batches of training images (every image family)."""
+    import torch
+
+    from jvlm.data.demo import DEMO_IMAGE_SIZE
+
+    stream = synthetic.generate(10**9, seed, "train", synthetic.IMAGE_TASKS, image_size=DEMO_IMAGE_SIZE)
+    while True:
+        pix, ch, kd, co = [], [], [], []
+        for sample in stream:
+            crop = processor.process_image(sample.images[0], max_crops=1).crops[0]  # the whole-image crop
+            labels = dense_labels(sample, vocab, patch)
+            pix.append(torch.from_numpy(crop))
+            ch.append(torch.from_numpy(labels.chars))
+            kd.append(torch.from_numpy(labels.kind))
+            co.append(torch.from_numpy(labels.colour))
+            if len(pix) == batch:
+                break
+        yield torch.stack(pix), torch.stack(ch), torch.stack(kd), torch.stack(co)
+
+
+def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, batch: int = 32,
+                    lr: float = 1e-3, seed: int = 21, char_capacity: int = 512,
+                    empty_weight: float = 0.1, log_every: int = 50) -> dict[str, float]:
+    """Train the ViT of ``model_dir`` on dense labels and save the folder to ``out``.
+
+    Returns the last logged metrics: loss and accuracy on printed character slots
+    (``char_acc``), on empty slots (``empty_acc``) and on shape patches (``shape_acc``).
+    ``empty_weight`` down-weights the many empty slots against the few printed ones.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from jvlm.data import synth_lexicon as lex
+    from jvlm.loading import load, save_pretrained
+
+    torch.manual_seed(seed)
+    model, processor = load(model_dir)
+    model = model.float()
+    vit = model.model.vision_model
+    patch = model.config.vision.patch_size
+    with torch.no_grad():
+        probe = processor.process_image(next(synthetic.generate(1, seed, "train", ["shapes"], image_size=224)).images[0],
+                                        max_crops=1).crops[:1]
+        feat_dim = vit.encode(torch.from_numpy(probe)[None]).shape[-1]
+    heads = torch.nn.ModuleDict({
+        "chars": torch.nn.Linear(feat_dim, SLOTS * (char_capacity + 1)),
+        "kind": torch.nn.Linear(feat_dim, len(lex.SHAPES) + 1),
+        "colour": torch.nn.Linear(feat_dim, len(lex.PALETTE) + 1),
+    })
+    encoder_params = [p for n, p in vit.named_parameters() if not n.startswith("vl_connector.")]
+    opt = torch.optim.AdamW([{"params": encoder_params}, {"params": heads.parameters()}], lr=lr, weight_decay=0.01)
+    warmup = max(1, steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+
+    vocab = CharVocab(char_capacity)
+    weight = torch.ones(char_capacity + 1)
+    weight[NO_LABEL] = empty_weight
+    data = _batches(seed, batch, processor, vocab, patch)
+    vit.train()
+    metrics: dict[str, float] = {}
+    sums = np.zeros(7)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        pix, chars, kind, colour = next(data)
+        rows, cols = chars.shape[1:3]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = vit.encode(pix[:, None])[:, 0]  # (B, P, F)
+            char_logits = heads["chars"](feats).float().view(-1, rows * cols * SLOTS, char_capacity + 1)
+            kind_logits = heads["kind"](feats).float()
+            colour_logits = heads["colour"](feats).float()
+        target = chars.view(chars.shape[0], -1)
+        loss_chars = F.cross_entropy(char_logits.reshape(-1, char_capacity + 1), target.reshape(-1),
+                                     weight=weight, ignore_index=IGNORE)
+        shape_rows = kind.view(kind.shape[0], -1)
+        has_shapes = shape_rows.any(dim=1)
+        loss = loss_chars
+        if bool(has_shapes.any()):
+            loss = loss + F.cross_entropy(kind_logits[has_shapes].reshape(-1, kind_logits.shape[-1]),
+                                          shape_rows[has_shapes].reshape(-1))
+            loss = loss + F.cross_entropy(colour_logits[has_shapes].reshape(-1, colour_logits.shape[-1]),
+                                          colour.view(colour.shape[0], -1)[has_shapes].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(encoder_params) + list(heads.parameters()), 1.0)
+        opt.step()
+        with torch.no_grad():
+            pred = char_logits.argmax(-1)
+            printed = target > NO_LABEL
+            empty = target == NO_LABEL
+            on_shape = shape_rows > 0
+            sums += [loss.item(), (pred[printed] == target[printed]).sum().item(), printed.sum().item(),
+                     (pred[empty] == NO_LABEL).sum().item(), empty.sum().item(),
+                     (kind_logits.argmax(-1)[on_shape] == shape_rows[on_shape]).sum().item(), on_shape.sum().item()]
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            metrics = {"step": step + 1, "loss": sums[0] / log_every, "char_acc": sums[1] / max(1, sums[2]),
+                       "empty_acc": sums[3] / max(1, sums[4]), "shape_acc": sums[5] / max(1, sums[6]),
+                       "chars_seen": len(vocab.index), "s_per_step": (time.perf_counter() - t0) / (step + 1)}
+            log.info("vision step %d/%d loss %.3f char_acc %.3f empty_acc %.3f shape_acc %.3f (%d characters, %.2f s/step)",
+                     step + 1, steps, metrics["loss"], metrics["char_acc"], metrics["empty_acc"],
+                     metrics["shape_acc"], metrics["chars_seen"], metrics["s_per_step"])
+            sums[:] = 0
+    vit.eval()
+    save_pretrained(model, out, processor=processor)
+    return metrics

@@ -1,0 +1,123 @@
+"""Dense vision labels of the synthetic images, and the demo's vision pretraining and graft."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jvlm.data import synthetic
+from jvlm.data import synth_lexicon as lex
+from jvlm.data.demo_vision import IGNORE, NO_LABEL, SLOTS, CharVocab, dense_labels, glyph_centres
+
+PATCH = 14
+
+
+def _sample(task: str, lang: str, seed: int = 0) -> synthetic.Sample:
+    return next(synthetic.generate(1, seed, "train", [task], [lang], image_size=224))
+
+
+def test_left_to_right_glyphs_are_ordered_inside_their_box():
+    sample = _sample("receipt", "en")
+    runs = sample.images[0].info["text_runs"]
+    assert runs, "the painter records every run it draws"
+    for text, lang, size, bold, box in runs:
+        glyphs = glyph_centres(text, lang, size, bold, box)
+        assert [g[0] for g in glyphs] == [ch for ch in text if not ch.isspace()]
+        xs = [g[1] for g in glyphs]
+        assert xs == sorted(xs), f"{text!r} is not placed left to right"
+        assert all(box[0] <= x <= box[2] and box[1] <= y <= box[3] for _, x, y in glyphs)
+
+
+def test_arabic_letters_run_right_to_left_and_digits_left_to_right():
+    sample = _sample("receipt", "ar")
+    seen_word = seen_number = False
+    for text, lang, size, bold, box in sample.images[0].info["text_runs"]:
+        glyphs = glyph_centres(text, lang, size, bold, box)
+        for word in text.split(" "):
+            mine = [g for g in glyphs if g[0] in word]
+            if len(word) >= 3 and all("\u0600" <= ch <= "\u06ff" for ch in word) and len(mine) == len(word):
+                # the first letter of an Arabic word is its rightmost
+                x_first = next(x for ch, x, _ in glyphs if ch == word[0])
+                x_last = next(x for ch, x, _ in reversed(glyphs) if ch == word[-1])
+                seen_word |= x_first > x_last
+            if word.replace(".", "").replace(":", "").isdigit() and len(set(word)) == len(word) and len(word) >= 3:
+                xs = [next(x for ch, x, _ in glyphs if ch == d) for d in word]
+                assert xs == sorted(xs), f"{word!r} in {text!r} should read left to right"
+                seen_number = True
+    assert seen_word
+
+
+def test_character_labels_cover_the_printed_text_and_nothing_else():
+    vocab = CharVocab(512)
+    for lang in ("en", "zh", "ar", "ru"):
+        sample = _sample("receipt", lang, seed=3)
+        labels = dense_labels(sample, vocab, PATCH)
+        assert labels.chars.shape == (16, 16, SLOTS)
+        printed = sum(1 for text, *_ in sample.images[0].info["text_runs"] for ch in text if not ch.isspace())
+        labelled = int((labels.chars > NO_LABEL).sum())
+        collided = int((labels.chars == IGNORE).sum())
+        # every printed character lands in a slot; a collision loses both of its characters
+        assert labelled + collided <= printed <= labelled + 3 * collided + 2
+        assert labelled > 0.8 * printed
+        boxes = [run[-1] for run in sample.images[0].info["text_runs"]]
+        for r, c, _ in zip(*np.nonzero(labels.chars)):
+            x0, y0 = c * PATCH, r * PATCH
+            assert any(b[0] < x0 + PATCH and x0 < b[2] and b[1] < y0 + PATCH and y0 < b[3] for b in boxes), \
+                "a labelled patch holds no text"
+    inverse = {i: ch for ch, i in vocab.index.items()}
+    assert len(set(inverse)) == len(inverse) and min(inverse) == 1
+
+
+def test_char_vocab_is_first_come_and_bounded():
+    vocab = CharVocab(2)
+    assert [vocab("a"), vocab("b"), vocab("a"), vocab("c")] == [1, 2, 1, IGNORE]
+
+
+def test_shape_labels_sit_on_pixels_of_the_labelled_colour():
+    checked = 0
+    for seed in range(6):
+        sample = _sample("shapes", "en", seed)
+        labels = dense_labels(sample, CharVocab(8), PATCH)
+        assert (labels.chars == NO_LABEL).all(), "the shapes family prints no text"
+        assert ((labels.kind > 0) == (labels.colour > 0)).all()
+        pixels = np.asarray(sample.images[0].convert("RGB"), dtype=np.int32)
+        kinds_drawn = {s[0] for s in sample.spec["shapes"]}
+        assert {list(lex.SHAPES)[k - 1] for k in np.unique(labels.kind) if k} == kinds_drawn
+        for r, c in zip(*np.nonzero(labels.colour)):
+            y, x = int((r + 0.5) * PATCH), int((c + 0.5) * PATCH)
+            expected = np.array(lex.COLOURS[lex.PALETTE[labels.colour[r, c] - 1]]["rgb"])
+            assert np.abs(pixels[y, x] - expected).max() <= 2, (seed, r, c)
+            checked += 1
+    assert checked > 30
+
+
+def test_pretraining_changes_only_the_vision_encoder_and_graft_moves_it(tmp_path):
+    from safetensors.torch import load_file
+
+    from jvlm.data.demo import graft_vision, write_initial_model
+    from jvlm.data.demo_vision import pretrain_vision
+    from jvlm.errors import CheckpointError
+
+    start = write_initial_model(tmp_path / "init")
+    metrics = pretrain_vision(start, tmp_path / "vision", steps=3, batch=4, log_every=1)
+    assert metrics["step"] == 3 and np.isfinite(metrics["loss"]) and metrics["chars_seen"] > 0
+    a, b = load_file(str(start / "model.safetensors")), load_file(str(tmp_path / "vision" / "model.safetensors"))
+    changed = {k for k in a if not torch.equal(a[k], b[k])}
+    assert changed and all(k.startswith("model.vision_model.") and ".vl_connector." not in k for k in changed)
+
+    other = write_initial_model(tmp_path / "other", seed=5)  # stands in for a trained model
+    graft_vision(other, tmp_path / "vision", tmp_path / "grafted")
+    o, g = load_file(str(other / "model.safetensors")), load_file(str(tmp_path / "grafted" / "model.safetensors"))
+    assert g.keys() == o.keys()
+    for key in g:  # the whole vision side (ViT and connector) from one folder, the rest from the other
+        source = b if key.startswith("model.vision_model.") else o
+        assert torch.equal(g[key], source[key]), key
+    assert any(not torch.equal(o[k], b[k]) for k in g if not k.startswith("model.vision_model."))
+
+    def smaller(cfg):
+        cfg.connector.pooling_type = "mean"
+
+    mismatched = write_initial_model(tmp_path / "mean", configure=smaller)
+    with pytest.raises(CheckpointError, match="different vision"):
+        graft_vision(other, mismatched, tmp_path / "bad")
