@@ -100,7 +100,7 @@ def test_pretraining_changes_only_the_vision_encoder_and_graft_moves_it(tmp_path
     from jvlm.errors import CheckpointError
 
     start = write_initial_model(tmp_path / "init")
-    metrics = pretrain_vision(start, tmp_path / "vision", steps=3, batch=4, log_every=1)
+    metrics = pretrain_vision(start, tmp_path / "vision", steps=3, batch=4, log_every=1, level="patch")
     assert metrics["step"] == 3 and np.isfinite(metrics["loss"]) and metrics["chars_seen"] > 0
     a, b = load_file(str(start / "model.safetensors")), load_file(str(tmp_path / "vision" / "model.safetensors"))
     changed = {k for k in a if not torch.equal(a[k], b[k])}

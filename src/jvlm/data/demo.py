@@ -253,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--steps", type=int, default=1500)
     v.add_argument("--batch", type=int, default=32)
     v.add_argument("--lr", type=float, default=1e-3)
+    v.add_argument("--level", choices=("token", "patch"), default="token",
+                   help="label the connector's output tokens (trains ViT and connector) or the ViT's patches")
     g = sub.add_parser("graft", help="copy a trained model with the vision side of another folder")
     g.add_argument("--decoder", required=True, type=Path, help="folder whose decoder, embeddings and tokenizer are kept")
     g.add_argument("--vision", required=True, type=Path, help="folder whose ViT and connector are taken")
@@ -274,7 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.cmd == "vision":
         from jvlm.data.demo_vision import pretrain_vision
 
-        metrics = pretrain_vision(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr)
+        metrics = pretrain_vision(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
+                                  level=args.level)
         print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
     elif args.cmd == "graft":
         print(f"wrote {graft_vision(args.decoder, args.vision, args.out)}")

@@ -162,23 +162,39 @@ def _batches(seed: int, batch: int, processor, vocab: CharVocab, patch: int) -> 
 
     stream = synthetic.generate(10**9, seed, "train", synthetic.IMAGE_TASKS, image_size=DEMO_IMAGE_SIZE)
     while True:
-        pix, ch, kd, co = [], [], [], []
+        pix, msk, ch, kd, co = [], [], [], [], []
         for sample in stream:
-            crop = processor.process_image(sample.images[0], max_crops=1).crops[0]  # the whole-image crop
+            processed = processor.process_image(sample.images[0], max_crops=1)
             labels = dense_labels(sample, vocab, patch)
-            pix.append(torch.from_numpy(crop))
+            pix.append(torch.from_numpy(processed.crops[0]))  # the whole-image crop
+            msk.append(torch.from_numpy(processed.masks[0]))
             ch.append(torch.from_numpy(labels.chars))
             kd.append(torch.from_numpy(labels.kind))
             co.append(torch.from_numpy(labels.colour))
             if len(pix) == batch:
                 break
-        yield torch.stack(pix), torch.stack(ch), torch.stack(kd), torch.stack(co)
+        yield torch.stack(pix), torch.stack(msk), torch.stack(ch), torch.stack(kd), torch.stack(co)
+
+
+def group_slots(labels, k: int):
+    """(B, rows, cols, S) patch labels -> (B, rows/k * cols/k, k*k*S): the slots of each k x k
+    window, in the connector's member order (row in the window, column, then slot)."""
+    b, rows, cols, s = labels.shape
+    x = labels.view(b, rows // k, k, cols // k, k, s).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, (rows // k) * (cols // k), k * k * s)
 
 
 def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, batch: int = 32,
                     lr: float = 1e-3, seed: int = 21, char_capacity: int = 512,
-                    empty_weight: float = 0.1, log_every: int = 50) -> dict[str, float]:
-    """Train the ViT of ``model_dir`` on dense labels and save the folder to ``out``.
+                    empty_weight: float = 0.1, log_every: int = 50, level: str = "token") -> dict[str, float]:
+    """Train the vision side of ``model_dir`` on dense labels and save the folder to ``out``.
+
+    ``level="patch"`` puts the heads on the ViT's patch features and trains the ViT only.
+    ``level="token"`` (default) puts them on the connector's output, the decoder-width
+    tokens the decoder will read, and trains ViT and connector: each token must spell the
+    eight character slots of its 2x2 window in order. Patch-level labels alone leave the
+    pooling to chance: it mixes four patch vectors, and a mix of codes for "which
+    character" keeps the characters but not necessarily their order.
 
     Returns the last logged metrics: loss and accuracy on printed character slots
     (``char_acc``), on empty slots (``empty_acc``) and on shape patches (``shape_acc``).
@@ -190,21 +206,34 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
     from jvlm.data import synth_lexicon as lex
     from jvlm.loading import load, save_pretrained
 
+    if level not in ("patch", "token"):
+        raise ValueError(f"level must be 'patch' or 'token', not {level!r}")
     torch.manual_seed(seed)
     model, processor = load(model_dir)
     model = model.float()
     vit = model.model.vision_model
     patch = model.config.vision.patch_size
+    k = model.config.connector.pooling_h if level == "token" else 1
+    if level == "token" and model.config.connector.pooling_w != k:
+        raise ValueError("token-level labels need square pooling windows")
+
+    def features(pix, masks):
+        feats = vit.encode(pix[:, None])  # (B, 1, P, F)
+        if level == "token":
+            feats = vit.vl_connector(feats, masks[:, None])  # (B, 1, tokens, hidden)
+        return feats[:, 0]
+
     with torch.no_grad():
         probe = processor.process_image(next(synthetic.generate(1, seed, "train", ["shapes"], image_size=224)).images[0],
-                                        max_crops=1).crops[:1]
-        feat_dim = vit.encode(torch.from_numpy(probe)[None]).shape[-1]
+                                        max_crops=1)
+        feat_dim = features(torch.from_numpy(probe.crops[:1]), torch.from_numpy(probe.masks[:1])).shape[-1]
+    n_char, n_cell = k * k * SLOTS, k * k  # slots per feature vector
     heads = torch.nn.ModuleDict({
-        "chars": torch.nn.Linear(feat_dim, SLOTS * (char_capacity + 1)),
-        "kind": torch.nn.Linear(feat_dim, len(lex.SHAPES) + 1),
-        "colour": torch.nn.Linear(feat_dim, len(lex.PALETTE) + 1),
+        "chars": torch.nn.Linear(feat_dim, n_char * (char_capacity + 1)),
+        "kind": torch.nn.Linear(feat_dim, n_cell * (len(lex.SHAPES) + 1)),
+        "colour": torch.nn.Linear(feat_dim, n_cell * (len(lex.PALETTE) + 1)),
     })
-    encoder_params = [p for n, p in vit.named_parameters() if not n.startswith("vl_connector.")]
+    encoder_params = [p for n, p in vit.named_parameters() if level == "token" or not n.startswith("vl_connector.")]
     opt = torch.optim.AdamW([{"params": encoder_params}, {"params": heads.parameters()}], lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
 
@@ -224,24 +253,25 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        pix, chars, kind, colour = next(data)
-        rows, cols = chars.shape[1:3]
+        pix, masks, chars, kind, colour = next(data)
+        b = pix.shape[0]
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            feats = vit.encode(pix[:, None])[:, 0]  # (B, P, F)
-            char_logits = heads["chars"](feats).float().view(-1, rows * cols * SLOTS, char_capacity + 1)
-            kind_logits = heads["kind"](feats).float()
-            colour_logits = heads["colour"](feats).float()
-        target = chars.view(chars.shape[0], -1)
+            feats = features(pix, masks)  # (B, N, F): patches or tokens
+            char_logits = heads["chars"](feats).float().view(b, -1, char_capacity + 1)
+            kind_logits = heads["kind"](feats).float().view(b, -1, len(lex.SHAPES) + 1)
+            colour_logits = heads["colour"](feats).float().view(b, -1, len(lex.PALETTE) + 1)
+        target = group_slots(chars, k).reshape(b, -1)
         loss_chars = F.cross_entropy(char_logits.reshape(-1, char_capacity + 1), target.reshape(-1),
                                      weight=weight, ignore_index=IGNORE)
-        shape_rows = kind.view(kind.shape[0], -1)
+        shape_rows = group_slots(kind[..., None], k).reshape(b, -1)
+        colour_rows = group_slots(colour[..., None], k).reshape(b, -1)
         has_shapes = shape_rows.any(dim=1)
         loss = loss_chars
         if bool(has_shapes.any()):
             loss = loss + F.cross_entropy(kind_logits[has_shapes].reshape(-1, kind_logits.shape[-1]),
                                           shape_rows[has_shapes].reshape(-1))
             loss = loss + F.cross_entropy(colour_logits[has_shapes].reshape(-1, colour_logits.shape[-1]),
-                                          colour.view(colour.shape[0], -1)[has_shapes].reshape(-1))
+                                          colour_rows[has_shapes].reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(encoder_params) + list(heads.parameters()), 1.0)
