@@ -25,8 +25,9 @@ jvlm train examples/train/demo_stage1.yaml --no-progress
 jvlm train examples/train/demo_stage2.yaml --no-progress
 python -m jvlm.data.demo rescale --model "$RUN/stage2/final" --out "$RUN/stage2_rescaled"
 jvlm train examples/train/demo_stage2b.yaml --no-progress
-python -m jvlm.data.demo vision --model "$RUN/init" --out "$RUN/vision"
-python -m jvlm.data.demo graft --decoder "$RUN/stage2b/final" --vision "$RUN/vision" --out "$RUN/grafted"
+python -m jvlm.data.demo vision --level patch --model "$RUN/init" --out "$RUN/vision"
+python -m jvlm.data.demo vision --level token --steps 1000 --model "$RUN/vision" --out "$RUN/vision_tok"
+python -m jvlm.data.demo graft --decoder "$RUN/stage2b/final" --vision "$RUN/vision_tok" --out "$RUN/grafted"
 jvlm train examples/train/demo_graft_stage1.yaml --no-progress
 jvlm train examples/train/demo_graft_stage2.yaml --no-progress
 python -m jvlm.eval.synthetic_task --model "$RUN/graft_stage2/final" --data "$RUN/data/test" --out "$RUN/eval"

@@ -121,3 +121,29 @@ def test_pretraining_changes_only_the_vision_encoder_and_graft_moves_it(tmp_path
     mismatched = write_initial_model(tmp_path / "mean", configure=smaller)
     with pytest.raises(CheckpointError, match="different vision"):
         graft_vision(other, mismatched, tmp_path / "bad")
+
+
+def test_token_slots_follow_the_connectors_window_members():
+    """Token-level labels are only right if slot j of token t is the patch the connector puts
+    j-th into window t: check against the real pooling code, with patch numbers as features."""
+    from jvlm.config import JinaVLMConfig
+    from jvlm.data.demo_vision import group_slots
+    from jvlm.model.connector import VisionLanguageConnector
+
+    cfg = JinaVLMConfig.preset("jvlm-demo")
+    connector = VisionLanguageConnector(cfg)
+
+    class Members(torch.nn.Module):  # returns each window's members instead of pooling them
+        def forward(self, windows):
+            return windows[..., 0]
+
+    connector.pooling = Members()
+    g = cfg.vision.grid
+    numbers = torch.arange(g * g, dtype=torch.float32)
+    feats = numbers.view(1, 1, g * g, 1).expand(1, 1, g * g, connector.pad_embed.shape[1]).clone()
+    members = connector.pool(feats, torch.ones(1, 1, g * g))[0, 0]  # (tokens, 4) patch numbers
+    labels = numbers.view(1, g, g, 1).long()
+    assert torch.equal(group_slots(labels, 2)[0], members.long())
+    # with two slots per patch, a patch's slots stay together and in order
+    two = torch.stack([labels * 2, labels * 2 + 1], dim=-1)[..., 0, :]
+    assert torch.equal(group_slots(two, 2)[0], torch.stack([members * 2, members * 2 + 1], -1).reshape(-1, 8).long())
