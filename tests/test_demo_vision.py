@@ -106,6 +106,14 @@ def test_pretraining_changes_only_the_vision_encoder_and_graft_moves_it(tmp_path
     changed = {k for k in a if not torch.equal(a[k], b[k])}
     assert changed and all(k.startswith("model.vision_model.") and ".vl_connector." not in k for k in changed)
 
+    # token level: the connector learns too (its output is what the heads read), the decoder does not
+    pretrain_vision(tmp_path / "vision", tmp_path / "tokens", steps=2, batch=4, log_every=1, level="token")
+    t = load_file(str(tmp_path / "tokens" / "model.safetensors"))
+    moved = {k for k in b if not torch.equal(b[k], t[k])}
+    assert any(".vl_connector." in k for k in moved) and all(k.startswith("model.vision_model.") for k in moved)
+    with pytest.raises(ValueError, match="level"):
+        pretrain_vision(start, tmp_path / "nowhere", steps=1, level="pixel")
+
     other = write_initial_model(tmp_path / "other", seed=5)  # stands in for a trained model
     graft_vision(other, tmp_path / "vision", tmp_path / "grafted")
     o, g = load_file(str(other / "model.safetensors")), load_file(str(tmp_path / "grafted" / "model.safetensors"))
@@ -147,3 +155,23 @@ def test_token_slots_follow_the_connectors_window_members():
     # with two slots per patch, a patch's slots stay together and in order
     two = torch.stack([labels * 2, labels * 2 + 1], dim=-1)[..., 0, :]
     assert torch.equal(group_slots(two, 2)[0], torch.stack([members * 2, members * 2 + 1], -1).reshape(-1, 8).long())
+
+
+def test_command_line_errors_are_one_line_not_a_traceback(tmp_path, capsys):
+    from jvlm.data.demo import main as demo_main
+    from jvlm.eval.synthetic_task import main as eval_main
+
+    checkpoint = tmp_path / "step-00000400"
+    (checkpoint / "model").mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    assert eval_main(["--model", str(checkpoint), "--data", str(tmp_path), "--out", str(tmp_path / "eval")]) == 1
+    assert "does not exist" in capsys.readouterr().err  # no split there yet
+    data = synthetic.write_jsonl(synthetic.generate(2, 0, "test", ["arithmetic"]), tmp_path / "split")
+    assert eval_main(["--model", str(checkpoint), "--data", str(data), "--out", str(tmp_path / "eval")]) == 1
+    err = capsys.readouterr().err
+    assert "training checkpoint" in err and str(checkpoint / "model") in err and "Traceback" not in err
+    assert not (tmp_path / "eval").exists()
+
+    assert demo_main(["ship", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "pkg")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "lacks" in err and "Traceback" not in err

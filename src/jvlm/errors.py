@@ -84,3 +84,15 @@ class EndpointError(JVLMError, ConnectionError):
     """An OpenAI-compatible endpoint could not be reached, or failed in a way a retry may fix."""
 
     code = "endpoint_error"
+
+
+def run_reporting_errors(prog: str, run) -> int:
+    """``run()``'s exit code, or 1 after one ``prog: error: ...`` line for a JVLMError
+    (for the ``python -m`` entry points outside the ``jvlm`` command)."""
+    import sys
+
+    try:
+        return int(run() or 0)
+    except JVLMError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 1

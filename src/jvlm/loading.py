@@ -85,6 +85,10 @@ def load(folder: str | Path, dtype=None, device=None, progress: bool = False):
     """``(model, processor)`` from a model folder, with the tokenizer's special ids wired in."""
     from jvlm.processing.processor import JinaVLMProcessor
 
+    folder = Path(folder)
+    if (folder / "trainer_state.json").is_file() and (folder / "model").is_dir():
+        raise ModelFolderError(f"{folder} is a training checkpoint, not a model folder; "
+                               f"its model is in {folder / 'model'}")
     processor = JinaVLMProcessor.from_pretrained(folder)
     model = load_model(folder, dtype=dtype, device=device, progress=progress)
     attach_token_ids(model, processor)

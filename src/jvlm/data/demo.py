@@ -212,7 +212,9 @@ def ship(model: str | Path, out: str | Path, eval_dir: str | Path | None = None)
     model, out = Path(model), Path(out)
     missing = [n for n in SHIPPED_FILES if not (model / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"{model} lacks {missing}; pass the final folder of a demo training run")
+        from jvlm.errors import ModelFolderError
+
+        raise ModelFolderError(f"{model} lacks {missing}; pass the final folder of a demo training run")
     out.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES:
         shutil.copyfile(model / name, out / name)
@@ -265,27 +267,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--eval", type=Path, default=None, help="folder written by python -m jvlm.eval.synthetic_task")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.cmd == "data":
-        for p in write_data(args.out, args.scale):
-            print(f"wrote {p}")
-    elif args.cmd == "examples":
-        print(f"wrote {write_examples(args.out)}")
-    elif args.cmd == "rescale":
-        before, after = rescale_image_embeddings(args.model, args.out, args.rms)
-        print(f"image embedding RMS {before:.3g} -> {after:.3g}; wrote {args.out}")
-    elif args.cmd == "vision":
-        from jvlm.data.demo_vision import pretrain_vision
+    from jvlm.errors import run_reporting_errors
 
-        metrics = pretrain_vision(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
-                                  level=args.level)
-        print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
-    elif args.cmd == "graft":
-        print(f"wrote {graft_vision(args.decoder, args.vision, args.out)}")
-    elif args.cmd == "init":
-        print(f"wrote {write_initial_model(args.out, args.seed)}")
-    else:
-        print(f"shipped {ship(args.model, args.out, args.eval)}")
-    return 0
+    def run() -> int:
+        if args.cmd == "data":
+            for p in write_data(args.out, args.scale):
+                print(f"wrote {p}")
+        elif args.cmd == "examples":
+            print(f"wrote {write_examples(args.out)}")
+        elif args.cmd == "rescale":
+            before, after = rescale_image_embeddings(args.model, args.out, args.rms)
+            print(f"image embedding RMS {before:.3g} -> {after:.3g}; wrote {args.out}")
+        elif args.cmd == "vision":
+            from jvlm.data.demo_vision import pretrain_vision
+
+            metrics = pretrain_vision(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
+                                      level=args.level)
+            print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+        elif args.cmd == "graft":
+            print(f"wrote {graft_vision(args.decoder, args.vision, args.out)}")
+        elif args.cmd == "init":
+            print(f"wrote {write_initial_model(args.out, args.seed)}")
+        else:
+            print(f"shipped {ship(args.model, args.out, args.eval)}")
+        return 0
+
+    return run_reporting_errors(parser.prog, run)
 
 
 if __name__ == "__main__":

@@ -115,17 +115,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jvlm.eval.report import write_results
     from jvlm.eval.runner import InProcessBackend, evaluate
 
-    register()
-    samples = load_synthetic(args.data)
-    backend = InProcessBackend.from_folder(args.model, batch_size=args.batch_size)
-    result = evaluate(TASK, samples, backend, limit=args.limit)
-    table = breakdown(result, samples)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_results([result], args.out / "results.json")
-    (args.out / "table.json").write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n")
-    (args.out / "table.md").write_text(markdown(table), encoding="utf-8")
-    print(markdown(table))
-    return 0
+    from jvlm.errors import run_reporting_errors
+
+    def run() -> int:
+        register()
+        samples = load_synthetic(args.data)
+        backend = InProcessBackend.from_folder(args.model, batch_size=args.batch_size)
+        result = evaluate(TASK, samples, backend, limit=args.limit)
+        table = breakdown(result, samples)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_results([result], args.out / "results.json")
+        (args.out / "table.json").write_text(json.dumps(table, indent=2, ensure_ascii=False) + "\n")
+        (args.out / "table.md").write_text(markdown(table), encoding="utf-8")
+        print(markdown(table))
+        return 0
+
+    return run_reporting_errors(parser.prog, run)
 
 
 register()
