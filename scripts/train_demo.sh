@@ -2,19 +2,14 @@
 # Regenerate the synthetic data and retrain the shipped default model jvlm-demo end to end,
 # then score it on the held-out test split and copy it into src/jvlm/assets/jvlm-demo.
 #
-#   bash scripts/train_demo.sh      # everything, about 3 hours on 2 idle CPU cores; writes under runs/demo
-#
-# The lineage of the shipped weights: a from-scratch model (stages 1, 2, 2b) gives the
-# decoder; a separately pretrained vision encoder (per-patch character and shape labels)
-# then replaces its vision side, and two more stages align and fine-tune the whole.
+#   bash scripts/train_demo.sh      # everything, about 2 hours on 2 idle CPU cores; writes under runs/demo
 #
 # Needs the fonts of scripts/install_fonts.sh. Deterministic data and tokenizer; the weights
 # match the shipped ones only up to CPU thread scheduling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=runs/demo  # the paths in examples/train/demo_stage*.yaml point here
-if [ -d "$RUN/stage1/checkpoints" ] || [ -d "$RUN/stage2/checkpoints" ] || [ -d "$RUN/stage2b/checkpoints" ] \
-   || [ -d "$RUN/graft_stage1/checkpoints" ] || [ -d "$RUN/graft_stage2/checkpoints" ]; then
+if [ -d "$RUN/stage1/checkpoints" ] || [ -d "$RUN/stage2/checkpoints" ] || [ -d "$RUN/stage2b/checkpoints" ]; then
   echo "$RUN already holds a training run; move it away first" >&2
   exit 2
 fi
@@ -25,10 +20,5 @@ jvlm train examples/train/demo_stage1.yaml --no-progress
 jvlm train examples/train/demo_stage2.yaml --no-progress
 python -m jvlm.data.demo rescale --model "$RUN/stage2/final" --out "$RUN/stage2_rescaled"
 jvlm train examples/train/demo_stage2b.yaml --no-progress
-python -m jvlm.data.demo vision --level patch --model "$RUN/init" --out "$RUN/vision"
-python -m jvlm.data.demo vision --level token --steps 1000 --model "$RUN/vision" --out "$RUN/vision_tok"
-python -m jvlm.data.demo graft --decoder "$RUN/stage2b/final" --vision "$RUN/vision_tok" --out "$RUN/grafted"
-jvlm train examples/train/demo_graft_stage1.yaml --no-progress
-jvlm train examples/train/demo_graft_stage2.yaml --no-progress
-python -m jvlm.eval.synthetic_task --model "$RUN/graft_stage2/final" --data "$RUN/data/test" --out "$RUN/eval"
-python -m jvlm.data.demo ship --model "$RUN/graft_stage2/final" --eval "$RUN/eval" --out src/jvlm/assets/jvlm-demo
+python -m jvlm.eval.synthetic_task --model "$RUN/stage2b/final" --data "$RUN/data/test" --out "$RUN/eval"
+python -m jvlm.data.demo ship --model "$RUN/stage2b/final" --eval "$RUN/eval" --out src/jvlm/assets/jvlm-demo

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The dense vision pretraining experiment of docs/decisions.md ("Dense vision pretraining
+# for the demo model"): pretrain a jvlm-demo vision side on per-patch character and shape
+# labels, graft it onto a trained jvlm-demo, train two more stages and score the result.
+# It does not ship anything: compare runs/demo/eval_graft with the model card's scores.
+#
+#   bash scripts/train_demo_graft.sh                 # grafts onto the shipped jvlm-demo
+#   DECODER=runs/demo/stage2b/final bash scripts/train_demo_graft.sh
+#
+# About 85 minutes on 2 idle CPU cores after the data exists (python -m jvlm.data.demo data
+# --out runs/demo/data; the stage 2 and stage 2b sets and the test split are used).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN=runs/demo  # the paths in examples/train/demo_graft_stage*.yaml point here
+DECODER=${DECODER:-src/jvlm/assets/jvlm-demo}
+if [ -d "$RUN/graft_stage1/checkpoints" ] || [ -d "$RUN/graft_stage2/checkpoints" ]; then
+  echo "$RUN already holds a graft run; move it away first" >&2
+  exit 2
+fi
+for set in stage2 stage2b_docs stage2b_read test; do
+  [ -f "$RUN/data/$set/data.jsonl" ] || { echo "missing $RUN/data/$set: run python -m jvlm.data.demo data --out $RUN/data" >&2; exit 2; }
+done
+
+[ -d "$RUN/init" ] || python -m jvlm.data.demo init --out "$RUN/init"
+python -m jvlm.data.demo vision --level patch --model "$RUN/init" --out "$RUN/vision"
+python -m jvlm.data.demo vision --level token --steps 1000 --model "$RUN/vision" --out "$RUN/vision_tok"
+python -m jvlm.data.demo graft --decoder "$DECODER" --vision "$RUN/vision_tok" --out "$RUN/grafted"
+jvlm train examples/train/demo_graft_stage1.yaml --no-progress
+jvlm train examples/train/demo_graft_stage2.yaml --no-progress
+python -m jvlm.eval.synthetic_task --model "$RUN/graft_stage2/final" --data "$RUN/data/test" --out "$RUN/eval_graft"
