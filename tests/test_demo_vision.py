@@ -175,3 +175,27 @@ def test_command_line_errors_are_one_line_not_a_traceback(tmp_path, capsys):
     assert demo_main(["ship", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "pkg")]) == 1
     err = capsys.readouterr().err
     assert "error:" in err and "lacks" in err and "Traceback" not in err
+
+
+def test_training_scripts_name_real_configs_and_subcommands():
+    """scripts/train_demo*.sh are the one-command retrains; a renamed YAML or subcommand would
+    only fail an hour into a run."""
+    import re
+    from pathlib import Path
+
+    from jvlm.data.demo import main as demo_main
+    from jvlm.train.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    scripts = sorted((root / "scripts").glob("train_demo*.sh"))
+    assert len(scripts) >= 2
+    for script in scripts:
+        text = script.read_text(encoding="utf-8")
+        configs = re.findall(r"jvlm train (\S+\.yaml)", text)
+        assert configs, script.name
+        for config in configs:
+            load_config(root / config)  # exists and validates
+        for sub in set(re.findall(r"python -m jvlm\.data\.demo (\w+)", text)):
+            with pytest.raises(SystemExit) as exit_:
+                demo_main([sub, "--help"])
+            assert exit_.value.code == 0, (script.name, sub)
