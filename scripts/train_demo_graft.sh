@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# The dense vision pretraining experiment of docs/decisions.md ("Dense vision pretraining
-# for the demo model"): pretrain a jvlm-demo vision side on per-patch character and shape
-# labels, graft it onto a trained jvlm-demo, train two more stages and score the result.
-# It does not ship anything: compare runs/demo/eval_graft with the model card's scores.
+# The last part of the jvlm-demo recipe (docs/decisions.md, "Dense vision pretraining for
+# the demo model"): pretrain a vision side on per-patch character and shape labels, graft
+# it onto a trained jvlm-demo, train two more stages and score the result in
+# runs/demo/eval_graft. scripts/train_demo.sh calls it with DECODER=runs/demo/stage2b/final
+# and then ships the result; on its own it ships nothing.
 #
-#   bash scripts/train_demo_graft.sh                 # grafts onto the shipped jvlm-demo
 #   DECODER=runs/demo/stage2b/final bash scripts/train_demo_graft.sh
+#   bash scripts/train_demo_graft.sh                 # grafts onto the packaged jvlm-demo
 #
 # About 85 minutes on 2 idle CPU cores after the data exists (python -m jvlm.data.demo data
 # --out runs/demo/data; the stage 2 and stage 2b sets and the test split are used).
