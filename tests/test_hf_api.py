@@ -59,3 +59,24 @@ def test_jvlm_load_returns_model_and_processor_with_token_ids(tiny_model_dir):
     assert model.model.im_patch_token_id == processor.token_ids.im_patch
     assert set(model.stop_token_ids) == set(processor.token_ids.eos)
     assert not model.training
+
+
+def test_the_command_line_skips_the_auto_class_registration_until_asked():
+    """The jvlm command imports Transformers for its tokenizer class only; registering the
+    auto classes on that import would add Transformers' processing stack (about 2 s) to every
+    command's start. Asked explicitly (as the eval's Transformers backend does), it registers."""
+    code = textwrap.dedent("""
+        import sys
+        import jvlm
+        jvlm._defer_transformers_registration()
+        import jvlm.processing.processor  # imports transformers for PreTrainedTokenizerFast
+        from transformers import CONFIG_MAPPING
+        assert "transformers" in sys.modules
+        assert "jvlm" not in CONFIG_MAPPING, "registered on import despite the deferral"
+        assert "transformers.processing_utils" not in sys.modules
+        jvlm._register_with_transformers()
+        assert "jvlm" in CONFIG_MAPPING
+        print("OK")
+    """)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-2000:]

@@ -57,6 +57,17 @@ class _RegisterOnImport:
         return spec
 
 
+def _defer_transformers_registration() -> None:
+    """Stop registering on Transformers' import (the ``jvlm`` command calls this first).
+
+    The command's tokenizer class comes from Transformers, so the command imports it, but it
+    never uses the auto classes; registering them imports Transformers' processing stack,
+    about 2 s of the README command's start. Code that does use them calls
+    ``_register_with_transformers()`` itself (idempotent).
+    """
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _RegisterOnImport)]
+
+
 if "transformers" in sys.modules:
     _register_with_transformers()
 else:

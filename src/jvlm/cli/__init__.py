@@ -51,6 +51,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the command line itself (not a caller inside a Python program)
+        import jvlm
+
+        jvlm._defer_transformers_registration()
     argv = list(sys.argv[1:] if argv is None else argv)
     # Import only the chosen subcommand's module (fast start, and one broken optional
     # dependency cannot take down the others).

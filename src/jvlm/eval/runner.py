@@ -212,7 +212,10 @@ class TransformersTextBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        import jvlm
         from jvlm.loading import parse_dtype, resolve_device
+
+        jvlm._register_with_transformers()  # a jvlm folder loads too, even under the jvlm command
 
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
