@@ -30,7 +30,8 @@ import numpy as np
 
 from jvlm.data import synthetic
 from jvlm.data.fonts import load_font
-from jvlm.data.synth_core import is_rtl_text
+from jvlm.data.synth_charts import shape_geometry
+from jvlm.data.synth_core import Painter, is_rtl_text
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +138,12 @@ def dense_labels(sample: synthetic.Sample, vocab: CharVocab, patch: int) -> Dens
     colour = np.zeros((rows, cols), dtype=np.int64)
     if sample.task == "shapes" and sample.spec is not None:
         kinds, palette = list(lex.SHAPES), list(lex.PALETTE)
-        unit = min(image.size) / 378  # synth_core.REFERENCE_SIDE: the painter's px()
-        cell_w, cell_h = image.width / 3, image.height / 3
+        canvas = Painter(image.size, (0, 0, 0))  # the geometry render_shapes drew with
         ys, xs = (np.mgrid[0:rows, 0:cols] + 0.5) * patch
-        for name, col, cell, pct, dx, dy in sample.spec["shapes"]:
-            # the painter's px() clamps offsets to >= 1 px; follow it so labels sit on the pixels
-            cx = cell_w * (cell % 3 + 0.5) + max(1, round(dx * unit))
-            cy = cell_h * (cell // 3 + 0.5) + max(1, round(dy * unit))
-            r = min(cell_w, cell_h) * pct / 200
-            # the disc each drawn shape surely covers (render_shapes' geometry): its inscribed circle
+        for shape in sample.spec["shapes"]:
+            name, col = shape[0], shape[1]
+            cx, cy, r = shape_geometry(shape, canvas)
+            # the disc each drawn shape surely covers: its inscribed circle
             shift, inner = INSCRIBED[name]
             cy += shift * r
             inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= (0.95 * inner * r) ** 2

@@ -193,13 +193,20 @@ def _star(cx: float, cy: float, r: float) -> list[tuple[float, float]]:
     return pts
 
 
+def shape_geometry(shape: list, p: Painter) -> tuple[float, float, float]:
+    """Centre and size ``r`` (canvas px) of one spec shape on ``p``'s 3x3 grid."""
+    _, _, cell, pct, dx, dy = shape
+    cell_w, cell_h = p.width / 3, p.height / 3
+    cx = cell_w * (cell % 3 + 0.5) + p.px(dx)
+    cy = cell_h * (cell // 3 + 0.5) + p.px(dy)
+    return cx, cy, min(cell_w, cell_h) * pct / 200
+
+
 def render_shapes(spec: dict, lang: str, size: tuple[int, int]) -> Image.Image:
     p = Painter(size, tuple(spec["background"]))
-    cell_w, cell_h = p.width / 3, p.height / 3
-    for kind, colour, cell, pct, dx, dy in spec["shapes"]:
-        cx = cell_w * (cell % 3 + 0.5) + p.px(dx)
-        cy = cell_h * (cell // 3 + 0.5) + p.px(dy)
-        r = min(cell_w, cell_h) * pct / 200
+    for shape in spec["shapes"]:
+        kind, colour = shape[0], shape[1]
+        cx, cy, r = shape_geometry(shape, p)
         fill = lex.COLOURS[colour]["rgb"]
         if kind == "circle":
             p.draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
