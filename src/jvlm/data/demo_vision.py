@@ -20,7 +20,6 @@ of a jvlm-demo folder this way and writes the folder back with only the ViT chan
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -203,6 +202,7 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
 
     from jvlm.data import synth_lexicon as lex
     from jvlm.loading import load, save_pretrained
+    from jvlm.train.optim import Schedule
 
     if level not in ("patch", "token"):
         raise ValueError(f"level must be 'patch' or 'token', not {level!r}")
@@ -210,9 +210,10 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
     model, processor = load(model_dir)
     model = model.float()
     vit = model.model.vision_model
-    patch = model.config.vision.patch_size
-    k = model.config.connector.pooling_h if level == "token" else 1
-    if level == "token" and model.config.connector.pooling_w != k:
+    cfg = model.config
+    patch = cfg.vision.patch_size
+    k = cfg.connector.pooling_h if level == "token" else 1
+    if level == "token" and cfg.connector.pooling_w != k:
         raise ValueError("token-level labels need square pooling windows")
 
     def features(pix, masks):
@@ -221,10 +222,7 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
             feats = vit.vl_connector(feats, masks[:, None])  # (B, 1, tokens, hidden)
         return feats[:, 0]
 
-    with torch.no_grad():
-        probe = processor.process_image(next(synthetic.generate(1, seed, "train", ["shapes"], image_size=224)).images[0],
-                                        max_crops=1)
-        feat_dim = features(torch.from_numpy(probe.crops[:1]), torch.from_numpy(probe.masks[:1])).shape[-1]
+    feat_dim = cfg.text.hidden_size if level == "token" else len(cfg.vision.vit_layers) * cfg.vision.hidden_size
     n_char, n_cell = k * k * SLOTS, k * k  # slots per feature vector
     heads = torch.nn.ModuleDict({
         "chars": torch.nn.Linear(feat_dim, n_char * (char_capacity + 1)),
@@ -234,11 +232,7 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
     encoder_params = [p for n, p in vit.named_parameters() if level == "token" or not n.startswith("vl_connector.")]
     opt = torch.optim.AdamW([{"params": encoder_params}, {"params": heads.parameters()}], lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 20)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
+    schedule = Schedule(opt, steps, "cosine", min_lr_ratio=0.1)
 
     vocab = CharVocab(char_capacity)
     weight = torch.ones(char_capacity + 1)
@@ -250,7 +244,7 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
     t0 = time.perf_counter()
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+            group["lr"] = lr * schedule.factor(step, warmup)
         pix, masks, chars, kind, colour = next(data)
         b = pix.shape[0]
         with torch.autocast("cpu", dtype=torch.bfloat16):
