@@ -274,7 +274,7 @@ def test_printed_text_stays_on_the_canvas_and_apart_at_the_demo_size(task):
     # text would make some answers unreadable, whatever the model.
     for sample in generate(60, 5, "train", [task], image_size=224):
         image = sample.images[0]
-        boxes = [box for _, _, box in image.info["text_boxes"]]
+        boxes = [run.box for run in image.info["text_runs"]]
         assert boxes, f"{sample.id}: no text was drawn"
         for left, top, right, bottom in boxes:
             assert left >= 0 and top >= 0 and right <= image.width and bottom <= image.height, sample.id
@@ -290,7 +290,7 @@ def test_numbers_in_documents_are_printed_large_enough_to_read_at_224_px():
     sizes = {}
     for task in DOCUMENT_TASKS:
         for sample in generate(60, 6, "train", [task], image_size=224):
-            printed = [size_px for text, size_px, _ in sample.images[0].info["text_boxes"] if text == sample.answer]
+            printed = [run.size for run in sample.images[0].info["text_runs"] if run.text == sample.answer]
             if printed and any(ch.isdigit() for ch in sample.answer):
                 sizes.setdefault(task, []).append(max(printed))
     assert set(sizes) == set(DOCUMENT_TASKS), f"no numeric answer found printed for {set(DOCUMENT_TASKS) - set(sizes)}"

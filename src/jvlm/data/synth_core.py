@@ -13,6 +13,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -57,6 +58,16 @@ def is_rtl_text(text: str) -> bool:
     return bool(_ARABIC_LETTER.search(text))
 
 
+class TextRun(NamedTuple):
+    """One run of text a ``Painter`` drew: font size in canvas px, box (left, top, right, bottom)."""
+
+    text: str
+    lang: str
+    size: int
+    bold: bool
+    box: tuple[int, int, int, int]
+
+
 class Painter:
     """A canvas that draws text in the right font, direction and size for each language.
 
@@ -69,13 +80,10 @@ class Painter:
         self.unit = min(size) / REFERENCE_SIDE
         self.image = Image.new("RGB", size, background)
         self.draw = ImageDraw.Draw(self.image)
-        #: (text, font size in canvas px, box) of every text drawn, also reachable as the
-        #: image's ``info["text_boxes"]`` so that layout checks can read a rendered image
-        self.texts: list[tuple[str, int, tuple[int, int, int, int]]] = []
-        self.image.info["text_boxes"] = self.texts
-        #: (text, language, font size, bold, box) of the same runs: enough to place each
-        #: character again (``jvlm.data.demo_vision`` turns them into per-patch labels)
-        self.runs: list[tuple[str, str, int, bool, tuple[int, int, int, int]]] = []
+        #: every text drawn, also reachable as the image's ``info["text_runs"]``: layout checks
+        #: and transcripts read it, and it is enough to place each character again
+        #: (``jvlm.data.demo_vision`` turns it into per-patch labels)
+        self.runs: list[TextRun] = []
         self.image.info["text_runs"] = self.runs
 
     def px(self, value: float) -> int:
@@ -125,8 +133,7 @@ class Painter:
         font = self.font(lang, size_px, bold)
         self.draw.text(xy, text, font=font, fill=fill, anchor=anchor, **opts)
         box = self.draw.textbbox(xy, text, font=font, anchor=anchor, **opts)
-        self.texts.append((text, font.size, box))
-        self.runs.append((text, lang, font.size, bold, box))
+        self.runs.append(TextRun(text, lang, font.size, bold, box))
 
     def wrap(self, text: str, lang: str, size_px: int, max_width: int, bold: bool = False) -> list[str]:
         """Greedy word wrap on spaces (Chinese labels are short enough to stay on one line)."""

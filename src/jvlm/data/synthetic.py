@@ -211,12 +211,12 @@ def transcription(sample: Sample) -> Sample:
     text whose vertical centres lie within half a line of each other forms one line, read
     left to right (right to left for Arabic). Small print (axis ticks) is skipped.
     """
-    boxes = sample.images[0].info.get("text_boxes") if sample.images else None
-    if not boxes:
+    runs = sample.images[0].info.get("text_runs") if sample.images else None
+    if not runs:
         raise ValueError(f"{sample.id}: transcription needs an image rendered with text (task {sample.task!r})")
-    largest = max(size for _, size, _ in boxes)
-    kept = [(text, (box[1] + box[3]) / 2, box[0], box[3] - box[1]) for text, size, box in boxes
-            if size >= TRANSCRIBE_MIN_SIZE * largest]
+    largest = max(run.size for run in runs)
+    kept = [(run.text, (run.box[1] + run.box[3]) / 2, run.box[0], run.box[3] - run.box[1]) for run in runs
+            if run.size >= TRANSCRIBE_MIN_SIZE * largest]
     kept.sort(key=lambda t: t[1])
     lines: list[list[tuple[str, float, float, float]]] = []
     for item in kept:
