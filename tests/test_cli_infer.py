@@ -139,3 +139,30 @@ def test_root_infer_py_forwards_to_the_cli(capsys, monkeypatch, tiny_model_dir):
         runpy.run_path(str(ROOT / "infer.py"), run_name="__main__")
     assert done.value.code == 0
     assert json.loads(capsys.readouterr().out)["usage"]["completion_tokens"] <= 3
+
+
+def test_ctrl_c_prints_one_word_and_exits_130(capsys, monkeypatch, files):
+    """Ctrl-C during a run is not a crash: no traceback, the shell's usual 130."""
+    import jvlm.cli.infer
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jvlm.cli.infer, "run", interrupted)
+    code, out, err = run(capsys, "-i", files / "photo.png", "-p", "hi")
+    assert (code, out, err.strip()) == (130, "", "interrupted")
+
+
+def test_python_m_entry_points_share_the_error_report(capsys):
+    """The python -m tools report typed errors like the jvlm command; repro keeps its exit 2."""
+    from jvlm.errors import CheckpointError, run_reporting_errors
+    from jvlm.repro import main as repro_main
+
+    def broken():
+        raise CheckpointError("no weights in /nowhere")
+
+    assert run_reporting_errors("tool", broken) == 1
+    assert capsys.readouterr().err == "tool: error: no weights in /nowhere\n"
+    assert run_reporting_errors("tool", lambda: 3) == 3
+    assert repro_main(["all", "--out", "unused", "--scale", "0"]) == 2
+    assert "python -m jvlm.repro: error: --scale" in capsys.readouterr().err

@@ -86,13 +86,18 @@ class EndpointError(JVLMError, ConnectionError):
     code = "endpoint_error"
 
 
-def run_reporting_errors(prog: str, run) -> int:
-    """``run()``'s exit code, or 1 after one ``prog: error: ...`` line for a JVLMError
-    (for the ``python -m`` entry points outside the ``jvlm`` command)."""
+def run_reporting_errors(prog: str, run, error_code: int = 1) -> int:
+    """``run()``'s exit code; after a JVLMError, one ``prog: error: ...`` line and
+    ``error_code``; after Ctrl-C, ``interrupted`` and 130 (no traceback either way).
+
+    Shared by the ``jvlm`` command and the ``python -m`` entry points outside it."""
     import sys
 
     try:
         return int(run() or 0)
     except JVLMError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        return 1
+        return error_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -66,16 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    from jvlm.errors import JVLMError
+    from jvlm.errors import run_reporting_errors
 
-    try:
-        return int(args._run(args) or 0)
-    except JVLMError as e:
-        print(f"jvlm {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(f"jvlm {args.command}", lambda: args._run(args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,6 @@ import argparse
 import importlib.util
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -80,10 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from jvlm.errors import JVLMError
+    from jvlm.errors import run_reporting_errors
     from jvlm.repro.common import ReproError, RunSettings
 
-    try:
+    def run() -> None:
         if args.scale <= 0 or args.threads < 1 or args.batch_size < 1:
             raise ReproError(f"--scale, --threads and --batch-size must be positive, got {args.scale}, "
                              f"{args.threads} and {args.batch_size}")
@@ -97,10 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in EXPERIMENTS if args.experiment == "all" else (args.experiment,):
             table = _run(name, out, settings, args)
             print(f"\n{name} ({out / name}):\n\n{table}", flush=True)
-    except JVLMError as err:
-        print(f"python -m jvlm.repro: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_reporting_errors("python -m jvlm.repro", run, error_code=2)
 
 
 def _run(name: str, out: Path, settings, args: argparse.Namespace) -> str:
