@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -129,6 +131,35 @@ def test_pretraining_changes_only_the_vision_encoder_and_graft_moves_it(tmp_path
     mismatched = write_initial_model(tmp_path / "mean", configure=smaller)
     with pytest.raises(CheckpointError, match="different vision"):
         graft_vision(other, mismatched, tmp_path / "bad")
+
+
+def test_sign_probe_reads_through_the_vision_side_and_not_around_it(tmp_path):
+    """The probe must fail on a vision side that cannot see (every image gives the same
+    tokens) and fit better on one that can: otherwise its numbers say nothing about reading."""
+    from safetensors.torch import load_file, save_file
+
+    from jvlm.data.demo import write_initial_model
+    from jvlm.data.demo_vision import probe_sign_text
+
+    seeing = write_initial_model(tmp_path / "init")
+    blind = tmp_path / "blind"
+    shutil.copytree(seeing, blind)
+    weights = load_file(str(blind / "model.safetensors"))
+    for key in weights:
+        if key.startswith("model.vision_model.patch_embed."):
+            weights[key] = torch.zeros_like(weights[key])  # the pixels never reach the ViT
+    save_file(weights, str(blind / "model.safetensors"), metadata={"format": "pt"})
+
+    n, steps = 48, 150
+    sees = probe_sign_text(seeing, n=n, steps=steps)
+    blind_result = probe_sign_text(blind, n=n, steps=steps)
+    assert sees["classes"] == 60 and sees["images"] == n
+    # identical tokens for every image leave one constant guess: at best the most common of
+    # 60 classes among 36 fitted images
+    assert blind_result["train_acc"] <= 0.15
+    assert sees["train_acc"] > 0.5 > blind_result["train_acc"]
+    with pytest.raises(ValueError, match="held_out"):
+        probe_sign_text(seeing, n=n, held_out=1.0)
 
 
 def test_token_slots_follow_the_connectors_window_members():

@@ -257,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--lr", type=float, default=1e-3)
     v.add_argument("--level", choices=("token", "patch"), default="token",
                    help="label the connector's output tokens (trains ViT and connector) or the ViT's patches")
+    pr = sub.add_parser("probe", help="check that a folder's frozen vision side still reads (sign-text probe)")
+    pr.add_argument("--model", required=True, type=Path)
+    pr.add_argument("--images", type=int, default=2400, help="sign images to render (a quarter are held out)")
     g = sub.add_parser("graft", help="copy a trained model with the vision side of another folder")
     g.add_argument("--decoder", required=True, type=Path, help="folder whose decoder, embeddings and tokenizer are kept")
     g.add_argument("--vision", required=True, type=Path, help="folder whose ViT and connector are taken")
@@ -284,6 +287,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics = pretrain_vision(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                                       level=args.level)
             print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
+        elif args.cmd == "probe":
+            from jvlm.data.demo_vision import probe_sign_text
+
+            m = probe_sign_text(args.model, n=args.images)
+            print(f"{args.model}: sign text named correctly on {m['held_out_acc']:.1%} of held-out images "
+                  f"({m['train_acc']:.1%} of those fitted; {m['classes']:.0f} classes, {m['images']:.0f} images)")
         elif args.cmd == "graft":
             print(f"wrote {graft_vision(args.decoder, args.vision, args.out)}")
         elif args.cmd == "init":

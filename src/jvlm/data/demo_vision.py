@@ -287,3 +287,60 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
     vit.eval()
     save_pretrained(model, out, processor=processor)
     return metrics
+
+
+def probe_sign_text(model_dir: str | Path, n: int = 2400, seed: int = 78, steps: int = 400,
+                    held_out: float = 0.25) -> dict[str, float]:
+    """How well a folder's frozen visual tokens name the text of a sign: a health check.
+
+    Renders ``n`` sign images (every language), runs the vision side (ViT and connector)
+    once, and fits the smallest reader that has to use every token: an attention pool
+    (one score per token) and a linear layer over the (sign, language) classes. Returns
+    its accuracy on the first ``1 - held_out`` of the images (``train_acc``) and on the
+    rest (``held_out_acc``), plus ``classes`` and ``images``.
+
+    A vision side that still reads scores high here; one whose features were worn down (for
+    instance by training it through a decoder's answers) drops even though nothing else
+    about the model changed.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from jvlm.data import synth_lexicon as lex
+    from jvlm.data.demo import DEMO_IMAGE_SIZE
+    from jvlm.loading import load
+
+    if n < 8 or not 0 < held_out < 1:
+        raise ValueError(f"need n >= 8 images and 0 < held_out < 1, got n={n}, held_out={held_out}")
+    torch.manual_seed(seed)
+    model, processor = load(model_dir)
+    vit = model.float().eval().model.vision_model
+    signs, langs = list(lex.SIGNS), list(lex.LANGUAGES)
+    feats, labels = [], []
+    with torch.no_grad():
+        for sample in synthetic.generate(n, seed, "train", ["sign"], image_size=DEMO_IMAGE_SIZE):
+            processed = processor.process_image(sample.images[0], max_crops=1)
+            pix = torch.from_numpy(processed.crops[0])[None, None]
+            mask = torch.from_numpy(processed.masks[0])[None, None]
+            feats.append(vit.vl_connector(vit.encode(pix), mask)[0, 0])
+            labels.append(signs.index(sample.spec["sign"]) * len(langs) + langs.index(sample.language))
+    x, y = torch.stack(feats), torch.tensor(labels)
+    cut = int(round((1 - held_out) * n))
+    x = (x - x[:cut].mean((0, 1))) / (x[:cut].std((0, 1)) + 1e-6)
+    score = torch.nn.Linear(x.shape[-1], 1)
+    classify = torch.nn.Linear(x.shape[-1], len(signs) * len(langs))
+    params = [*score.parameters(), *classify.parameters()]
+    opt = torch.optim.Adam(params, lr=3e-3, weight_decay=1e-2)
+
+    def logits(v):
+        return classify((score(v).softmax(dim=1) * v).sum(dim=1))
+
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(logits(x[:cut]), y[:cut]).backward()
+        opt.step()
+    with torch.no_grad():
+        train_acc = (logits(x[:cut]).argmax(-1) == y[:cut]).float().mean().item()
+        held_acc = (logits(x[cut:]).argmax(-1) == y[cut:]).float().mean().item()
+    return {"train_acc": train_acc, "held_out_acc": held_acc, "classes": float(len(signs) * len(langs)),
+            "images": float(n)}
