@@ -151,6 +151,15 @@ def dense_labels(sample: synthetic.Sample, vocab: CharVocab, patch: int) -> Dens
     return DenseLabels(chars, kind, colour)
 
 
+def _whole_image_crop(processor, image) -> tuple:
+    """(pixels, mask) tensors of the one crop that shows the whole image at ``max_crops=1``
+    (the view both the dense pretraining and the sign probe read)."""
+    import torch
+
+    processed = processor.process_image(image, max_crops=1)
+    return torch.from_numpy(processed.crops[0]), torch.from_numpy(processed.masks[0])
+
+
 def _batches(seed: int, batch: int, processor, vocab: CharVocab, patch: int) -> Iterator[tuple]:
     """Endless (pixels, chars, kind, colour) batches of training images (every image family)."""
     import torch
@@ -161,10 +170,10 @@ def _batches(seed: int, batch: int, processor, vocab: CharVocab, patch: int) -> 
     while True:
         pix, msk, ch, kd, co = [], [], [], [], []
         for sample in stream:
-            processed = processor.process_image(sample.images[0], max_crops=1)
+            pixels, mask = _whole_image_crop(processor, sample.images[0])
             labels = dense_labels(sample, vocab, patch)
-            pix.append(torch.from_numpy(processed.crops[0]))  # the whole-image crop
-            msk.append(torch.from_numpy(processed.masks[0]))
+            pix.append(pixels)
+            msk.append(mask)
             ch.append(torch.from_numpy(labels.chars))
             kd.append(torch.from_numpy(labels.kind))
             co.append(torch.from_numpy(labels.colour))
@@ -314,15 +323,13 @@ def probe_sign_text(model_dir: str | Path, n: int = 2400, seed: int = 78, steps:
         raise ValueError(f"need n >= 8 images and 0 < held_out < 1, got n={n}, held_out={held_out}")
     torch.manual_seed(seed)
     model, processor = load(model_dir)
-    vit = model.float().eval().model.vision_model
+    vlm = model.float().eval().model
     signs, langs = list(lex.SIGNS), list(lex.LANGUAGES)
     feats, labels = [], []
     with torch.no_grad():
         for sample in synthetic.generate(n, seed, "train", ["sign"], image_size=DEMO_IMAGE_SIZE):
-            processed = processor.process_image(sample.images[0], max_crops=1)
-            pix = torch.from_numpy(processed.crops[0])[None, None]
-            mask = torch.from_numpy(processed.masks[0])[None, None]
-            feats.append(vit.vl_connector(vit.encode(pix), mask)[0, 0])
+            pixels, mask = _whole_image_crop(processor, sample.images[0])
+            feats.append(vlm.image_features(pixels[None, None], mask[None, None])[0, 0])
             labels.append(signs.index(sample.spec["sign"]) * len(langs) + langs.index(sample.language))
     x, y = torch.stack(feats), torch.tensor(labels)
     cut = int(round((1 - held_out) * n))
