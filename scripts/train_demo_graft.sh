@@ -2,20 +2,20 @@
 # The last part of the jvlm-demo recipe (docs/decisions.md, "Dense vision pretraining for
 # the demo model"): pretrain a vision side on per-patch character and shape labels, graft
 # it onto a trained jvlm-demo, train two more stages, graft the pretrained vision side once
-# more (stage 2 wears its reading away), train the decoder alone for a long third stage and
-# score the result in runs/demo/eval_graft. scripts/train_demo.sh calls it with DECODER=runs/demo/stage2b/final
+# more (stage 2 wears its reading away), train the decoder alone for a long third stage and a
+# fourth that continues it, and score the result in runs/demo/eval_graft. scripts/train_demo.sh calls it with DECODER=runs/demo/stage2b/final
 # and then ships the result; on its own it ships nothing.
 #
 #   DECODER=runs/demo/stage2b/final bash scripts/train_demo_graft.sh
 #   bash scripts/train_demo_graft.sh                 # grafts onto the packaged jvlm-demo
 #
-# About 2.7 hours on 2 idle CPU cores after the data exists (python -m jvlm.data.demo data
+# About 4.3 hours on 2 idle CPU cores after the data exists (python -m jvlm.data.demo data
 # --out runs/demo/data; the stage 2 and stage 2b sets and the test split are used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=runs/demo  # the paths in examples/train/demo_graft_stage*.yaml point here
 DECODER=${DECODER:-src/jvlm/assets/jvlm-demo}
-if [ -d "$RUN/graft_stage1/checkpoints" ] || [ -d "$RUN/graft_stage2/checkpoints" ] || [ -d "$RUN/graft_stage3/checkpoints" ]; then
+if [ -d "$RUN/graft_stage1/checkpoints" ] || [ -d "$RUN/graft_stage2/checkpoints" ] || [ -d "$RUN/graft_stage3/checkpoints" ] || [ -d "$RUN/graft_stage4/checkpoints" ]; then
   echo "$RUN already holds a graft run; move it away first" >&2
   exit 2
 fi
@@ -31,4 +31,5 @@ jvlm train examples/train/demo_graft_stage1.yaml --no-progress
 jvlm train examples/train/demo_graft_stage2.yaml --no-progress
 python -m jvlm.data.demo graft --decoder "$RUN/graft_stage2/final" --vision "$RUN/vision_tok" --out "$RUN/regrafted"
 jvlm train examples/train/demo_graft_stage3.yaml --no-progress
-python -m jvlm.eval.synthetic_task --model "$RUN/graft_stage3/final" --data "$RUN/data/test" --out "$RUN/eval_graft"
+jvlm train examples/train/demo_graft_stage4.yaml --no-progress
+python -m jvlm.eval.synthetic_task --model "$RUN/graft_stage4/final" --data "$RUN/data/test" --out "$RUN/eval_graft"

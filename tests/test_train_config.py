@@ -75,3 +75,36 @@ def test_model_source_must_be_exactly_one(tmp_path):
 def test_overrides_use_dotted_keys(tmp_path):
     cfg = load_config(_write(tmp_path), {"optim.steps": 7, "optim.groups.connector.lr": 1e-3})
     assert cfg.optim.steps == 7 and cfg.optim.groups["connector"].lr == 1e-3
+
+
+def test_the_shipped_recipe_files_load_and_chain():
+    # scripts/train_demo.sh runs for hours; a recipe YAML with a typo, or a stage that starts
+    # from a folder no earlier stage writes, would only fail when its turn comes. Every
+    # `jvlm train` the scripts call must load, and every model it starts from must be a folder
+    # the scripts create before it (a stage's output_dir/final or a `--out` of a demo tool).
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = (root / "runs" / "demo").resolve()
+    made: set[Path] = set()
+    trained = []
+    lines = []
+    for script in ("scripts/train_demo.sh", "scripts/train_demo_graft.sh"):
+        lines += (root / script).read_text(encoding="utf-8").splitlines()
+    for line in lines:
+        for out in re.findall(r'--out "\$RUN/([\w/]+)"', line):
+            made.add(run / out)
+        m = re.match(r"\s*jvlm train (\S+\.yaml)", line)
+        if m:
+            cfg = load_config(root / m.group(1))
+            start = Path(cfg.model.checkpoint)
+            assert start in made, f"{m.group(1)} starts from {start}, which no earlier step writes"
+            made.add(Path(cfg.output_dir) / "final")
+            trained.append(m.group(1))
+    assert "examples/train/demo_graft_stage4.yaml" in trained
+    assert set(trained) == {f"examples/train/{p.name}" for p in (root / "examples" / "train").glob("demo_*.yaml")}
+    ship = [line for line in lines if "jvlm.data.demo ship" in line]
+    assert len(ship) == 1
+    shipped = run / re.search(r'--model "\$RUN/([\w/]+)"', ship[0]).group(1)
+    assert shipped == Path(load_config(root / trained[-1]).output_dir) / "final"  # ships the last stage
