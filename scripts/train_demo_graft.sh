@@ -15,10 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=runs/demo  # the paths in examples/train/demo_graft_stage*.yaml point here
 DECODER=${DECODER:-src/jvlm/assets/jvlm-demo}
-if [ -d "$RUN/graft_stage1/checkpoints" ] || [ -d "$RUN/graft_stage2/checkpoints" ] || [ -d "$RUN/graft_stage3/checkpoints" ] || [ -d "$RUN/graft_stage4/checkpoints" ]; then
-  echo "$RUN already holds a graft run; move it away first" >&2
-  exit 2
-fi
+for stage in 1 2 3 4; do
+  if [ -d "$RUN/graft_stage$stage/checkpoints" ]; then
+    echo "$RUN already holds a graft run; move it away first" >&2
+    exit 2
+  fi
+done
 for set in stage2 stage2b_docs stage2b_read test; do
   [ -f "$RUN/data/$set/data.jsonl" ] || { echo "missing $RUN/data/$set: run python -m jvlm.data.demo data --out $RUN/data" >&2; exit 2; }
 done

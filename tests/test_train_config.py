@@ -89,9 +89,12 @@ def test_the_shipped_recipe_files_load_and_chain():
     run = (root / "runs" / "demo").resolve()
     made: set[Path] = set()
     trained = []
-    lines = []
-    for script in ("scripts/train_demo.sh", "scripts/train_demo_graft.sh"):
-        lines += (root / script).read_text(encoding="utf-8").splitlines()
+    def script_lines(name):  # the script's lines, with the scripts it calls read in their place
+        for line in (root / "scripts" / name).read_text(encoding="utf-8").splitlines():
+            called = None if line.lstrip().startswith("#") else re.search(r"bash scripts/(\S+\.sh)", line)
+            yield from script_lines(called.group(1)) if called else [line]
+
+    lines = list(script_lines("train_demo.sh"))
     for line in lines:
         for out in re.findall(r'--out "\$RUN/([\w/]+)"', line):
             made.add(run / out)
