@@ -329,3 +329,35 @@ def test_transcription_needs_a_rendered_image():
     sample = next(generate(1, 0, "train", ["arithmetic"], ["en"]))
     with pytest.raises(ValueError, match="transcription needs an image"):
         transcription(sample)
+
+
+@needs_fonts
+def test_key_values_pair_every_label_with_the_value_questions_about_it_expect():
+    """Each key-value line must agree with the image's own question: a line that paired a
+    label with a neighbour's value would teach the wrong lookup."""
+    from jvlm.data.synthetic import KEY_VALUE_PROMPTS, KEY_VALUE_TASKS, key_values
+
+    checked = 0
+    for task in KEY_VALUE_TASKS:
+        for sample in generate(24, 7, "train", [task], ["en", "zh", "ar"], image_size=224):
+            kv = key_values(sample)
+            assert kv.question == KEY_VALUE_PROMPTS[sample.language] and kv.images == sample.images
+            pairs = dict(line.rsplit(": ", 1) for line in kv.answer.split("\n"))
+            assert len(pairs) == len(kv.answer.split("\n"))  # labels are distinct
+            named = [label for label in pairs if all(part in sample.question for part in label.split(", "))]
+            if sample.answer.isdigit() and named:
+                assert [pairs[label] for label in named] == [sample.answer]
+                checked += 1
+            else:  # "which is largest/smallest": the answer is the label of an extreme value
+                values = {label: int(v) for label, v in pairs.items()}
+                assert sample.answer in (max(values, key=values.get), min(values, key=values.get))
+                checked += 1
+    assert checked == 72
+
+
+def test_key_values_refuse_families_without_a_grid():
+    from jvlm.data.synthetic import key_values
+
+    sample = next(generate(1, 0, "train", ["sign"], ["en"], image_size=224))
+    with pytest.raises(ValueError, match="key-value answers exist for"):
+        key_values(sample)

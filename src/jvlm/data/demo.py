@@ -37,6 +37,10 @@ TRAIN_QUESTIONS = 4
 DOCUMENT_TASKS = ("receipt", "form", "bar_chart", "line_chart", "table")
 #: sets whose samples ask for the image's whole text (``synthetic.transcription``) instead
 READING_SETS = ("stage2b_read",)
+#: the families whose questions look a value up in a grid (a chart's labels, a table's cells)
+LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
+#: sets whose samples write a chart or table out as label-value lines (``synthetic.key_values``)
+KEY_VALUE_SETS = ("stage5_pairs",)
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
@@ -44,19 +48,33 @@ DATASETS = (
     ("stage2b", "train", 13, 60000, None, TRAIN_QUESTIONS),
     ("stage2b_docs", "train", 14, 60000, DOCUMENT_TASKS, TRAIN_QUESTIONS),
     ("stage2b_read", "train", 15, 36000, DOCUMENT_TASKS + ("sign",), 1),
+    ("stage5", "train", 16, 30000, None, TRAIN_QUESTIONS),
+    ("stage5_lookup", "train", 17, 36000, LOOKUP_TASKS, TRAIN_QUESTIONS),
+    ("stage5_pairs", "train", 18, 21600, synthetic.KEY_VALUE_TASKS, 1),
     ("test", "test", 0, 600, None, 1),
 )
 
 
-def write_data(out: str | Path, scale: float = 1.0) -> list[Path]:
-    """Generate the demo's training and held-out data under ``out`` (deterministic)."""
+def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None = None) -> list[Path]:
+    """Generate the demo's training and held-out data under ``out`` (deterministic).
+
+    ``only`` names the sets to write (default: all of ``DATASETS``).
+    """
+    known = [d[0] for d in DATASETS]
+    unknown = sorted(set(only or ()) - set(known))
+    if unknown:
+        raise ValueError(f"unknown data sets {unknown}; expected some of {known}")
     paths = []
     for name, split, seed, n, tasks, questions in DATASETS:
+        if only and name not in only:
+            continue
         n = n if name == "test" else max(60, int(n * scale))
         log.info("writing %d %s samples to %s/%s", n, split, out, name)
         stream = synthetic.generate(n, seed, split, tasks, image_size=DEMO_IMAGE_SIZE, questions=questions)
         if name in READING_SETS:
             stream = map(synthetic.transcription, stream)
+        elif name in KEY_VALUE_SETS:
+            stream = map(synthetic.key_values, stream)
         paths.append(synthetic.write_jsonl(stream, Path(out) / name))
     return paths
 
@@ -240,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = sub.add_parser("data", help="generate the stage 1, stage 2 and held-out test data")
     d.add_argument("--out", required=True, type=Path)
     d.add_argument("--scale", type=float, default=1.0, help="multiply the training set sizes (not the test set)")
+    d.add_argument("--only", nargs="+", metavar="SET", choices=[ds[0] for ds in DATASETS],
+                   help="write only these sets (default: all)")
     i = sub.add_parser("init", help="write the random starting model folder")
     i.add_argument("--out", required=True, type=Path)
     i.add_argument("--seed", type=int, default=0)
@@ -274,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         if args.cmd == "data":
-            for p in write_data(args.out, args.scale):
+            for p in write_data(args.out, args.scale, args.only):
                 print(f"wrote {p}")
         elif args.cmd == "examples":
             print(f"wrote {write_examples(args.out)}")

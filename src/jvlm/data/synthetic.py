@@ -230,6 +230,42 @@ def transcription(sample: Sample) -> Sample:
                    more=[])
 
 
+#: the instruction of a key-value sample (a chart or table written out as label-value lines)
+KEY_VALUE_PROMPTS = {
+    "en": "List every label in the image with its value.",
+    "zh": "列出图中每个标签及其数值。",
+    "ar": "اذكر كل تسمية في الصورة مع قيمتها.",
+    "pt": "Liste cada rótulo da imagem com o seu valor.",
+    "ru": "Перечислите все подписи на изображении с их значениями.",
+    "tr": "Görseldeki her etiketi değeriyle yazın.",
+}
+#: families whose image is a grid of label -> value lookups, and so has a key-value form
+KEY_VALUE_TASKS = ("bar_chart", "line_chart", "table")
+
+
+def key_values(sample: Sample) -> Sample:
+    """The same chart or table, answered with every label and its value, one pair per line.
+
+    A transcript reads the page row by row, so in a chart each value lands on the line of its
+    height, far from its label; here each line pairs them (``milk: 20``; for a table, row and
+    column: ``rice, Tue: 77``), in the order the image shows them. This is the lookup that
+    "what is the value of X" and "which is largest" need, supervised for every label at once.
+    """
+    from jvlm.data import synth_lexicon as lex
+
+    spec, lang = sample.spec, sample.language
+    if sample.task not in KEY_VALUE_TASKS or spec is None:
+        raise ValueError(f"{sample.id}: key-value answers exist for {list(KEY_VALUE_TASKS)}, not {sample.task!r}")
+    if sample.task == "bar_chart":
+        pairs = [f"{lex.ITEMS[k][lang]}: {v}" for k, v in zip(spec["items"], spec["values"])]
+    elif sample.task == "line_chart":
+        pairs = [f"{lex.MONTHS_SHORT[m][lang]}: {v}" for m, v in zip(spec["months"], spec["values"])]
+    else:
+        pairs = [f"{lex.ITEMS[r][lang]}, {lex.WEEKDAYS_SHORT[c][lang]}: {v}"
+                 for r, row in zip(spec["rows"], spec["values"]) for c, v in zip(spec["cols"], row)]
+    return replace(sample, id=f"{sample.id}-kv", question=KEY_VALUE_PROMPTS[lang], answer="\n".join(pairs), more=[])
+
+
 def to_messages_row(sample: Sample, image_paths: Sequence[str]) -> dict:
     """A JSONL row in the Hugging Face chat "messages" format (image parts first)."""
     user = [{"type": "image", "image": path} for path in image_paths]
