@@ -15,13 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN=runs/demo  # the paths in examples/train/demo_graft_stage*.yaml point here
 DECODER=${DECODER:-src/jvlm/assets/jvlm-demo}
-for stage in 1 2 3 4; do
+for stage in 1 2 3 4 5 6; do
   if [ -d "$RUN/graft_stage$stage/checkpoints" ]; then
     echo "$RUN already holds a graft run; move it away first" >&2
     exit 2
   fi
 done
-for set in stage2 stage2b_docs stage2b_read test; do
+for set in stage2 stage2b_docs stage2b_read stage5 stage5_lookup stage5_pairs stage6 stage6_lookup test; do
   [ -f "$RUN/data/$set/data.jsonl" ] || { echo "missing $RUN/data/$set: run python -m jvlm.data.demo data --out $RUN/data" >&2; exit 2; }
 done
 
@@ -34,4 +34,6 @@ jvlm train examples/train/demo_graft_stage2.yaml --no-progress
 python -m jvlm.data.demo graft --decoder "$RUN/graft_stage2/final" --vision "$RUN/vision_tok" --out "$RUN/regrafted"
 jvlm train examples/train/demo_graft_stage3.yaml --no-progress
 jvlm train examples/train/demo_graft_stage4.yaml --no-progress
-python -m jvlm.eval.synthetic_task --model "$RUN/graft_stage4/final" --data "$RUN/data/test" --out "$RUN/eval_graft"
+jvlm train examples/train/demo_graft_stage5.yaml --no-progress
+jvlm train examples/train/demo_graft_stage6.yaml --no-progress
+python -m jvlm.eval.synthetic_task --model "$RUN/graft_stage6/final" --data "$RUN/data/test" --out "$RUN/eval_graft"

@@ -361,3 +361,39 @@ def test_key_values_refuse_families_without_a_grid():
     sample = next(generate(1, 0, "train", ["sign"], ["en"], image_size=224))
     with pytest.raises(ValueError, match="key-value answers exist for"):
         key_values(sample)
+
+
+@needs_fonts
+def test_read_then_answer_scores_as_the_plain_answer():
+    """Chart and table answers carry a reading block first; the evaluation runner must score
+    the answer after it, or a model trained this way would be marked wrong when right."""
+    from jvlm.data.synthetic import key_values, read_then_answer
+    from jvlm.eval.runner import clean_prediction
+
+    for task in ("bar_chart", "table", "sign", "arithmetic"):
+        sample = next(generate(1, 2, "train", [task], ["ar"], image_size=224, questions=3))
+        thought = read_then_answer(sample)
+        assert clean_prediction(thought.answer) == sample.answer
+        assert thought.more == sample.more  # follow-ups answer directly: the reading is in the context
+        if task in ("bar_chart", "table"):
+            assert thought.answer.startswith("<think>\n" + key_values(sample).answer + "\n</think>\n")
+        else:
+            assert thought == sample
+
+
+def test_readout_scores_labels_and_values_line_by_line():
+    from jvlm.data.demo import score_readout
+
+    gold = "rice, Tue: 77\nrice, Wed: 91\nmilk, Tue: 84"
+    assert score_readout(gold, gold) == (3, 3, 3)
+    # a wrong label keeps its right value; a missing line loses both; extra lines cost nothing
+    assert score_readout(gold, "bread, Tue: 77\nrice, Wed: 19") == (3, 1, 1)
+    assert score_readout(gold, gold + "\nmilk, Wed: 13") == (3, 3, 3)
+
+
+def test_demo_data_refuses_an_unknown_set(tmp_path):
+    from jvlm.data.demo import write_data
+
+    with pytest.raises(ValueError, match="unknown data sets"):
+        write_data(tmp_path, only=["stage9"])
+    assert not any(tmp_path.iterdir())

@@ -41,6 +41,8 @@ READING_SETS = ("stage2b_read",)
 LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
 #: sets whose samples write a chart or table out as label-value lines (``synthetic.key_values``)
 KEY_VALUE_SETS = ("stage5_pairs",)
+#: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
+THINKING_SETS = ("stage6", "stage6_lookup")
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
@@ -51,6 +53,8 @@ DATASETS = (
     ("stage5", "train", 16, 30000, None, TRAIN_QUESTIONS),
     ("stage5_lookup", "train", 17, 36000, LOOKUP_TASKS, TRAIN_QUESTIONS),
     ("stage5_pairs", "train", 18, 21600, synthetic.KEY_VALUE_TASKS, 1),
+    ("stage6", "train", 19, 24000, None, TRAIN_QUESTIONS),
+    ("stage6_lookup", "train", 20, 21600, synthetic.KEY_VALUE_TASKS, TRAIN_QUESTIONS),
     ("test", "test", 0, 600, None, 1),
 )
 
@@ -75,6 +79,8 @@ def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None =
             stream = map(synthetic.transcription, stream)
         elif name in KEY_VALUE_SETS:
             stream = map(synthetic.key_values, stream)
+        elif name in THINKING_SETS:
+            stream = map(synthetic.read_then_answer, stream)
         paths.append(synthetic.write_jsonl(stream, Path(out) / name))
     return paths
 
@@ -252,6 +258,51 @@ def ship(model: str | Path, out: str | Path, eval_dir: str | Path | None = None)
     return out
 
 
+def score_readout(gold: str, predicted: str) -> tuple[int, int, int]:
+    """(lines, labels right, values right) of one key-value answer against its gold, line by line.
+
+    A label is a line's part before the last ``": "``, a value the part after; line ``i`` of
+    the prediction is compared with line ``i`` of the gold (a missing line is wrong in both).
+    """
+    got = predicted.split("\n")
+    labels = values = 0
+    want = gold.split("\n")
+    for i, line in enumerate(want):
+        label, _, value = line.rpartition(": ")
+        p_label, _, p_value = got[i].strip().rpartition(": ") if i < len(got) else ("", "", "")
+        labels += p_label == label
+        values += p_value == value
+    return len(want), labels, values
+
+
+def readout(model: str | Path, n: int = 72, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Ask a model for the key-value form of held-out charts and tables; score labels and values apart.
+
+    A diagnostic for the lookup families: a question about a chart is right only if the
+    model both reads the label it is asked about and the value beside it. ``n`` test-split
+    images (the three families, every language, each asked in its own language) are written
+    out with ``synthetic.key_values``; returns, per family and overall, the share of lines
+    whose label and whose value are exactly right.
+    """
+    from jvlm.eval.prompts import Prompt
+    from jvlm.eval.runner import InProcessBackend
+
+    samples = [synthetic.key_values(s) for s in
+               synthetic.generate(n, seed, "test", synthetic.KEY_VALUE_TASKS, image_size=DEMO_IMAGE_SIZE)]
+    backend = InProcessBackend.from_folder(model)
+    prompts = [Prompt(s.question, (s.images[0],), max_new_tokens=128) for s in samples]
+    answers = []
+    for start in range(0, len(prompts), backend.batch_size):
+        answers += backend.generate(prompts[start:start + backend.batch_size])
+    totals: dict[str, list[int]] = {}
+    for sample, answer in zip(samples, answers):
+        counts = score_readout(sample.answer, answer.text)
+        for key in (sample.task, "all"):
+            totals[key] = [a + b for a, b in zip(totals.get(key, [0, 0, 0]), counts)]
+    return {key: {"lines": t[0], "labels": 100 * t[1] / t[0], "values": 100 * t[2] / t[0]}
+            for key, t in totals.items()}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jvlm.data.demo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -284,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--decoder", required=True, type=Path, help="folder whose decoder, embeddings and tokenizer are kept")
     g.add_argument("--vision", required=True, type=Path, help="folder whose ViT and connector are taken")
     g.add_argument("--out", required=True, type=Path)
+    ro = sub.add_parser("readout", help="score a model's key-value read-out of held-out charts and tables "
+                        "(labels and values apart)")
+    ro.add_argument("--model", required=True, type=Path)
+    ro.add_argument("--n", type=int, default=72, help="held-out images (default 72: 4 per family and language)")
     s = sub.add_parser("ship", help="copy a trained model into the package and refresh its card's scores")
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
@@ -313,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             m = probe_sign_text(args.model, n=args.images)
             print(f"{args.model}: sign text named correctly on {m['held_out_acc']:.1%} of held-out images "
                   f"({m['train_acc']:.1%} of those fitted; {m['classes']:.0f} classes, {m['images']:.0f} images)")
+        elif args.cmd == "readout":
+            print("| family | lines | labels right | values right |\n|---|---|---|---|")
+            for key, m in sorted(readout(args.model, n=args.n).items(), key=lambda kv: kv[0] == "all"):
+                print(f"| {key} | {m['lines']} | {m['labels']:.1f}% | {m['values']:.1f}% |")
         elif args.cmd == "graft":
             print(f"wrote {graft_vision(args.decoder, args.vision, args.out)}")
         elif args.cmd == "init":

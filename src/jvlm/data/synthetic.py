@@ -266,6 +266,26 @@ def key_values(sample: Sample) -> Sample:
     return replace(sample, id=f"{sample.id}-kv", question=KEY_VALUE_PROMPTS[lang], answer="\n".join(pairs), more=[])
 
 
+#: how a reasoning block is written: the eval runner (``jvlm.eval.runner.clean_prediction``)
+#: and chat clients that follow the Qwen3 convention drop it from the scored answer
+THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n"
+
+
+def read_then_answer(sample: Sample) -> Sample:
+    """A chart or table question answered after writing the image out as label-value lines.
+
+    The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
+    reads every label and value first and then looks the answer up in text it wrote itself,
+    a copy from context that a small decoder does far better than a look-up across the visual
+    tokens. Follow-up turns answer directly: the reading is already in the conversation.
+    Other families are returned unchanged.
+    """
+    if sample.task not in KEY_VALUE_TASKS:
+        return sample
+    reading = key_values(sample).answer
+    return replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
+
+
 def to_messages_row(sample: Sample, image_paths: Sequence[str]) -> dict:
     """A JSONL row in the Hugging Face chat "messages" format (image parts first)."""
     user = [{"type": "image", "image": path} for path in image_paths]
