@@ -47,7 +47,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="auto: on CPUs with AVX-512 BF16, decode with jvlm's streaming kernels (compiled once, "
                         "about a minute); torch: PyTorch's own kernels only")
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object: answer, timings, tiles and visual tokens")
+                   help="print one JSON object: answer, reasoning, timings, tiles and visual tokens")
+    p.add_argument("--hide-reasoning", action="store_true",
+                   help="do not show a reasoning block (<think>...</think>) the model writes before its answer; "
+                        "by default it goes to stderr and only the answer to stdout")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,22 +95,47 @@ def _run(args: argparse.Namespace) -> int:
                             feature_cache=engine.feature_cache, context_length=engine.context_length)
     prepare_s = time.perf_counter() - t1
 
-    result = None
+    from jvlm.inference.reasoning import ReasoningSplitter, split_reasoning
+
+    result, splitter, shown = None, ReasoningSplitter(), {}
     for ev in engine.stream(request):
         if args.stream and ev.text:
-            if args.json:
-                print(json.dumps({"delta": ev.text}, ensure_ascii=False), flush=True)
-            else:
-                print(ev.text, end="", flush=True)
+            _show(*splitter.feed(ev.text), args, shown)
         if ev.finished:
             result = ev.result
+    if args.stream:
+        _show(*splitter.finish(), args, shown)
+    reasoning, answer = split_reasoning(result.text)
     if args.json:
         print(json.dumps(report(result, request, sources, resolved, load_s, prepare_s), ensure_ascii=False, indent=2))
     elif args.stream:
         print()
     else:
-        print(result.text)
+        _show(reasoning or "", answer, args, {})
+        print()
     return 0
+
+
+def _show(reasoning: str, answer: str, args: argparse.Namespace, shown: dict) -> None:
+    """Reasoning to stderr (dimmed on a terminal), the answer to stdout; as JSON lines when streaming JSON.
+
+    ``shown`` remembers, across streamed pieces, whether reasoning is on screen without its
+    closing newline yet."""
+    if args.json:
+        if args.stream:
+            for key, text in (("reasoning_delta", reasoning), ("delta", answer)):
+                if text and not (key == "reasoning_delta" and args.hide_reasoning):
+                    print(json.dumps({key: text}, ensure_ascii=False), flush=True)
+        return
+    if reasoning and not args.hide_reasoning:
+        dim = sys.stderr.isatty()
+        print(f"\033[2m{reasoning}\033[0m" if dim else reasoning, end="" if args.stream else "\n",
+              file=sys.stderr, flush=True)
+        shown["open"] = args.stream
+    if answer:
+        if shown.pop("open", False):
+            print(file=sys.stderr, flush=True)
+        print(answer, end="", flush=True)
 
 
 def collect_images(specs: list[str], pages: str | None) -> tuple[list, list[str]]:
@@ -185,8 +213,12 @@ def load_engine(model: str | None, dtype: str, device: str, quantize: str = "non
 def report(result, request, sources: list[str], resolved, load_s: float, prepare_s: float) -> dict:
     images = [{"source": src, "tiles": list(im.tiling), "crops": im.n_crops, "visual_tokens": im.n_tokens}
               for src, im in zip(sources, request.images)]
+    from jvlm.inference.reasoning import split_reasoning
+
+    reasoning, answer = split_reasoning(result.text)
     return {
-        "answer": result.text,
+        "answer": answer,
+        "reasoning": reasoning,
         "finish_reason": result.finish_reason,
         "model": resolved.name,
         "model_is_random": resolved.is_random,
