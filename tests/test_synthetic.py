@@ -397,3 +397,26 @@ def test_demo_data_refuses_an_unknown_set(tmp_path):
     with pytest.raises(ValueError, match="unknown data sets"):
         write_data(tmp_path, only=["stage9"])
     assert not any(tmp_path.iterdir())
+
+
+@needs_fonts
+def test_compared_reading_ends_one_step_from_the_answer():
+    """With compare=True the block's last line holds the answer: the asked line repeated, or
+    the running best of a largest/smallest question, which must be the true extreme."""
+    from jvlm.data.synthetic import read_then_answer
+    from jvlm.eval.runner import clean_prediction
+
+    kinds = set()
+    for sample in generate(60, 9, "train", ["bar_chart", "line_chart", "table"], image_size=224):
+        text = read_then_answer(sample, compare=True).answer
+        assert clean_prediction(text) == sample.answer
+        lines = text.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
+        if sample.answer.isdigit():
+            assert lines[-1].endswith(f": {sample.answer}") and lines[-1] in lines[:-1]
+            kinds.add("value")
+        else:
+            values = [int(line.split(" | ")[0].rsplit(": ", 1)[1]) for line in lines]
+            label, value = lines[-1].split(" | ")[1].rsplit(" ", 1)
+            assert label == sample.answer and int(value) in (max(values), min(values))
+            kinds.add("extreme")
+    assert kinds == {"value", "extreme"}

@@ -80,7 +80,7 @@ def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None =
         elif name in KEY_VALUE_SETS:
             stream = map(synthetic.key_values, stream)
         elif name in THINKING_SETS:
-            stream = map(synthetic.read_then_answer, stream)
+            stream = (synthetic.read_then_answer(sample, compare=True) for sample in stream)
         paths.append(synthetic.write_jsonl(stream, Path(out) / name))
     return paths
 

@@ -271,19 +271,53 @@ def key_values(sample: Sample) -> Sample:
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n"
 
 
-def read_then_answer(sample: Sample) -> Sample:
+def read_then_answer(sample: Sample, compare: bool = False) -> Sample:
     """A chart or table question answered after writing the image out as label-value lines.
 
     The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
     reads every label and value first and then looks the answer up in text it wrote itself,
     a copy from context that a small decoder does far better than a look-up across the visual
     tokens. Follow-up turns answer directly: the reading is already in the conversation.
-    Other families are returned unchanged.
+    With ``compare``, the reading ends in one step from the answer: a "which is
+    largest/smallest" reading carries the best so far on every line (``_running_extreme``),
+    and a "what is the value of X" reading repeats X's line last (``_asked_line``). Other
+    families are returned unchanged.
     """
     if sample.task not in KEY_VALUE_TASKS:
         return sample
     reading = key_values(sample).answer
+    if compare and sample.task != "table" and not sample.answer.isdigit():
+        reading = _running_extreme(reading, sample.answer)
+    elif compare:
+        reading += "\n" + _asked_line(reading, sample.question, sample.answer)
     return replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
+
+
+def _asked_line(reading: str, question: str, answer: str) -> str:
+    """The reading's line for the label (and, in a table, the column) the question names,
+    written once more at the end: the answer is then the value right before it, and finding
+    that line is one match of a label the model just copied from the question."""
+    for line in reading.split("\n"):
+        label, _, value = line.rpartition(": ")
+        if value == answer and all(part in question for part in label.split(", ")):
+            return line
+    raise ValueError(f"no line of the reading answers {question!r} with {answer!r}")
+
+
+def _running_extreme(reading: str, answer: str) -> str:
+    """Key-value lines each followed by the best so far (``Mar: 45 | Mar 45``) for "which is
+    largest/smallest": one comparison of two nearby numbers per line instead of an arg-max
+    over all of them at once. Whether the best is the largest or the smallest follows from
+    the gold answer (the question asks for one of the two)."""
+    pairs = [line.rsplit(": ", 1) for line in reading.split("\n")]
+    values = [int(v) for _, v in pairs]
+    largest = pairs[values.index(max(values))][0] == answer
+    lines, best = [], None
+    for (label, value), number in zip(pairs, values):
+        if best is None or (number > best[1] if largest else number < best[1]):
+            best = (label, number)
+        lines.append(f"{label}: {value} | {best[0]} {best[1]}")
+    return "\n".join(lines)
 
 
 def to_messages_row(sample: Sample, image_paths: Sequence[str]) -> dict:
