@@ -2,7 +2,7 @@
 # Regenerate the synthetic data and retrain the shipped default model jvlm-demo end to end,
 # then score it on the held-out test split and copy it into src/jvlm/assets/jvlm-demo.
 #
-#   bash scripts/train_demo.sh      # everything, about 6.5 hours on 2 idle CPU cores; writes under runs/demo
+#   bash scripts/train_demo.sh      # everything, about 8 hours on 2 idle CPU cores; writes under runs/demo
 #
 # The shipped weights' lineage: a model trained from random weights (stages 1, 2, 2b) gives
 # the decoder; a vision side pretrained on per-patch character and shape labels replaces

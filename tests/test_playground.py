@@ -299,3 +299,34 @@ def test_api_key_is_asked_once_and_kept_for_the_session(page, tiny_model_dir):
         page.wait_for_selector("#tray figure.shot[data-tiles] >> nth=1")
         names = page.locator("#tray figure.shot img").evaluate_all("els => els.map(e => e.alt)")
         assert names == ["two-pages.pdf · page 1", "two-pages.pdf · page 2"]
+
+
+def test_reasoning_is_shown_folded_above_the_answer(page):
+    """The shipped demo model reads a chart out in a reasoning block before it answers: the
+    page shows that block (the server's reasoning_content) apart from the answer bubble, and
+    both are exactly what the API returns for the same request."""
+    import json
+
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    chart = next(e for e in json.loads((examples / "answers.json").read_text(encoding="utf-8"))
+                 if e["task"] == "bar_chart")
+    demo = Path(__file__).resolve().parents[1] / "src" / "jvlm" / "assets" / "jvlm-demo"
+    with serve_page(demo, kernels="torch") as base:
+        wait_ready(base)
+        page.goto(base)
+        page.wait_for_selector("#status[data-state=ready]")
+        page.fill("#max-tokens", "160")
+        page.fill("#temperature", "0")
+        page.set_input_files("#file-input", str(examples / chart["image"]))
+        request = ask(page, chart["question"])
+        page.wait_for_selector(".turn.assistant .answer[aria-busy=false]")
+        direct = httpx.post(f"{base}/v1/chat/completions", json={**request.post_data_json, "stream": False},
+                            timeout=60).json()["choices"][0]["message"]
+        assert direct["reasoning_content"], "the demo model reads a chart before answering"
+        reasoning = page.locator(".turn.assistant details.reasoning").first
+        assert reasoning.is_visible() and reasoning.get_attribute("open") is None  # folded
+        assert page.locator(".turn.assistant .answer").first.inner_text() == direct["content"]
+        reasoning.locator("summary").click()
+        assert reasoning.locator(".reasoning-text").inner_text() == direct["reasoning_content"]
+        assert "<think>" not in page.locator("#log").inner_text()
+        screenshot(page, "playground-reasoning.png")

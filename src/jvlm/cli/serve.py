@@ -63,6 +63,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
                    help="auto: with a bf16 model on a CPU with AVX-512 BF16, decode with jvlm's streaming "
                         "kernels (compiled once, about a minute, while the model loads); torch: PyTorch's only")
+    p.add_argument("--reasoning-format", default="split", choices=["split", "raw"],
+                   help="split: a reply that opens with a <think>...</think> block returns the block in "
+                        "message.reasoning_content (delta.reasoning_content when streaming) and only the "
+                        "answer in content; raw: the block stays in content (default: split)")
     p.add_argument("--torch-threads", type=int, default=None,
                    help="threads for tensor math (default: torch's choice; fewer can be faster on a busy machine)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -103,6 +107,7 @@ def build_config(args: argparse.Namespace):
         max_crops_limit=args.max_crops_limit,
         dtype=args.dtype,
         kernels=args.kernels,
+        reasoning_format=args.reasoning_format,
         device=args.device,
         image_cache_bytes=int(args.image_cache_mb * 2**20),
         prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),

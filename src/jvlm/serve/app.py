@@ -77,6 +77,8 @@ class ServerConfig:
     max_body_bytes: int = 32 * 2**20  # a 20 MiB image is ~27 MiB as base64
     media: MediaPolicy = field(default_factory=MediaPolicy)
     kernels: str = "auto"  # "auto": jvlm's CPU decode kernels where they apply; "torch": PyTorch's only
+    #: "split": a reply's <think> block goes to message.reasoning_content; "raw": left in content
+    reasoning_format: str = "split"
     defaults: chat.GenerationDefaults = field(default_factory=chat.GenerationDefaults)
     max_crops_limit: int | None = None  # None: the model's own max_crops
     dtype: str | None = None
@@ -443,7 +445,8 @@ async def _chat(request: Request, state: ServingState) -> Response:
     finally:
         ticket.release()
     _check_not_aborted(last)
-    return JSONResponse(chat.completion(request_id, config.served_model_name, created, last).model_dump(mode="json"))
+    return JSONResponse(chat.completion(request_id, config.served_model_name, created, last,
+                                        split_reasoning=config.reasoning_format == "split").model_dump(mode="json"))
 
 
 async def _unless_disconnected(request: Request, awaitable):
@@ -486,7 +489,8 @@ async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionReques
     error, one error event and the end of the stream (see ``chat.stream_chunks``, which also
     packs events into as few writes as it can). Cancelled if the client disconnects.
     """
-    writer = chat.ChunkWriter(request_id, state.config.served_model_name, created)
+    writer = chat.ChunkWriter(request_id, state.config.served_model_name, created,
+                              split_reasoning=state.config.reasoning_format == "split")
 
     def error_event(exc: Exception) -> str:
         err = to_api_error(exc, state.config)

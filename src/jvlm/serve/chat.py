@@ -19,6 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from jvlm.inference.prompt import build_request
+from jvlm.inference.reasoning import ReasoningSplitter
+from jvlm.inference.reasoning import split_reasoning as _split
 from jvlm.inference.request import Request, SamplingParams, TokenEvent
 from jvlm.serve.fetch import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
 from jvlm.serve.protocol import (
@@ -153,11 +155,17 @@ def build(processor, req: ChatCompletionRequest, images: list[bytes], *, request
 
 # ----------------------------------------------------------------------------- responses
 
-def completion(request_id: str, model: str, created: int, event: TokenEvent) -> ChatCompletion:
-    """The non-streaming answer from the last event of a generation."""
+def completion(request_id: str, model: str, created: int, event: TokenEvent, *,
+               split_reasoning: bool = True) -> ChatCompletion:
+    """The non-streaming answer from the last event of a generation.
+
+    With ``split_reasoning`` a reply that opens with a ``<think>`` block carries the block's
+    text in ``reasoning_content`` and only the answer after it in ``content``.
+    """
     result = event.result
-    return ChatCompletion.single(id=request_id, model=model, created=created, content=result.text,
-                                 finish_reason=event.finish_reason,
+    reasoning, content = _split(result.text) if split_reasoning else (None, result.text)
+    return ChatCompletion.single(id=request_id, model=model, created=created, content=content,
+                                 reasoning_content=reasoning, finish_reason=event.finish_reason,
                                  usage=Usage.of(result.prompt_tokens, result.completion_tokens))
 
 
@@ -175,20 +183,44 @@ class ChunkWriter:
 
     _PLACEHOLDER = "JVLM_CHUNK_TEXT_PLACEHOLDER"
 
-    def __init__(self, request_id: str, model: str, created: int):
+    def __init__(self, request_id: str, model: str, created: int, *, split_reasoning: bool = True):
         self.request_id, self.model, self.created = request_id, model, created
-        probe = sse_event(ChatCompletionChunk.content(id=request_id, model=model, created=created,
-                                                      text=self._PLACEHOLDER))
-        self._head, self._tail = probe.split(json.dumps(self._PLACEHOLDER))
+        self._content = self._template(ChatCompletionChunk.content)
+        self._reasoning = self._template(ChatCompletionChunk.reasoning)
+        #: routes the streamed text to reasoning or content chunks (None: all is content)
+        self.splitter = ReasoningSplitter() if split_reasoning else None
+
+    def _template(self, make) -> tuple[str, str]:
+        probe = sse_event(make(id=self.request_id, model=self.model, created=self.created, text=self._PLACEHOLDER))
+        head, tail = probe.split(json.dumps(self._PLACEHOLDER))
+        return head, tail
 
     def role(self) -> str:
         return sse_event(ChatCompletionChunk.role(id=self.request_id, model=self.model, created=self.created))
 
     def content(self, text: str, finish_reason: str | None = None) -> str:
         if finish_reason is None:
-            return f"{self._head}{json.dumps(text, ensure_ascii=False)}{self._tail}"
+            head, tail = self._content
+            return f"{head}{json.dumps(text, ensure_ascii=False)}{tail}"
         return sse_event(ChatCompletionChunk.content(id=self.request_id, model=self.model, created=self.created,
                                                      text=text, finish_reason=finish_reason))
+
+    def reasoning(self, text: str) -> str:
+        head, tail = self._reasoning
+        return f"{head}{json.dumps(text, ensure_ascii=False)}{tail}"
+
+    def text(self, text: str, finish_reason: str | None = None) -> list[str]:
+        """The events for a piece of generated text (the last piece has ``finish_reason``)."""
+        if self.splitter is None:
+            return [self.content(text, finish_reason)] if text or finish_reason else []
+        reasoning, answer = self.splitter.feed(text)
+        if finish_reason is not None:
+            more_reasoning, more_answer = self.splitter.finish()
+            reasoning, answer = reasoning + more_reasoning, answer + more_answer
+        events = [self.reasoning(reasoning)] if reasoning else []
+        if answer or finish_reason is not None:
+            events.append(self.content(answer, finish_reason))
+        return events
 
     def usage(self, event: TokenEvent) -> str:
         return sse_event(ChatCompletionChunk.final_usage(id=self.request_id, model=self.model,
@@ -218,7 +250,7 @@ async def stream_chunks(gen, first: TokenEvent, writer: ChunkWriter, *, include_
                 if event.finished and event.finish_reason not in ("stop", "length"):
                     raise EngineFailure(f"the generation ended unexpectedly ({event.finish_reason})")
                 if event.text or event.finished:
-                    pending.append(writer.content(event.text, event.finish_reason))
+                    pending.extend(writer.text(event.text, event.finish_reason))
                 if event.finished:
                     break
                 event = gen.next_event_nowait()

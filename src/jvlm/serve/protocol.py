@@ -217,6 +217,9 @@ class Usage(BaseModel):
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str
+    #: the reply's reasoning block (``<think>...</think>``), apart from the answer in ``content``;
+    #: None when the reply has none or the server leaves it in ``content`` (``--reasoning-format raw``)
+    reasoning_content: str | None = None
 
 
 class Choice(BaseModel):
@@ -237,14 +240,16 @@ class ChatCompletion(BaseModel):
 
     @classmethod
     def single(cls, *, id: str, model: str, content: str, finish_reason: FinishReason, usage: Usage,
-               created: int | None = None) -> ChatCompletion:
+               created: int | None = None, reasoning_content: str | None = None) -> ChatCompletion:
+        message = ResponseMessage(content=content, reasoning_content=reasoning_content)
         return cls(id=id, created=created or unix_now(), model=model, usage=usage,
-                   choices=[Choice(message=ResponseMessage(content=content), finish_reason=finish_reason)])
+                   choices=[Choice(message=message, finish_reason=finish_reason)])
 
 
 class DeltaMessage(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    reasoning_content: str | None = None
 
 
 class ChunkChoice(BaseModel):
@@ -255,8 +260,9 @@ class ChunkChoice(BaseModel):
 
 
 class ChatCompletionChunk(BaseModel):
-    """One server-sent event. The stream is: role chunk, content chunks (the last one with
-    ``finish_reason``), then with ``include_usage`` one chunk with no choices and ``usage``."""
+    """One server-sent event. The stream is: role chunk, ``reasoning_content`` chunks if the
+    reply opens with a reasoning block, content chunks (the last one with ``finish_reason``),
+    then with ``include_usage`` one chunk with no choices and ``usage``."""
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
@@ -276,6 +282,11 @@ class ChatCompletionChunk(BaseModel):
                 finish_reason: FinishReason | None = None) -> ChatCompletionChunk:
         return cls(id=id, created=created, model=model,
                    choices=[ChunkChoice(delta=DeltaMessage(content=text), finish_reason=finish_reason)])
+
+    @classmethod
+    def reasoning(cls, *, id: str, model: str, created: int, text: str) -> ChatCompletionChunk:
+        return cls(id=id, created=created, model=model,
+                   choices=[ChunkChoice(delta=DeltaMessage(reasoning_content=text))])
 
     @classmethod
     def final_usage(cls, *, id: str, model: str, created: int, usage: Usage) -> ChatCompletionChunk:

@@ -111,6 +111,16 @@ function renderTurn(turn) {
   const whoA = document.createElement("span");
   whoA.className = "who";
   whoA.textContent = "Model";
+  // a reply's reasoning block (the server's reasoning_content), folded away above the answer
+  const reasoning = document.createElement("details");
+  reasoning.className = "reasoning";
+  reasoning.hidden = true;
+  const reasoningTitle = document.createElement("summary");
+  reasoningTitle.textContent = "Reasoning";
+  const reasoningText = document.createElement("div");
+  reasoningText.className = "reasoning-text";
+  reasoningText.dir = "auto";
+  reasoning.append(reasoningTitle, reasoningText);
   const answer = document.createElement("div");
   answer.className = "bubble answer";
   answer.dir = "auto";
@@ -119,10 +129,10 @@ function renderTurn(turn) {
   error.hidden = true;
   const meta = document.createElement("p");
   meta.className = "meta";
-  assistant.append(whoA, answer, error, meta);
+  assistant.append(whoA, reasoning, answer, error, meta);
   log.append(user, assistant);
   scrollToEnd();
-  return { user, assistant, answer, error, meta };
+  return { user, assistant, reasoning, reasoningText, answer, error, meta };
 }
 
 function scrollToEnd() {
@@ -190,6 +200,8 @@ async function runTurn(turn, view) {
     const controller = new AbortController();
     state.abort = controller;
     view.answer.setAttribute("aria-busy", "true");
+    view.reasoning.hidden = true;  // a retry starts the reply afresh
+    view.reasoningText.textContent = "";
     try {
       const resp = await api("/v1/chat/completions", {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -199,6 +211,11 @@ async function runTurn(turn, view) {
       for await (const event of sseEvents(resp.body)) {
         if (event.error) throw new ApiError(resp.status, event.error.message, event.error.code);
         const choice = event.choices && event.choices[0];
+        if (choice && choice.delta && choice.delta.reasoning_content) {
+          view.reasoning.hidden = false;
+          view.reasoningText.textContent += choice.delta.reasoning_content;
+          scrollToEnd();
+        }
         if (choice && choice.delta && choice.delta.content) {
           text += choice.delta.content;
           view.answer.textContent = text;
