@@ -420,3 +420,26 @@ def test_compared_reading_ends_one_step_from_the_answer():
             assert label == sample.answer and int(value) in (max(values), min(values))
             kinds.add("extreme")
     assert kinds == {"value", "extreme"}
+
+
+def test_value_reading_can_stop_at_the_asked_line():
+    """With stop_at_asked the reading of a value question is the full reading cut right after
+    the asked line (image order kept, nothing repeated), so its last value is the answer;
+    largest/smallest readings are the same as without it."""
+    from jvlm.data.synthetic import key_values, read_then_answer
+    from jvlm.eval.runner import clean_prediction
+
+    cut_short = 0
+    for sample in generate(60, 10, "train", ["bar_chart", "line_chart", "table"], image_size=224):
+        text = read_then_answer(sample, compare=True, stop_at_asked=True).answer
+        assert clean_prediction(text) == sample.answer
+        if not sample.answer.isdigit():
+            assert text == read_then_answer(sample, compare=True).answer
+            continue
+        lines = text.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
+        full = key_values(sample).answer.split("\n")
+        assert lines == full[:len(lines)] and len(set(lines)) == len(lines)
+        label = lines[-1].rsplit(": ", 1)[0]
+        assert lines[-1].endswith(f": {sample.answer}") and all(part in sample.question for part in label.split(", "))
+        cut_short += len(lines) < len(full)
+    assert cut_short, "some asked lines are not the last of the chart or table"

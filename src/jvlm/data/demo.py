@@ -42,7 +42,9 @@ LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
 #: sets whose samples write a chart or table out as label-value lines (``synthetic.key_values``)
 KEY_VALUE_SETS = ("stage5_pairs",)
 #: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
-THINKING_SETS = ("stage6", "stage6_lookup")
+THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup")
+#: of those, the sets whose value readings stop at the asked line instead of repeating it
+STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup")
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
@@ -55,6 +57,8 @@ DATASETS = (
     ("stage5_pairs", "train", 18, 21600, synthetic.KEY_VALUE_TASKS, 1),
     ("stage6", "train", 19, 24000, None, TRAIN_QUESTIONS),
     ("stage6_lookup", "train", 20, 21600, synthetic.KEY_VALUE_TASKS, TRAIN_QUESTIONS),
+    ("stage7", "train", 22, 24000, None, TRAIN_QUESTIONS),  # (seed 21 is the vision pretraining's)
+    ("stage7_lookup", "train", 23, 21600, synthetic.KEY_VALUE_TASKS, TRAIN_QUESTIONS),
     ("test", "test", 0, 600, None, 1),
 )
 
@@ -80,7 +84,8 @@ def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None =
         elif name in KEY_VALUE_SETS:
             stream = map(synthetic.key_values, stream)
         elif name in THINKING_SETS:
-            stream = (synthetic.read_then_answer(sample, compare=True) for sample in stream)
+            stream = (synthetic.read_then_answer(sample, compare=True, stop_at_asked=name in STOP_AT_ASKED_SETS)
+                      for sample in stream)
         paths.append(synthetic.write_jsonl(stream, Path(out) / name))
     return paths
 

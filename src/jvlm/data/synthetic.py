@@ -271,7 +271,7 @@ def key_values(sample: Sample) -> Sample:
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n"
 
 
-def read_then_answer(sample: Sample, compare: bool = False) -> Sample:
+def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool = False) -> Sample:
     """A chart or table question answered after writing the image out as label-value lines.
 
     The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
@@ -280,14 +280,18 @@ def read_then_answer(sample: Sample, compare: bool = False) -> Sample:
     tokens. Follow-up turns answer directly: the reading is already in the conversation.
     With ``compare``, the reading ends in one step from the answer: a "which is
     largest/smallest" reading carries the best so far on every line (``_running_extreme``),
-    and a "what is the value of X" reading repeats X's line last (``_asked_line``). Other
-    families are returned unchanged.
+    and a "what is the value of X" reading repeats X's line last (``_asked_line``). With
+    ``stop_at_asked`` as well, a value reading instead stops at X's line, in the image's
+    order (``_reading_to_asked``): the answer is then the value just written. Other families
+    are returned unchanged.
     """
     if sample.task not in KEY_VALUE_TASKS:
         return sample
     reading = key_values(sample).answer
     if compare and sample.task != "table" and not sample.answer.isdigit():
         reading = _running_extreme(reading, sample.answer)
+    elif compare and stop_at_asked:
+        reading = _reading_to_asked(reading, sample.question, sample.answer)
     elif compare:
         reading += "\n" + _asked_line(reading, sample.question, sample.answer)
     return replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
@@ -302,6 +306,15 @@ def _asked_line(reading: str, question: str, answer: str) -> str:
         if value == answer and all(part in question for part in label.split(", ")):
             return line
     raise ValueError(f"no line of the reading answers {question!r} with {answer!r}")
+
+
+def _reading_to_asked(reading: str, question: str, answer: str) -> str:
+    """The reading's lines up to and including the one the question asks about: the model
+    scans the chart or table in its order and stops when the label it reads is the asked one
+    (a match of the line it is writing against the question), so the answer is a copy of the
+    value on the line just before it, with no search back through the reading."""
+    lines = reading.split("\n")
+    return "\n".join(lines[:lines.index(_asked_line(reading, question, answer)) + 1])
 
 
 def _running_extreme(reading: str, answer: str) -> str:
