@@ -94,6 +94,11 @@ class ServerConfig:
     #: replaces the engine (tests that need an engine which fails on purpose)
     engine_factory: EngineFactory | None = None
 
+    @property
+    def split_reasoning(self) -> bool:
+        """Whether replies return a ``<think>`` block in ``reasoning_content`` (``reasoning_format``)."""
+        return self.reasoning_format == "split"
+
 
 class ApiError(Exception):
     """An error answer: HTTP status, OpenAI error object fields, extra headers."""
@@ -446,7 +451,7 @@ async def _chat(request: Request, state: ServingState) -> Response:
         ticket.release()
     _check_not_aborted(last)
     return JSONResponse(chat.completion(request_id, config.served_model_name, created, last,
-                                        split_reasoning=config.reasoning_format == "split").model_dump(mode="json"))
+                                        split_reasoning=config.split_reasoning).model_dump(mode="json"))
 
 
 async def _unless_disconnected(request: Request, awaitable):
@@ -490,7 +495,7 @@ async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionReques
     packs events into as few writes as it can). Cancelled if the client disconnects.
     """
     writer = chat.ChunkWriter(request_id, state.config.served_model_name, created,
-                              split_reasoning=state.config.reasoning_format == "split")
+                              split_reasoning=state.config.split_reasoning)
 
     def error_event(exc: Exception) -> str:
         err = to_api_error(exc, state.config)

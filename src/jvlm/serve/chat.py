@@ -212,7 +212,7 @@ class ChunkWriter:
     def text(self, text: str, finish_reason: str | None = None) -> list[str]:
         """The events for a piece of generated text (the last piece has ``finish_reason``)."""
         if self.splitter is None:
-            return [self.content(text, finish_reason)] if text or finish_reason else []
+            return [self.content(text, finish_reason)]
         reasoning, answer = self.splitter.feed(text)
         if finish_reason is not None:
             more_reasoning, more_answer = self.splitter.finish()
