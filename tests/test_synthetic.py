@@ -443,3 +443,41 @@ def test_value_reading_can_stop_at_the_asked_line():
         assert lines[-1].endswith(f": {sample.answer}") and all(part in sample.question for part in label.split(", "))
         cut_short += len(lines) < len(full)
     assert cut_short, "some asked lines are not the last of the chart or table"
+
+
+@needs_fonts
+def test_reading_can_state_its_goal_first():
+    """With state_goal the reading opens with one goal line and is otherwise unchanged: the
+    label a value reading stops at, exactly as that line starts, or which way the best so far
+    of a largest/smallest reading goes, true to the data."""
+    from jvlm.data.synthetic import GOAL_LARGEST, GOAL_MARK, GOAL_SMALLEST, read_then_answer
+    from jvlm.eval.runner import clean_prediction
+
+    goals = set()
+    for sample in generate(60, 11, "train", ["bar_chart", "line_chart", "table"], image_size=224):
+        text = read_then_answer(sample, compare=True, stop_at_asked=True, state_goal=True).answer
+        plain = read_then_answer(sample, compare=True, stop_at_asked=True).answer
+        assert clean_prediction(text) == sample.answer
+        first, rest = text.removeprefix("<think>\n").split("\n", 1)
+        assert "<think>\n" + rest == plain and first.startswith(GOAL_MARK)
+        goal = first.removeprefix(GOAL_MARK)
+        lines = rest.split("</think>")[0].strip().split("\n")
+        if sample.answer.isdigit():
+            assert lines[-1] == f"{goal}: {sample.answer}"
+            assert all(not line.startswith(goal + ":") for line in lines[:-1])
+            goals.add("label")
+        else:
+            values = [int(line.split(" | ")[0].rsplit(": ", 1)[1]) for line in lines]
+            assert goal == (GOAL_LARGEST if int(lines[-1].rsplit(" ", 1)[1]) == max(values) else GOAL_SMALLEST)
+            goals.add(goal)
+    assert goals == {"label", GOAL_LARGEST, GOAL_SMALLEST}
+
+
+def test_goal_line_needs_a_stopping_reading():
+    """A goal is only defined for the compared, stop-at-asked reading; asking for it with
+    another reading is a mistake that must not pass silently."""
+    from jvlm.data.synthetic import read_then_answer
+
+    sample = next(iter(generate(1, 12, "train", ["table"], image_size=224)))
+    with pytest.raises(ValueError, match="state_goal"):
+        read_then_answer(sample, compare=True, state_goal=True)

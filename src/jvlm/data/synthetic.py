@@ -271,7 +271,14 @@ def key_values(sample: Sample) -> Sample:
 THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n"
 
 
-def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool = False) -> Sample:
+#: first line of a reading that states its goal (``read_then_answer(state_goal=True)``)
+GOAL_MARK = "? "
+#: the goal of a "which is largest/smallest" reading, the same in every language
+GOAL_LARGEST, GOAL_SMALLEST = "max", "min"
+
+
+def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool = False,
+                     state_goal: bool = False) -> Sample:
     """A chart or table question answered after writing the image out as label-value lines.
 
     The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
@@ -282,18 +289,29 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
     largest/smallest" reading carries the best so far on every line (``_running_extreme``),
     and a "what is the value of X" reading repeats X's line last (``_asked_line``). With
     ``stop_at_asked`` as well, a value reading instead stops at X's line, in the image's
-    order (``_reading_to_asked``): the answer is then the value just written. Other families
-    are returned unchanged.
+    order (``_reading_to_asked``): the answer is then the value just written. With
+    ``state_goal`` as well, the reading opens with what it looks for, in the reading's own
+    words: ``? mar`` or ``? rice, Tue`` (the label to stop at, as its line will start) or
+    ``? max`` / ``? min`` (which way the best so far goes). Each later step then compares a
+    line with a few tokens written just above it rather than with the question. Other
+    families are returned unchanged.
     """
     if sample.task not in KEY_VALUE_TASKS:
         return sample
     reading = key_values(sample).answer
+    if state_goal and not (compare and stop_at_asked):
+        raise ValueError("state_goal needs compare=True and stop_at_asked=True")
+    goal = ""
     if compare and sample.task != "table" and not sample.answer.isdigit():
-        reading = _running_extreme(reading, sample.answer)
+        reading, largest = _running_extreme(reading, sample.answer)
+        goal = GOAL_LARGEST if largest else GOAL_SMALLEST
     elif compare and stop_at_asked:
         reading = _reading_to_asked(reading, sample.question, sample.answer)
+        goal = reading.rsplit("\n", 1)[-1].rpartition(": ")[0]
     elif compare:
         reading += "\n" + _asked_line(reading, sample.question, sample.answer)
+    if state_goal:
+        reading = f"{GOAL_MARK}{goal}\n{reading}"
     return replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
 
 
@@ -317,11 +335,11 @@ def _reading_to_asked(reading: str, question: str, answer: str) -> str:
     return "\n".join(lines[:lines.index(_asked_line(reading, question, answer)) + 1])
 
 
-def _running_extreme(reading: str, answer: str) -> str:
+def _running_extreme(reading: str, answer: str) -> tuple[str, bool]:
     """Key-value lines each followed by the best so far (``Mar: 45 | Mar 45``) for "which is
     largest/smallest": one comparison of two nearby numbers per line instead of an arg-max
     over all of them at once. Whether the best is the largest or the smallest follows from
-    the gold answer (the question asks for one of the two)."""
+    the gold answer (the question asks for one of the two); it is returned with the lines."""
     pairs = [line.rsplit(": ", 1) for line in reading.split("\n")]
     values = [int(v) for _, v in pairs]
     largest = pairs[values.index(max(values))][0] == answer
@@ -330,7 +348,7 @@ def _running_extreme(reading: str, answer: str) -> str:
         if best is None or (number > best[1] if largest else number < best[1]):
             best = (label, number)
         lines.append(f"{label}: {value} | {best[0]} {best[1]}")
-    return "\n".join(lines)
+    return "\n".join(lines), largest
 
 
 def to_messages_row(sample: Sample, image_paths: Sequence[str]) -> dict:
