@@ -278,7 +278,7 @@ GOAL_LARGEST, GOAL_SMALLEST = "max", "min"
 
 
 def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool = False,
-                     state_goal: bool = False) -> Sample:
+                     state_goal: bool = False, receipts: bool = False) -> Sample:
     """A chart or table question answered after writing the image out as label-value lines.
 
     The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
@@ -293,9 +293,14 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
     ``state_goal`` as well, the reading opens with what it looks for, in the reading's own
     words: ``? mar`` or ``? rice, Tue`` (the label to stop at, as its line will start) or
     ``? max`` / ``? min`` (which way the best so far goes). Each later step then compares a
-    line with a few tokens written just above it rather than with the question. Other
-    families are returned unchanged.
+    line with a few tokens written just above it rather than with the question. With
+    ``receipts``, a receipt's "how much is X" question is read the same way (its goal, then
+    its item lines down to X's: ``_receipt_reading``). Other families and questions are
+    returned unchanged.
     """
+    if receipts and sample.task == "receipt":
+        reading = _receipt_reading(sample, state_goal)
+        return sample if reading is None else replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
     if sample.task not in KEY_VALUE_TASKS:
         return sample
     reading = key_values(sample).answer
@@ -333,6 +338,27 @@ def _reading_to_asked(reading: str, question: str, answer: str) -> str:
     value on the line just before it, with no search back through the reading."""
     lines = reading.split("\n")
     return "\n".join(lines[:lines.index(_asked_line(reading, question, answer)) + 1])
+
+
+def _receipt_reading(sample: Sample, state_goal: bool) -> str | None:
+    """A receipt's item lines (``eggs: 13.75``, as printed) down to the one a price question
+    asks about, led by that item as the goal when ``state_goal``; None for the receipt's other
+    questions (total, date, count, store), which are answered directly. A price question is
+    one whose answer is an item's price and whose text names that item."""
+    from jvlm.data import synth_lexicon as lex
+
+    spec, lang = sample.spec, sample.language
+    lines = [f"{lex.ITEMS[key][lang]}: {lex.format_price(cents, lang)}" for key, cents in spec["items"]]
+    asked = [i for i, (key, cents) in enumerate(spec["items"])
+             if lex.format_price(cents, lang) == sample.answer and lex.item_the(key, lang) in sample.question]
+    if not asked:
+        return None
+    if len(asked) > 1:
+        raise ValueError(f"{sample.id}: {sample.question!r} names more than one item priced {sample.answer}")
+    reading = lines[:asked[0] + 1]
+    if state_goal:
+        reading.insert(0, GOAL_MARK + lines[asked[0]].rpartition(": ")[0])
+    return "\n".join(reading)
 
 
 def _running_extreme(reading: str, answer: str) -> tuple[str, bool]:
