@@ -42,14 +42,13 @@ LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
 #: sets whose samples write a chart or table out as label-value lines (``synthetic.key_values``)
 KEY_VALUE_SETS = ("stage5_pairs",)
 #: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
-THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9",
-                 "stage9_lookup")
+THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup")
 #: of those, the sets whose value readings stop at the asked line instead of repeating it
-STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9", "stage9_lookup")
+STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup")
 #: of those, the sets whose readings open with their goal (``? mar``, ``? max``)
-GOAL_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup")
+GOAL_SETS = ("stage8", "stage8_lookup")
 #: of those, the sets whose receipt price questions are read out too
-RECEIPT_READING_SETS = ("stage9", "stage9_lookup")
+RECEIPT_READING_SETS = ("stage8", "stage8_lookup")
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
@@ -65,9 +64,7 @@ DATASETS = (
     ("stage7", "train", 22, 24000, None, TRAIN_QUESTIONS),  # (seed 21 is the vision pretraining's)
     ("stage7_lookup", "train", 23, 21600, synthetic.KEY_VALUE_TASKS, TRAIN_QUESTIONS),
     ("stage8", "train", 24, 24000, None, TRAIN_QUESTIONS),
-    ("stage8_lookup", "train", 25, 21600, synthetic.KEY_VALUE_TASKS, TRAIN_QUESTIONS),
-    ("stage9", "train", 26, 24000, None, TRAIN_QUESTIONS),
-    ("stage9_lookup", "train", 27, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
+    ("stage8_lookup", "train", 25, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
     ("test", "test", 0, 600, None, 1),
 )
 
