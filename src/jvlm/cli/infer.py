@@ -107,7 +107,8 @@ def _run(args: argparse.Namespace) -> int:
         _show(*splitter.finish(), args, shown)
     reasoning, answer = split_reasoning(result.text)
     if args.json:
-        print(json.dumps(report(result, request, sources, resolved, load_s, prepare_s), ensure_ascii=False, indent=2))
+        print(json.dumps(report(result, reasoning, answer, request, sources, resolved, load_s, prepare_s),
+                         ensure_ascii=False, indent=2))
     elif args.stream:
         print()
     else:
@@ -210,12 +211,11 @@ def load_engine(model: str | None, dtype: str, device: str, quantize: str = "non
     return engine, processor, resolved
 
 
-def report(result, request, sources: list[str], resolved, load_s: float, prepare_s: float) -> dict:
+def report(result, reasoning: str | None, answer: str, request, sources: list[str], resolved, load_s: float,
+           prepare_s: float) -> dict:
+    """The ``--json`` object: ``result.text`` already split into ``reasoning`` and ``answer``."""
     images = [{"source": src, "tiles": list(im.tiling), "crops": im.n_crops, "visual_tokens": im.n_tokens}
               for src, im in zip(sources, request.images)]
-    from jvlm.inference.reasoning import split_reasoning
-
-    reasoning, answer = split_reasoning(result.text)
     return {
         "answer": answer,
         "reasoning": reasoning,
