@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import shipped
 from PIL import Image
 
 from jvlm.cli import main
@@ -129,6 +130,22 @@ def test_default_model_is_the_shipped_trained_demo(capsys):
     assert code == 0, err
     assert json.loads(out)["model_is_random"] is False
     assert "RANDOM weights" not in err
+
+
+def test_json_gives_the_reading_and_the_answer_apart(capsys):
+    """The shipped model reads a chart out in a <think> block before answering: --json must
+    give that block as ``reasoning`` and the same answer the plain command prints, with no
+    tag left in either."""
+    example = shipped.example("bar_chart")
+    argv = ("-i", shipped.EXAMPLES / example["image"], "-p", example["question"], "--max-new-tokens", 160)
+    code, out, err = run(capsys, *argv, "--json")
+    assert code == 0, err
+    reply = json.loads(out)
+    code, plain, err = run(capsys, *argv, "--hide-reasoning")
+    assert code == 0, err
+    assert reply["answer"] == plain.strip() and reply["answer"]
+    assert reply["reasoning"] and all(": " in line for line in reply["reasoning"].splitlines()[1:])
+    assert not any(tag in reply["answer"] + reply["reasoning"] for tag in ("<think>", "</think>"))
 
 
 def test_root_infer_py_forwards_to_the_cli(capsys, monkeypatch, tiny_model_dir):

@@ -10,18 +10,16 @@ README's main example.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import pytest
 
+from shipped import DEMO_DIR, EXAMPLES, examples
+
 from jvlm.resolve import DEFAULT_MODEL, resolve_model
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
-DEMO_DIR = ROOT / "src" / "jvlm" / "assets" / "jvlm-demo"
 #: the README's main command: jvlm infer -i examples/<image> -p "<question>"
-README_EXAMPLE = json.loads((EXAMPLES / "answers.json").read_text(encoding="utf-8"))[0]
+README_EXAMPLE = examples()[0]
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ def test_arabic_letters_run_right_to_left_and_digits_left_to_right():
                 xs = [next(x for ch, x, _ in glyphs if ch == d) for d in word]
                 assert xs == sorted(xs), f"{word!r} in {text!r} should read left to right"
                 seen_number = True
-    assert seen_word
+    assert seen_word and seen_number, "the receipt should hold both an Arabic word and a number to check"
 
 
 def test_character_labels_cover_the_printed_text_and_nothing_else():

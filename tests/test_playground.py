@@ -305,19 +305,16 @@ def test_reasoning_is_shown_folded_above_the_answer(page):
     """The shipped demo model reads a chart out in a reasoning block before it answers: the
     page shows that block (the server's reasoning_content) apart from the answer bubble, and
     both are exactly what the API returns for the same request."""
-    import json
+    from shipped import DEMO_DIR, EXAMPLES, example
 
-    examples = Path(__file__).resolve().parents[1] / "examples"
-    chart = next(e for e in json.loads((examples / "answers.json").read_text(encoding="utf-8"))
-                 if e["task"] == "bar_chart")
-    demo = Path(__file__).resolve().parents[1] / "src" / "jvlm" / "assets" / "jvlm-demo"
-    with serve_page(demo, kernels="torch") as base:
+    chart = example("bar_chart")
+    with serve_page(DEMO_DIR, kernels="torch") as base:
         wait_ready(base)
         page.goto(base)
         page.wait_for_selector("#status[data-state=ready]")
         page.fill("#max-tokens", "160")
         page.fill("#temperature", "0")
-        page.set_input_files("#file-input", str(examples / chart["image"]))
+        page.set_input_files("#file-input", str(EXAMPLES / chart["image"]))
         request = ask(page, chart["question"])
         page.wait_for_selector(".turn.assistant .answer[aria-busy=false]")
         direct = httpx.post(f"{base}/v1/chat/completions", json={**request.post_data_json, "stream": False},

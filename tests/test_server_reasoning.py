@@ -10,25 +10,21 @@ text is ``message.reasoning_content`` (``delta.reasoning_content`` when streamin
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import openai
 import pytest
 from serving import serve
+from shipped import DEMO_DIR, EXAMPLES
+from shipped import example as example_of
 
 from jvlm.serve.app import ServerConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO_DIR = ROOT / "src" / "jvlm" / "assets" / "jvlm-demo"
-EXAMPLES = ROOT / "examples"
 KEY = "reasoning-test-key"
 
 
 def _chart_question() -> list[dict]:
-    example = next(e for e in json.loads((EXAMPLES / "answers.json").read_text(encoding="utf-8"))
-                   if e["task"] == "bar_chart")
+    example = example_of("bar_chart")
     url = "data:image/png;base64," + base64.b64encode((EXAMPLES / example["image"]).read_bytes()).decode()
     return [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
                                          {"type": "text", "text": example["question"]}]}]
