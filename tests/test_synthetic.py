@@ -508,3 +508,21 @@ def test_receipt_price_questions_can_be_read_out():
     assert read and direct
     # without the flag a receipt is never touched
     assert read_then_answer(sample, compare=True, stop_at_asked=True, state_goal=True) == sample
+
+
+@needs_fonts
+def test_reading_drill_gives_the_lines_and_keeps_the_reading():
+    """A drill is text-only: its question holds every key-value line of the chart or table
+    (image order) above the original question, and its answer is exactly the reading the
+    image sample would get, so what it trains is the same output."""
+    from jvlm.data.synthetic import key_values, read_then_answer, reading_drill
+
+    style = dict(compare=True, stop_at_asked=True, state_goal=True)
+    samples = list(generate(30, 14, "train", ["bar_chart", "line_chart", "table"], image_size=224))
+    for sample in samples:
+        drill = reading_drill(sample, **style)
+        assert drill.images == [] and drill.more == []
+        assert drill.question == key_values(sample).answer + "\n\n" + sample.question
+        assert drill.answer == read_then_answer(sample, **style).answer
+    with pytest.raises(ValueError, match="reading drills"):
+        reading_drill(next(iter(generate(1, 14, "train", ["receipt"], image_size=224))), **style)

@@ -49,6 +49,8 @@ STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup")
 GOAL_SETS = ("stage8", "stage8_lookup")
 #: of those, the sets whose receipt price questions are read out too
 RECEIPT_READING_SETS = ("stage8", "stage8_lookup")
+#: sets of text-only reading drills (``synthetic.reading_drill``), read as stage 8 reads
+DRILL_SETS = ("stage8_drill",)
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
@@ -65,6 +67,7 @@ DATASETS = (
     ("stage7_lookup", "train", 23, 21600, synthetic.KEY_VALUE_TASKS, TRAIN_QUESTIONS),
     ("stage8", "train", 24, 24000, None, TRAIN_QUESTIONS),
     ("stage8_lookup", "train", 25, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
+    ("stage8_drill", "train", 26, 21600, synthetic.KEY_VALUE_TASKS, 1),
     ("test", "test", 0, 600, None, 1),
 )
 
@@ -89,6 +92,9 @@ def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None =
             stream = map(synthetic.transcription, stream)
         elif name in KEY_VALUE_SETS:
             stream = map(synthetic.key_values, stream)
+        elif name in DRILL_SETS:
+            stream = (synthetic.reading_drill(sample, compare=True, stop_at_asked=True, state_goal=True)
+                      for sample in stream)
         elif name in THINKING_SETS:
             stream = (synthetic.read_then_answer(sample, compare=True, stop_at_asked=name in STOP_AT_ASKED_SETS,
                                                  state_goal=name in GOAL_SETS,
