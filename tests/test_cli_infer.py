@@ -17,6 +17,7 @@ import shipped
 from PIL import Image
 
 from jvlm.cli import main
+from jvlm.data.synthetic import GOAL_MARK
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +145,8 @@ def test_json_gives_the_reading_and_the_answer_apart(capsys):
     code, plain, err = run(capsys, *argv, "--hide-reasoning")
     assert code == 0, err
     assert reply["answer"] == plain.strip() and reply["answer"]
-    assert reply["reasoning"] and all(": " in line for line in reply["reasoning"].splitlines()[1:])
+    goal, *lines = reply["reasoning"].splitlines()  # "? tea", then "label: value" lines
+    assert goal.startswith(GOAL_MARK) and lines and all(": " in line for line in lines)
     assert not any(tag in reply["answer"] + reply["reasoning"] for tag in ("<think>", "</think>"))
 
 

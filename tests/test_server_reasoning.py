@@ -18,6 +18,7 @@ from serving import serve
 from shipped import DEMO_DIR, EXAMPLES
 from shipped import example as example_of
 
+from jvlm.data.synthetic import GOAL_MARK
 from jvlm.serve.app import ServerConfig
 
 KEY = "reasoning-test-key"
@@ -46,8 +47,9 @@ def test_reasoning_block_is_returned_apart_from_the_answer(config):
                                                max_tokens=160, temperature=0)
         message = reply.choices[0].message
         reasoning = message.model_extra.get("reasoning_content")
-        # the demo model reads a chart out as "label: value" lines before it answers
-        assert reasoning and all(": " in line for line in reasoning.splitlines()), reasoning
+        # the demo model states its goal ("? tea"), then reads the chart out as "label: value" lines
+        goal, *lines = reasoning.splitlines()
+        assert goal.startswith(GOAL_MARK) and lines and all(": " in line for line in lines), reasoning
         assert "<think>" not in message.content and "</think>" not in message.content
         assert message.content.strip() and "\n" not in message.content.strip()
         assert reply.choices[0].finish_reason == "stop"
