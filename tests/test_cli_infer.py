@@ -19,8 +19,6 @@ from PIL import Image
 from jvlm.cli import main
 from jvlm.data.synthetic import GOAL_MARK
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
@@ -153,9 +151,9 @@ def test_json_gives_the_reading_and_the_answer_apart(capsys):
 def test_root_infer_py_forwards_to_the_cli(capsys, monkeypatch, tiny_model_dir):
     """Run as a script (in-process, to stay fast): same command, same output."""
     argv = ["--model", str(tiny_model_dir), "-p", "Hi", "--max-new-tokens", "3", "--json"]
-    monkeypatch.setattr(sys, "argv", [str(ROOT / "infer.py"), *argv])
+    monkeypatch.setattr(sys, "argv", [str(shipped.ROOT / "infer.py"), *argv])
     with pytest.raises(SystemExit) as done:
-        runpy.run_path(str(ROOT / "infer.py"), run_name="__main__")
+        runpy.run_path(str(shipped.ROOT / "infer.py"), run_name="__main__")
     assert done.value.code == 0
     assert json.loads(capsys.readouterr().out)["usage"]["completion_tokens"] <= 3
 

@@ -298,26 +298,34 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
     its item lines down to X's: ``_receipt_reading``). Other families and questions are
     returned unchanged.
     """
-    if receipts and sample.task == "receipt":
-        reading = _receipt_reading(sample, state_goal)
-        return sample if reading is None else replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
-    if sample.task not in KEY_VALUE_TASKS:
-        return sample
-    reading = key_values(sample).answer
     if state_goal and not (compare and stop_at_asked):
         raise ValueError("state_goal needs compare=True and stop_at_asked=True")
     goal = ""
-    if compare and sample.task != "table" and not sample.answer.isdigit():
-        reading, largest = _running_extreme(reading, sample.answer)
-        goal = GOAL_LARGEST if largest else GOAL_SMALLEST
-    elif compare and stop_at_asked:
-        reading = _reading_to_asked(reading, sample.question, sample.answer)
-        goal = reading.rsplit("\n", 1)[-1].rpartition(": ")[0]
-    elif compare:
-        reading += "\n" + _asked_line(reading, sample.question, sample.answer)
+    if receipts and sample.task == "receipt":
+        reading = _receipt_reading(sample)
+        if reading is None:
+            return sample
+        goal = _last_label(reading)
+    elif sample.task not in KEY_VALUE_TASKS:
+        return sample
+    else:
+        reading = key_values(sample).answer
+        if compare and sample.task != "table" and not sample.answer.isdigit():
+            reading, largest = _running_extreme(reading, sample.answer)
+            goal = GOAL_LARGEST if largest else GOAL_SMALLEST
+        elif compare and stop_at_asked:
+            reading = _reading_to_asked(reading, sample.question, sample.answer)
+            goal = _last_label(reading)
+        elif compare:
+            reading += "\n" + _asked_line(reading, sample.question, sample.answer)
     if state_goal:
         reading = f"{GOAL_MARK}{goal}\n{reading}"
     return replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
+
+
+def _last_label(reading: str) -> str:
+    """The label of a reading's last ``label: value`` line: where a stopping reading stops."""
+    return reading.rsplit("\n", 1)[-1].rpartition(": ")[0]
 
 
 def reading_drill(sample: Sample, **reading: bool) -> Sample:
@@ -355,11 +363,11 @@ def _reading_to_asked(reading: str, question: str, answer: str) -> str:
     return "\n".join(lines[:lines.index(_asked_line(reading, question, answer)) + 1])
 
 
-def _receipt_reading(sample: Sample, state_goal: bool) -> str | None:
+def _receipt_reading(sample: Sample) -> str | None:
     """A receipt's item lines (``eggs: 13.75``, as printed) down to the one a price question
-    asks about, led by that item as the goal when ``state_goal``; None for the receipt's other
-    questions (total, date, count, store), which are answered directly. A price question is
-    one whose answer is an item's price and whose text names that item."""
+    asks about; None for the receipt's other questions (total, date, count, store), which are
+    answered directly. A price question is one whose answer is an item's price and whose text
+    names that item."""
     from jvlm.data import synth_lexicon as lex
 
     spec, lang = sample.spec, sample.language
@@ -370,10 +378,7 @@ def _receipt_reading(sample: Sample, state_goal: bool) -> str | None:
         return None
     if len(asked) > 1:
         raise ValueError(f"{sample.id}: {sample.question!r} names more than one item priced {sample.answer}")
-    reading = lines[:asked[0] + 1]
-    if state_goal:
-        reading.insert(0, GOAL_MARK + lines[asked[0]].rpartition(": ")[0])
-    return "\n".join(reading)
+    return "\n".join(lines[:asked[0] + 1])
 
 
 def _running_extreme(reading: str, answer: str) -> tuple[str, bool]:
