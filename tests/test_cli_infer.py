@@ -143,7 +143,7 @@ def test_json_gives_the_reading_and_the_answer_apart(capsys):
     code, plain, err = run(capsys, *argv, "--hide-reasoning")
     assert code == 0, err
     assert reply["answer"] == plain.strip() and reply["answer"]
-    goal, *lines = reply["reasoning"].splitlines()  # "? tea", then "label: value" lines
+    goal, *lines = reply["reasoning"].splitlines()  # "? (tea)", then "label: value" lines
     assert goal.startswith(GOAL_MARK) and lines and all(": " in line for line in lines)
     assert not any(tag in reply["answer"] + reply["reasoning"] for tag in ("<think>", "</think>"))
 

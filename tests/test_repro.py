@@ -136,9 +136,11 @@ def test_connector_learning_rate_ratio_matches_the_demo_recipe():
     # the package, so the ratio is written twice. This keeps the two in step.
     import yaml
 
+    from shipped import ROOT
+
     from jvlm.repro.common import CONNECTOR_LR_RATIO
 
-    recipes = sorted((Path(__file__).resolve().parents[1] / "examples" / "train").glob("demo_stage*.yaml"))
+    recipes = sorted((ROOT / "examples" / "train").glob("demo_stage*.yaml"))
     assert len(recipes) >= 3
     for path in recipes:
         groups = yaml.safe_load(path.read_text(encoding="utf-8"))["optim"]["groups"]

@@ -47,7 +47,7 @@ def test_reasoning_block_is_returned_apart_from_the_answer(config):
                                                max_tokens=160, temperature=0)
         message = reply.choices[0].message
         reasoning = message.model_extra.get("reasoning_content")
-        # the demo model states its goal ("? tea"), then reads the chart out as "label: value" lines
+        # the demo model states its goal ("? (tea)"), then reads the chart out as "label: value" lines
         goal, *lines = reasoning.splitlines()
         assert goal.startswith(GOAL_MARK) and lines and all(": " in line for line in lines), reasoning
         assert "<think>" not in message.content and "</think>" not in message.content

@@ -395,7 +395,7 @@ def test_demo_data_refuses_an_unknown_set(tmp_path):
     from jvlm.data.demo import write_data
 
     with pytest.raises(ValueError, match="unknown data sets"):
-        write_data(tmp_path, only=["stage9"])
+        write_data(tmp_path, only=["stage99"])
     assert not any(tmp_path.iterdir())
 
 
@@ -471,6 +471,61 @@ def test_reading_can_state_its_goal_first():
             assert goal == (GOAL_LARGEST if int(lines[-1].rsplit(" ", 1)[1]) == max(values) else GOAL_SMALLEST)
             goals.add(goal)
     assert goals == {"label", GOAL_LARGEST, GOAL_SMALLEST}
+
+
+@needs_fonts
+def test_aligned_reading_writes_labels_as_their_lines_start():
+    """With aligned, a label in the goal or in a carried best follows "(", so the tokenizer
+    cuts it into exactly the tokens its own line starts with (the stop and the carry then
+    compare equal tokens), and each carry shows a comparison that is true of the numbers it
+    names; the lines read and the answer are those of the unaligned reading."""
+    from jvlm.data.synthetic import GOAL_LARGEST, GOAL_MARK, GOAL_SMALLEST, read_then_answer
+    from jvlm.eval.runner import clean_prediction
+    from tokenizers import Tokenizer
+
+    from shipped import DEMO_DIR
+
+    tokenizer = Tokenizer.from_file(str(DEMO_DIR / "tokenizer.json"))
+
+    def tokens(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False).ids
+
+    style = dict(compare=True, stop_at_asked=True, state_goal=True)
+    kinds = set()
+    for sample in generate(60, 15, "train", ["bar_chart", "line_chart", "table"], image_size=224, questions=1):
+        text = read_then_answer(sample, **style, aligned=True).answer
+        plain = read_then_answer(sample, **style).answer
+        assert clean_prediction(text) == sample.answer
+        first, *lines = text.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
+        plain_lines = plain.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")[1:]
+        goal = first.removeprefix(GOAL_MARK)
+        if sample.answer.isdigit():
+            assert lines == plain_lines and goal.startswith("(") and goal.endswith(")")
+            label = goal[1:-1]
+            assert lines[-1] == f"{label}: {sample.answer}"
+            # the goal's label tokens are the last line's first tokens
+            assert tokens(f"{GOAL_MARK}(")[:2] == tokens(first)[:2]
+            assert tokens(lines[-1])[:len(tokens(label))] == tokens(label)
+            assert tokens(label) == tokens(f"({label}")[1:]
+            kinds.add("value")
+            continue
+        assert goal in (GOAL_LARGEST, GOAL_SMALLEST)
+        best = None
+        for i, (line, plain_line) in enumerate(zip(lines, plain_lines, strict=True)):
+            read, _, carried = line.rstrip(")").rpartition(" (")
+            label, value = plain_line.split(" | ")[0].rsplit(": ", 1)
+            assert read.startswith(f"{label}: {value}")
+            assert carried == plain_line.split(" | ")[1]
+            if i:
+                symbol, shown = read.removeprefix(f"{label}: {value} ").split(" ")
+                assert int(shown) == best and symbol == ("<" if int(value) < best else ">" if int(value) > best else "=")
+            best_label = carried.rsplit(" ", 1)[0]
+            assert tokens(f"({best_label}")[1:] == tokens(best_label)  # carried as its line starts
+            best = int(carried.rsplit(" ", 1)[1])
+        kinds.add(goal)
+    assert kinds == {"value", GOAL_LARGEST, GOAL_SMALLEST}
+    with pytest.raises(ValueError, match="aligned"):
+        read_then_answer(sample, compare=True, stop_at_asked=True, aligned=True)
 
 
 def test_goal_line_needs_a_stopping_reading():

@@ -85,7 +85,7 @@ def test_the_shipped_recipe_files_load_and_chain():
     import re
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    from shipped import ROOT as root
     run = (root / "runs" / "demo").resolve()
     made: set[Path] = set()
     trained = []

@@ -42,15 +42,18 @@ LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
 #: sets whose samples write a chart or table out as label-value lines (``synthetic.key_values``)
 KEY_VALUE_SETS = ("stage5_pairs",)
 #: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
-THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup")
+THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9",
+                 "stage9_lookup")
 #: of those, the sets whose value readings stop at the asked line instead of repeating it
-STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup")
+STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9", "stage9_lookup")
 #: of those, the sets whose readings open with their goal (``? mar``, ``? max``)
-GOAL_SETS = ("stage8", "stage8_lookup")
+GOAL_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup")
 #: of those, the sets whose receipt price questions are read out too
-RECEIPT_READING_SETS = ("stage8", "stage8_lookup")
-#: sets of text-only reading drills (``synthetic.reading_drill``), read as stage 8 reads
-DRILL_SETS = ("stage8_drill",)
+RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup")
+#: of those, the sets whose goal and carried labels are aligned with their lines' tokens
+ALIGNED_SETS = ("stage9", "stage9_lookup", "stage9_drill")
+#: sets of text-only reading drills (``synthetic.reading_drill``), read as the image sets of their stage
+DRILL_SETS = ("stage8_drill", "stage9_drill")
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
@@ -68,6 +71,9 @@ DATASETS = (
     ("stage8", "train", 24, 24000, None, TRAIN_QUESTIONS),
     ("stage8_lookup", "train", 25, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
     ("stage8_drill", "train", 26, 21600, synthetic.KEY_VALUE_TASKS, 1),
+    ("stage9", "train", 27, 24000, None, TRAIN_QUESTIONS),
+    ("stage9_lookup", "train", 28, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
+    ("stage9_drill", "train", 29, 21600, synthetic.KEY_VALUE_TASKS, 1),
     ("test", "test", 0, 600, None, 1),
 )
 
@@ -93,12 +99,14 @@ def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None =
         elif name in KEY_VALUE_SETS:
             stream = map(synthetic.key_values, stream)
         elif name in DRILL_SETS:
-            stream = (synthetic.reading_drill(sample, compare=True, stop_at_asked=True, state_goal=True)
+            stream = (synthetic.reading_drill(sample, compare=True, stop_at_asked=True, state_goal=True,
+                                              aligned=name in ALIGNED_SETS)
                       for sample in stream)
         elif name in THINKING_SETS:
             stream = (synthetic.read_then_answer(sample, compare=True, stop_at_asked=name in STOP_AT_ASKED_SETS,
                                                  state_goal=name in GOAL_SETS,
-                                                 receipts=name in RECEIPT_READING_SETS)
+                                                 receipts=name in RECEIPT_READING_SETS,
+                                                 aligned=name in ALIGNED_SETS)
                       for sample in stream)
         paths.append(synthetic.write_jsonl(stream, Path(out) / name))
     return paths

@@ -278,7 +278,7 @@ GOAL_LARGEST, GOAL_SMALLEST = "max", "min"
 
 
 def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool = False,
-                     state_goal: bool = False, receipts: bool = False) -> Sample:
+                     state_goal: bool = False, receipts: bool = False, aligned: bool = False) -> Sample:
     """A chart or table question answered after writing the image out as label-value lines.
 
     The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
@@ -295,11 +295,18 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
     ``? max`` / ``? min`` (which way the best so far goes). Each later step then compares a
     line with a few tokens written just above it rather than with the question. With
     ``receipts``, a receipt's "how much is X" question is read the same way (its goal, then
-    its item lines down to X's: ``_receipt_reading``). Other families and questions are
-    returned unchanged.
+    its item lines down to X's: ``_receipt_reading``). With ``aligned`` as well, every label
+    written after the goal mark or in a carried best follows an opening parenthesis,
+    ``? (rice, Tue)`` and ``Apr: 30 < 45 (Mar 45)``: the byte-level tokenizer then cuts it
+    into the very tokens its own line starts with (after a space it would not: `` rice`` and
+    ``rice`` are different tokens), so the stop and the carry compare equal tokens; and each
+    carried best shows the comparison that kept or replaced it (this line's value against
+    the best so far). Other families and questions are returned unchanged.
     """
     if state_goal and not (compare and stop_at_asked):
         raise ValueError("state_goal needs compare=True and stop_at_asked=True")
+    if aligned and not state_goal:
+        raise ValueError("aligned needs state_goal=True")
     goal = ""
     if receipts and sample.task == "receipt":
         reading = _receipt_reading(sample)
@@ -311,7 +318,7 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
     else:
         reading = key_values(sample).answer
         if compare and sample.task != "table" and not sample.answer.isdigit():
-            reading, largest = _running_extreme(reading, sample.answer)
+            reading, largest = _running_extreme(reading, sample.answer, aligned)
             goal = GOAL_LARGEST if largest else GOAL_SMALLEST
         elif compare and stop_at_asked:
             reading = _reading_to_asked(reading, sample.question, sample.answer)
@@ -319,6 +326,8 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
         elif compare:
             reading += "\n" + _asked_line(reading, sample.question, sample.answer)
     if state_goal:
+        if aligned and goal not in (GOAL_LARGEST, GOAL_SMALLEST):
+            goal = f"({goal})"
         reading = f"{GOAL_MARK}{goal}\n{reading}"
     return replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
 
@@ -381,19 +390,24 @@ def _receipt_reading(sample: Sample) -> str | None:
     return "\n".join(lines[:asked[0] + 1])
 
 
-def _running_extreme(reading: str, answer: str) -> tuple[str, bool]:
+def _running_extreme(reading: str, answer: str, aligned: bool = False) -> tuple[str, bool]:
     """Key-value lines each followed by the best so far (``Mar: 45 | Mar 45``) for "which is
     largest/smallest": one comparison of two nearby numbers per line instead of an arg-max
     over all of them at once. Whether the best is the largest or the smallest follows from
-    the gold answer (the question asks for one of the two); it is returned with the lines."""
+    the gold answer (the question asks for one of the two); it is returned with the lines.
+    ``aligned`` writes ``Apr: 30 < 45 (Mar 45)`` instead: the comparison of this line's
+    value with the best so far (``<``, ``>`` or ``=``), then the new best in parentheses."""
     pairs = [line.rsplit(": ", 1) for line in reading.split("\n")]
     values = [int(v) for _, v in pairs]
     largest = pairs[values.index(max(values))][0] == answer
     lines, best = [], None
     for (label, value), number in zip(pairs, values):
+        shown = f"{label}: {value}"
+        if aligned and best is not None:
+            shown += f" {'<' if number < best[1] else '>' if number > best[1] else '='} {best[1]}"
         if best is None or (number > best[1] if largest else number < best[1]):
             best = (label, number)
-        lines.append(f"{label}: {value} | {best[0]} {best[1]}")
+        lines.append(f"{shown} ({best[0]} {best[1]})" if aligned else f"{shown} | {best[0]} {best[1]}")
     return "\n".join(lines), largest
 
 
