@@ -44,10 +44,11 @@ KEY_VALUE_SETS = ("stage5_pairs",)
 #: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
 THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9",
                  "stage9_lookup")
-#: of those, the sets whose value readings stop at the asked line instead of repeating it
-STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9", "stage9_lookup")
+#: of those and the drill sets, the sets whose value readings stop at the asked line instead of repeating it
+STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup",
+                      "stage9_drill")
 #: of those, the sets whose readings open with their goal (``? mar``, ``? max``)
-GOAL_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup")
+GOAL_SETS = ("stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup", "stage9_drill")
 #: of those, the sets whose receipt price questions are read out too
 RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup")
 #: of those, the sets whose goal and carried labels are aligned with their lines' tokens
@@ -78,6 +79,13 @@ DATASETS = (
 )
 
 
+def reading_style(name: str) -> dict[str, bool]:
+    """The ``synthetic.read_then_answer`` flags of data set ``name``, from the set lists above:
+    a stage's drills are read the way its image sets are."""
+    return dict(compare=True, stop_at_asked=name in STOP_AT_ASKED_SETS, state_goal=name in GOAL_SETS,
+                receipts=name in RECEIPT_READING_SETS, aligned=name in ALIGNED_SETS)
+
+
 def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None = None) -> list[Path]:
     """Generate the demo's training and held-out data under ``out`` (deterministic).
 
@@ -99,15 +107,9 @@ def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None =
         elif name in KEY_VALUE_SETS:
             stream = map(synthetic.key_values, stream)
         elif name in DRILL_SETS:
-            stream = (synthetic.reading_drill(sample, compare=True, stop_at_asked=True, state_goal=True,
-                                              aligned=name in ALIGNED_SETS)
-                      for sample in stream)
+            stream = (synthetic.reading_drill(sample, **reading_style(name)) for sample in stream)
         elif name in THINKING_SETS:
-            stream = (synthetic.read_then_answer(sample, compare=True, stop_at_asked=name in STOP_AT_ASKED_SETS,
-                                                 state_goal=name in GOAL_SETS,
-                                                 receipts=name in RECEIPT_READING_SETS,
-                                                 aligned=name in ALIGNED_SETS)
-                      for sample in stream)
+            stream = (synthetic.read_then_answer(sample, **reading_style(name)) for sample in stream)
         paths.append(synthetic.write_jsonl(stream, Path(out) / name))
     return paths
 
