@@ -51,7 +51,7 @@ STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "sta
 GOAL_SETS = ("stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup", "stage9_drill")
 #: of those, the sets whose receipt price questions are read out too
 RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup")
-#: of those, the sets whose goal and carried labels are aligned with their lines' tokens
+#: of the sets with a goal, those whose goal and carried labels are aligned with their lines' tokens
 ALIGNED_SETS = ("stage9", "stage9_lookup", "stage9_drill")
 #: sets of text-only reading drills (``synthetic.reading_drill``), read as the image sets of their stage
 DRILL_SETS = ("stage8_drill", "stage9_drill")

@@ -307,34 +307,33 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
         raise ValueError("state_goal needs compare=True and stop_at_asked=True")
     if aligned and not state_goal:
         raise ValueError("aligned needs state_goal=True")
-    goal = ""
+    largest = None  # set by a "which is largest/smallest" reading; any other reading stops at a label
     if receipts and sample.task == "receipt":
         reading = _receipt_reading(sample)
         if reading is None:
             return sample
-        goal = _last_label(reading)
     elif sample.task not in KEY_VALUE_TASKS:
         return sample
     else:
         reading = key_values(sample).answer
         if compare and sample.task != "table" and not sample.answer.isdigit():
             reading, largest = _running_extreme(reading, sample.answer, aligned)
-            goal = GOAL_LARGEST if largest else GOAL_SMALLEST
         elif compare and stop_at_asked:
             reading = _reading_to_asked(reading, sample.question, sample.answer)
-            goal = _last_label(reading)
         elif compare:
             reading += "\n" + _asked_line(reading, sample.question, sample.answer)
     if state_goal:
-        if aligned and goal not in (GOAL_LARGEST, GOAL_SMALLEST):
-            goal = f"({goal})"
-        reading = f"{GOAL_MARK}{goal}\n{reading}"
+        reading = f"{GOAL_MARK}{_goal(reading, largest, aligned)}\n{reading}"
     return replace(sample, answer=f"{THINK_OPEN}{reading}{THINK_CLOSE}{sample.answer}")
 
 
-def _last_label(reading: str) -> str:
-    """The label of a reading's last ``label: value`` line: where a stopping reading stops."""
-    return reading.rsplit("\n", 1)[-1].rpartition(": ")[0]
+def _goal(reading: str, largest: bool | None, aligned: bool) -> str:
+    """What a reading looks for: which way its best so far goes, or else the label of its
+    last ``label: value`` line, where it stops (in parentheses when ``aligned``)."""
+    if largest is not None:
+        return GOAL_LARGEST if largest else GOAL_SMALLEST
+    label = reading.rsplit("\n", 1)[-1].rpartition(": ")[0]
+    return f"({label})" if aligned else label
 
 
 def reading_drill(sample: Sample, **reading: bool) -> Sample:
