@@ -567,6 +567,65 @@ def test_receipt_price_questions_can_be_read_out():
 
 
 @needs_fonts
+def test_receipt_reading_stops_at_the_named_item_not_one_inside_a_word():
+    """"rice" is spelled inside "price": when two items cost the asked amount, the reading
+    must stop at the item the question names as a word, not fail or stop at the other."""
+    from dataclasses import replace
+
+    from jvlm.data.synthetic import read_then_answer
+
+    sample = next(generate(1, 13, "train", ["receipt"], ["en"], image_size=224))
+    sample = replace(sample, spec={**sample.spec, "items": [["rice", 425], ["coffee", 425]]},
+                     question="What is the price of coffee?", answer="4.25")
+    out = read_then_answer(sample, compare=True, stop_at_asked=True, state_goal=True, receipts=True, aligned=True)
+    assert out.answer == "<think>\n? (coffee)\nrice: 4.25\ncoffee: 4.25\n</think>\n4.25"
+
+
+@needs_fonts
+def test_table_reading_by_row_finds_the_row_then_the_column():
+    """With by_row, a table reading stops twice at one label each: it names the rows in the
+    table's order down to the asked one, then writes that row's cells down to the asked
+    column, under the goal ``? (row) (day)``; every value is the table's, every label is cut
+    into the tokens its line starts with, and charts read exactly as without the flag."""
+    from jvlm.data.synthetic import GOAL_MARK, key_values, read_then_answer, reading_drill
+    from jvlm.eval.runner import clean_prediction
+    from tokenizers import Tokenizer
+
+    from shipped import DEMO_DIR
+
+    tokenizer = Tokenizer.from_file(str(DEMO_DIR / "tokenizer.json"))
+
+    def tokens(text: str) -> list[int]:
+        return tokenizer.encode(text, add_special_tokens=False).ids
+
+    style = dict(compare=True, stop_at_asked=True, state_goal=True, aligned=True)
+    depths = set()
+    for sample in generate(90, 16, "train", ["bar_chart", "line_chart", "table"], image_size=224):
+        text = read_then_answer(sample, **style, by_row=True).answer
+        assert clean_prediction(text) == sample.answer
+        assert reading_drill(sample, **style, by_row=True).answer == text
+        if sample.task != "table":
+            assert text == read_then_answer(sample, **style).answer
+            continue
+        first, *lines = text.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
+        row, day = first.removeprefix(GOAL_MARK).removeprefix("(").removesuffix(")").split(") (")
+        assert row in sample.question and day in sample.question
+        rows = [line for line in lines if ": " not in line]
+        cells = lines[len(rows):]
+        assert rows[-1] == row and row not in rows[:-1] and all(": " in cell for cell in cells)
+        assert cells[-1] == f"{day}: {sample.answer}" and all(not c.startswith(day + ":") for c in cells[:-1])
+        table = key_values(sample).answer.split("\n")
+        assert [line.split(",")[0] for line in table][::len(table) // len(sample.spec["rows"])][:len(rows)] == rows
+        assert [f"{row}, {cell}" for cell in cells] == [line for line in table if line.startswith(f"{row}, ")][:len(cells)]
+        for label in (row, day):
+            assert tokens(f"({label}")[1:] == tokens(label)
+        depths.add((len(rows) > 1, len(cells) > 1))
+    assert depths == {(False, False), (False, True), (True, False), (True, True)}
+    with pytest.raises(ValueError, match="by_row"):
+        read_then_answer(sample, compare=True, stop_at_asked=True, state_goal=True, by_row=True)
+
+
+@needs_fonts
 def test_reading_drill_gives_the_lines_and_keeps_the_reading():
     """A drill is text-only: its question holds every key-value line of the chart or table
     (image order) above the original question, and its answer is exactly the reading the

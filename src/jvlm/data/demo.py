@@ -43,18 +43,22 @@ LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
 KEY_VALUE_SETS = ("stage5_pairs",)
 #: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
 THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9",
-                 "stage9_lookup")
+                 "stage9_lookup", "stage10", "stage10_lookup", "stage10_tables")
 #: of those and the drill sets, the sets whose value readings stop at the asked line instead of repeating it
 STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup",
-                      "stage9_drill")
+                      "stage9_drill", "stage10", "stage10_lookup", "stage10_tables", "stage10_drill")
 #: of those, the sets whose readings open with their goal (``? mar``, ``? max``)
-GOAL_SETS = ("stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup", "stage9_drill")
+GOAL_SETS = ("stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup", "stage9_drill", "stage10",
+             "stage10_lookup", "stage10_tables", "stage10_drill")
 #: of those, the sets whose receipt price questions are read out too
-RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup")
+RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup", "stage10", "stage10_lookup")
 #: of the sets with a goal, those whose goal and carried labels are aligned with their lines' tokens
-ALIGNED_SETS = ("stage9", "stage9_lookup", "stage9_drill")
+ALIGNED_SETS = ("stage9", "stage9_lookup", "stage9_drill", "stage10", "stage10_lookup", "stage10_tables",
+                "stage10_drill")
+#: of the aligned sets, those whose table readings find the row, then the column (``? (rice) (Tue)``)
+BY_ROW_SETS = ("stage10", "stage10_lookup", "stage10_tables", "stage10_drill")
 #: sets of text-only reading drills (``synthetic.reading_drill``), read as the image sets of their stage
-DRILL_SETS = ("stage8_drill", "stage9_drill")
+DRILL_SETS = ("stage8_drill", "stage9_drill", "stage10_drill")
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
 DATASETS = (
     ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
@@ -75,6 +79,10 @@ DATASETS = (
     ("stage9", "train", 27, 24000, None, TRAIN_QUESTIONS),
     ("stage9_lookup", "train", 28, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
     ("stage9_drill", "train", 29, 21600, synthetic.KEY_VALUE_TASKS, 1),
+    ("stage10", "train", 30, 24000, None, TRAIN_QUESTIONS),
+    ("stage10_lookup", "train", 31, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
+    ("stage10_drill", "train", 32, 21600, synthetic.KEY_VALUE_TASKS, 1),
+    ("stage10_tables", "train", 33, 12000, ("table",), TRAIN_QUESTIONS),
     ("test", "test", 0, 600, None, 1),
 )
 
@@ -83,7 +91,7 @@ def reading_style(name: str) -> dict[str, bool]:
     """The ``synthetic.read_then_answer`` flags of data set ``name``, from the set lists above:
     a stage's drills are read the way its image sets are."""
     return dict(compare=True, stop_at_asked=name in STOP_AT_ASKED_SETS, state_goal=name in GOAL_SETS,
-                receipts=name in RECEIPT_READING_SETS, aligned=name in ALIGNED_SETS)
+                receipts=name in RECEIPT_READING_SETS, aligned=name in ALIGNED_SETS, by_row=name in BY_ROW_SETS)
 
 
 def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None = None) -> list[Path]:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -278,7 +279,8 @@ GOAL_LARGEST, GOAL_SMALLEST = "max", "min"
 
 
 def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool = False,
-                     state_goal: bool = False, receipts: bool = False, aligned: bool = False) -> Sample:
+                     state_goal: bool = False, receipts: bool = False, aligned: bool = False,
+                     by_row: bool = False) -> Sample:
     """A chart or table question answered after writing the image out as label-value lines.
 
     The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
@@ -301,12 +303,18 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
     into the very tokens its own line starts with (after a space it would not: `` rice`` and
     ``rice`` are different tokens), so the stop and the carry compare equal tokens; and each
     carried best shows the comparison that kept or replaced it (this line's value against
-    the best so far). Other families and questions are returned unchanged.
+    the best so far). With ``by_row`` as well, a table cell is found in two scans that each
+    stop at one label instead of at a (row, column) pair: the row names down to the asked
+    row, then that row's cells down to the asked column, under the goal ``? (rice) (Tue)``:
+    ``milk`` / ``rice`` / ``Mon: 12`` / ``Tue: 77`` (``_row_then_column``). Other families and
+    questions are returned unchanged.
     """
     if state_goal and not (compare and stop_at_asked):
         raise ValueError("state_goal needs compare=True and stop_at_asked=True")
     if aligned and not state_goal:
         raise ValueError("aligned needs state_goal=True")
+    if by_row and not aligned:
+        raise ValueError("by_row needs aligned=True")
     largest = None  # set by a "which is largest/smallest" reading; any other reading stops at a label
     if receipts and sample.task == "receipt":
         reading = _receipt_reading(sample)
@@ -318,6 +326,8 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
         reading = key_values(sample).answer
         if compare and sample.task != "table" and not sample.answer.isdigit():
             reading, largest = _running_extreme(reading, sample.answer, aligned)
+        elif by_row and sample.task == "table":
+            reading = _row_then_column(sample)
         elif compare and stop_at_asked:
             reading = _reading_to_asked(reading, sample.question, sample.answer)
         elif compare:
@@ -332,7 +342,11 @@ def _goal(reading: str, largest: bool | None, aligned: bool) -> str:
     last ``label: value`` line, where it stops (in parentheses when ``aligned``)."""
     if largest is not None:
         return GOAL_LARGEST if largest else GOAL_SMALLEST
-    label = reading.rsplit("\n", 1)[-1].rpartition(": ")[0]
+    lines = reading.split("\n")
+    label = lines[-1].rpartition(": ")[0]
+    rows = [line for line in lines if ": " not in line]  # a by-row table reading's row names
+    if rows:
+        return f"({rows[-1]}) ({label})"
     return f"({label})" if aligned else label
 
 
@@ -371,6 +385,35 @@ def _reading_to_asked(reading: str, question: str, answer: str) -> str:
     return "\n".join(lines[:lines.index(_asked_line(reading, question, answer)) + 1])
 
 
+def _as_words(question: str, *names: str) -> bool:
+    """Whether every name stands in the question as a word of its own, not inside a longer
+    one ("rice" is in "price", Turkish "su" in "sütununda"); a question names several labels
+    of one image only this way, so it tells apart two candidates with the asked value."""
+    return all(re.search(rf"(?<!\w){re.escape(name)}(?!\w)", question) for name in names)
+
+
+def _row_then_column(sample: Sample) -> str:
+    """A table reading in two single-label scans: the row names, in the table's order, down
+    to the asked row, then that row's ``day: value`` cells down to the asked column. Each
+    line then ends the scan or not by one label, where a ``row, day: value`` line would stop
+    only when both its labels match, and readings ran past the asked cell or stopped at one
+    sharing only its row or its column."""
+    from jvlm.data import synth_lexicon as lex
+
+    spec, lang = sample.spec, sample.language
+    rows = [lex.ITEMS[r][lang] for r in spec["rows"]]
+    days = [lex.WEEKDAYS_SHORT[c][lang] for c in spec["cols"]]
+    hits = [(i, j) for i, row in enumerate(rows) for j, day in enumerate(days)
+            if row in sample.question and day in sample.question and str(spec["values"][i][j]) == sample.answer]
+    if len(hits) > 1:
+        hits = [(i, j) for i, j in hits if _as_words(sample.question, rows[i], days[j])] or hits
+    if len(hits) != 1:
+        raise ValueError(f"{sample.id}: {len(hits)} cells answer {sample.question!r} with {sample.answer!r}")
+    i, j = hits[0]
+    cells = [f"{day}: {value}" for day, value in zip(days[:j + 1], spec["values"][i])]
+    return "\n".join(rows[:i + 1] + cells)
+
+
 def _receipt_reading(sample: Sample) -> str | None:
     """A receipt's item lines (``eggs: 13.75``, as printed) down to the one a price question
     asks about; None for the receipt's other questions (total, date, count, store), which are
@@ -382,6 +425,8 @@ def _receipt_reading(sample: Sample) -> str | None:
     lines = [f"{lex.ITEMS[key][lang]}: {lex.format_price(cents, lang)}" for key, cents in spec["items"]]
     asked = [i for i, (key, cents) in enumerate(spec["items"])
              if lex.format_price(cents, lang) == sample.answer and lex.item_the(key, lang) in sample.question]
+    if len(asked) > 1:
+        asked = [i for i in asked if _as_words(sample.question, lex.item_the(spec["items"][i][0], lang))] or asked
     if not asked:
         return None
     if len(asked) > 1:
