@@ -339,7 +339,8 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
 
 def _goal(reading: str, largest: bool | None, aligned: bool) -> str:
     """What a reading looks for: which way its best so far goes, or else the label of its
-    last ``label: value`` line, where it stops (in parentheses when ``aligned``)."""
+    last ``label: value`` line, where it stops (in parentheses when ``aligned``), led by the
+    last row name of a by-row table reading: ``(rice) (Tue)``."""
     if largest is not None:
         return GOAL_LARGEST if largest else GOAL_SMALLEST
     lines = reading.split("\n")
