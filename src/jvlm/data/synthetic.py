@@ -327,7 +327,7 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
         if compare and sample.task != "table" and not sample.answer.isdigit():
             reading, largest = _running_extreme(reading, sample.answer, aligned)
         elif by_row and sample.task == "table":
-            reading = _row_then_column(sample)
+            reading = _row_then_column(reading, sample.question, sample.answer)
         elif compare and stop_at_asked:
             reading = _reading_to_asked(reading, sample.question, sample.answer)
         elif compare:
@@ -386,33 +386,36 @@ def _reading_to_asked(reading: str, question: str, answer: str) -> str:
     return "\n".join(lines[:lines.index(_asked_line(reading, question, answer)) + 1])
 
 
-def _as_words(question: str, *names: str) -> bool:
-    """Whether every name stands in the question as a word of its own, not inside a longer
-    one ("rice" is in "price", Turkish "su" in "sütununda"); a question names several labels
-    of one image only this way, so it tells apart two candidates with the asked value."""
-    return all(re.search(rf"(?<!\w){re.escape(name)}(?!\w)", question) for name in names)
+def _named(candidates: list[tuple[int, tuple[str, ...]]], question: str) -> list[int]:
+    """Of the candidates (an index and the labels that name it), those whose labels all
+    occur in the question; of several, those it names as words of their own if any ("rice"
+    is in "price", Turkish "süt" in "sütununda": a label inside a longer word is not asked)."""
+    found = [(i, names) for i, names in candidates if all(name in question for name in names)]
+    if len(found) > 1:
+        found = [(i, names) for i, names in found
+                 if all(re.search(rf"(?<!\w){re.escape(name)}(?!\w)", question) for name in names)] or found
+    return [i for i, _ in found]
 
 
-def _row_then_column(sample: Sample) -> str:
-    """A table reading in two single-label scans: the row names, in the table's order, down
-    to the asked row, then that row's ``day: value`` cells down to the asked column. Each
-    line then ends the scan or not by one label, where a ``row, day: value`` line would stop
-    only when both its labels match, and readings ran past the asked cell or stopped at one
-    sharing only its row or its column."""
-    from jvlm.data import synth_lexicon as lex
-
-    spec, lang = sample.spec, sample.language
-    rows = [lex.ITEMS[r][lang] for r in spec["rows"]]
-    days = [lex.WEEKDAYS_SHORT[c][lang] for c in spec["cols"]]
-    hits = [(i, j) for i, row in enumerate(rows) for j, day in enumerate(days)
-            if row in sample.question and day in sample.question and str(spec["values"][i][j]) == sample.answer]
-    if len(hits) > 1:
-        hits = [(i, j) for i, j in hits if _as_words(sample.question, rows[i], days[j])] or hits
+def _row_then_column(reading: str, question: str, answer: str) -> str:
+    """A table's ``row, day: value`` reading turned into two single-label scans: the row
+    names, in the table's order, down to the asked row, then that row's ``day: value`` cells
+    down to the asked column. Each line then ends the scan or not by one label, where a
+    ``row, day: value`` line would stop only when both its labels match, and readings ran
+    past the asked cell or stopped at one sharing only its row or its column."""
+    cells = []  # (row, day, value) in reading order
+    for line in reading.split("\n"):
+        label, _, value = line.rpartition(": ")
+        row, day = label.split(", ")
+        cells.append((row, day, value))
+    hits = _named([(k, (row, day)) for k, (row, day, value) in enumerate(cells) if value == answer], question)
     if len(hits) != 1:
-        raise ValueError(f"{sample.id}: {len(hits)} cells answer {sample.question!r} with {sample.answer!r}")
-    i, j = hits[0]
-    cells = [f"{day}: {value}" for day, value in zip(days[:j + 1], spec["values"][i])]
-    return "\n".join(rows[:i + 1] + cells)
+        raise ValueError(f"{len(hits)} cells of the table answer {question!r} with {answer!r}")
+    row, day, _ = cells[hits[0]]
+    rows = list(dict.fromkeys(r for r, _, _ in cells))
+    in_row = [(d, value) for r, d, value in cells if r == row]
+    days = [d for d, _ in in_row]
+    return "\n".join(rows[:rows.index(row) + 1] + [f"{d}: {value}" for d, value in in_row[:days.index(day) + 1]])
 
 
 def _receipt_reading(sample: Sample) -> str | None:
@@ -424,10 +427,8 @@ def _receipt_reading(sample: Sample) -> str | None:
 
     spec, lang = sample.spec, sample.language
     lines = [f"{lex.ITEMS[key][lang]}: {lex.format_price(cents, lang)}" for key, cents in spec["items"]]
-    asked = [i for i, (key, cents) in enumerate(spec["items"])
-             if lex.format_price(cents, lang) == sample.answer and lex.item_the(key, lang) in sample.question]
-    if len(asked) > 1:
-        asked = [i for i in asked if _as_words(sample.question, lex.item_the(spec["items"][i][0], lang))] or asked
+    asked = _named([(i, (lex.item_the(key, lang),)) for i, (key, cents) in enumerate(spec["items"])
+                    if lex.format_price(cents, lang) == sample.answer], sample.question)
     if not asked:
         return None
     if len(asked) > 1:
