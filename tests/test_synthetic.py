@@ -473,6 +473,17 @@ def test_reading_can_state_its_goal_first():
     assert goals == {"label", GOAL_LARGEST, GOAL_SMALLEST}
 
 
+def _demo_tokens():
+    """The shipped demo tokenizer as text -> token ids (no special tokens): what the model
+    sees of a reading."""
+    from tokenizers import Tokenizer
+
+    from shipped import DEMO_DIR
+
+    tokenizer = Tokenizer.from_file(str(DEMO_DIR / "tokenizer.json"))
+    return lambda text: tokenizer.encode(text, add_special_tokens=False).ids
+
+
 @needs_fonts
 def test_aligned_reading_writes_labels_as_their_lines_start():
     """With aligned, a label in the goal or in a carried best follows "(", so the tokenizer
@@ -481,15 +492,7 @@ def test_aligned_reading_writes_labels_as_their_lines_start():
     names; the lines read and the answer are those of the unaligned reading."""
     from jvlm.data.synthetic import GOAL_LARGEST, GOAL_MARK, GOAL_SMALLEST, read_then_answer
     from jvlm.eval.runner import clean_prediction
-    from tokenizers import Tokenizer
-
-    from shipped import DEMO_DIR
-
-    tokenizer = Tokenizer.from_file(str(DEMO_DIR / "tokenizer.json"))
-
-    def tokens(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False).ids
-
+    tokens = _demo_tokens()
     style = dict(compare=True, stop_at_asked=True, state_goal=True)
     kinds = set()
     for sample in generate(60, 15, "train", ["bar_chart", "line_chart", "table"], image_size=224, questions=1):
@@ -589,15 +592,7 @@ def test_table_reading_by_row_finds_the_row_then_the_column():
     into the tokens its line starts with, and charts read exactly as without the flag."""
     from jvlm.data.synthetic import GOAL_MARK, key_values, read_then_answer, reading_drill
     from jvlm.eval.runner import clean_prediction
-    from tokenizers import Tokenizer
-
-    from shipped import DEMO_DIR
-
-    tokenizer = Tokenizer.from_file(str(DEMO_DIR / "tokenizer.json"))
-
-    def tokens(text: str) -> list[int]:
-        return tokenizer.encode(text, add_special_tokens=False).ids
-
+    tokens = _demo_tokens()
     style = dict(compare=True, stop_at_asked=True, state_goal=True, aligned=True)
     depths = set()
     for sample in generate(90, 16, "train", ["bar_chart", "line_chart", "table"], image_size=224):
