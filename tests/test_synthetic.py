@@ -636,3 +636,31 @@ def test_reading_drill_gives_the_lines_and_keeps_the_reading():
         assert drill.answer == read_then_answer(sample, **style).answer
     with pytest.raises(ValueError, match="reading drills"):
         reading_drill(next(iter(generate(1, 14, "train", ["receipt"], image_size=224))), **style)
+
+
+def test_facts_reading_writes_the_one_word_the_answer_follows_from():
+    """With facts, a facts question first writes the word its answer follows from, as the
+    question spells it; that word alone must decide the answer (one answer per word and
+    language, across every wording), so the model can learn the answer from it. "Which is
+    larger" questions (answer in the question) and other families are left as they were."""
+    from jvlm.data.synthetic import GOAL_MARK, read_then_answer
+    from jvlm.eval.runner import clean_prediction
+    answer_of: dict[tuple[str, str], str] = {}
+    wordings: dict[tuple[str, str], set[str]] = {}
+    for sample in generate(600, 3, "train", ["facts"]):
+        text = read_then_answer(sample, facts=True).answer
+        assert clean_prediction(text) == sample.answer
+        if any(ch.isdigit() for ch in sample.question):
+            assert text == sample.answer
+            continue
+        reading = text.split("</think>")[0].removeprefix("<think>\n").strip()
+        assert reading.startswith(GOAL_MARK) and "\n" not in reading
+        key = reading.removeprefix(GOAL_MARK)
+        assert key in sample.question
+        assert answer_of.setdefault((sample.language, key), sample.answer) == sample.answer
+        wordings.setdefault((sample.language, key), set()).add(sample.question)
+    assert len({lang for lang, _ in answer_of}) == 6
+    assert sum(len(w) > 1 for w in wordings.values()) > 20  # one word read alike under two wordings
+    assert ("ru", "помидора") in answer_of or ("ru", "помидоры") in answer_of
+    for sample in generate(20, 3, "train", ["arithmetic", "translation"]):
+        assert read_then_answer(sample, facts=True) == sample

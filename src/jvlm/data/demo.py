@@ -43,20 +43,25 @@ LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
 KEY_VALUE_SETS = ("stage5_pairs",)
 #: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
 THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9",
-                 "stage9_lookup", "stage10", "stage10_lookup", "stage10_tables")
+                 "stage9_lookup", "stage10", "stage10_lookup", "stage10_tables", "stage11", "stage11_facts")
 #: of those and the drill sets, the sets whose value readings stop at the asked line instead of repeating it
 STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup",
-                      "stage9_drill", "stage10", "stage10_lookup", "stage10_tables", "stage10_drill")
+                      "stage9_drill", "stage10", "stage10_lookup", "stage10_tables", "stage10_drill", "stage11")
 #: of those, the sets whose readings open with their goal (``? mar``, ``? max``)
 GOAL_SETS = ("stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup", "stage9_drill", "stage10",
-             "stage10_lookup", "stage10_tables", "stage10_drill")
+             "stage10_lookup", "stage10_tables", "stage10_drill", "stage11")
 #: of those, the sets whose receipt price questions are read out too
-RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup", "stage10", "stage10_lookup")
+RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup", "stage10", "stage10_lookup", "stage11")
 #: of the sets with a goal, those whose goal and carried labels are aligned with their lines' tokens
 ALIGNED_SETS = ("stage9", "stage9_lookup", "stage9_drill", "stage10", "stage10_lookup", "stage10_tables",
-                "stage10_drill")
+                "stage10_drill", "stage11")
 #: of the aligned sets, those whose table readings find the row, then the column (``? (rice) (Tue)``)
-BY_ROW_SETS = ("stage10", "stage10_lookup", "stage10_tables", "stage10_drill")
+BY_ROW_SETS = ("stage10", "stage10_lookup", "stage10_tables", "stage10_drill", "stage11")
+#: sets whose facts questions first write the word their answer follows from (``? пятницей``)
+FACT_READING_SETS = ("stage11_facts",)
+#: every family but facts: a stage that reads facts trains them from a set of single questions,
+#: so that no facts question is a follow-up turn answered without its reading
+NO_FACTS_TASKS = tuple(task for task in synthetic.TASKS if task != "facts")
 #: sets of text-only reading drills (``synthetic.reading_drill``), read as the image sets of their stage
 DRILL_SETS = ("stage8_drill", "stage9_drill", "stage10_drill")
 #: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
@@ -83,6 +88,8 @@ DATASETS = (
     ("stage10_lookup", "train", 31, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
     ("stage10_drill", "train", 32, 21600, synthetic.KEY_VALUE_TASKS, 1),
     ("stage10_tables", "train", 33, 12000, ("table",), TRAIN_QUESTIONS),
+    ("stage11", "train", 34, 24300, NO_FACTS_TASKS, TRAIN_QUESTIONS),
+    ("stage11_facts", "train", 35, 12000, ("facts",), 1),
     ("test", "test", 0, 600, None, 1),
 )
 
@@ -91,7 +98,8 @@ def reading_style(name: str) -> dict[str, bool]:
     """The ``synthetic.read_then_answer`` flags of data set ``name``, from the set lists above:
     a stage's drills are read the way its image sets are."""
     return dict(compare=True, stop_at_asked=name in STOP_AT_ASKED_SETS, state_goal=name in GOAL_SETS,
-                receipts=name in RECEIPT_READING_SETS, aligned=name in ALIGNED_SETS, by_row=name in BY_ROW_SETS)
+                receipts=name in RECEIPT_READING_SETS, aligned=name in ALIGNED_SETS, by_row=name in BY_ROW_SETS,
+                facts=name in FACT_READING_SETS)
 
 
 def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None = None) -> list[Path]:

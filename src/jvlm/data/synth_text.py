@@ -113,3 +113,51 @@ ITEM_COLOUR_QUESTIONS: dict[str, dict[str, tuple[str, str]]] = {
         ("Süt ne renktir?", "Sütün rengi nedir?"),
     ])),
 }
+
+
+#: the stem of each colour-fact item as its questions spell it (``ITEM_COLOUR_QUESTIONS``)
+ITEM_STEMS: dict[str, dict[str, str]] = {
+    "bananas": dict(zip(lex.LANGUAGES, ("banana", "香蕉", "موز", "banana", "банан", "muz"))),
+    "tomatoes": dict(zip(lex.LANGUAGES, ("tomato", "西红柿", "طماطم", "tomate", "помидор", "domates"))),
+    "milk": dict(zip(lex.LANGUAGES, ("milk", "牛奶", "حليب", "leite", "молок", "Süt"))),
+}
+
+
+def fact_key(question: str, answer: str, lang: str) -> str | None:
+    """The word a ``make_facts`` answer follows from, as the question spells it.
+
+    The day before the answer for a next-day question, the number word in quotes for a
+    digits question, the shape for a sides question, the item for a colour question: each
+    answer is a function of that one word, whatever the wording around it. None for the
+    "which is larger" questions (their answer is in the question) and unknown questions.
+    Outside Chinese the match grows to its whole word, so an inflected form is kept whole
+    (Russian ``помидора``, Turkish ``Sütün``).
+    """
+    forms: list[str] = []
+    days = [day[lang] for day in lex.WEEKDAYS]
+    if answer in days:
+        i = (days.index(answer) - 1) % 7
+        forms = [days[i]] + ([lex.WEEKDAYS_RU_GEN[i], WEEKDAYS_RU_INS[i]] if lang == "ru" else [])
+    elif answer.isdigit():
+        word = lex.NUMBER_WORDS.get(int(answer), {}).get(lang)
+        if word and any(f"{q0}{word}{q1}" in question for q0, q1 in ("“”", "«»")):
+            return word
+        for shape, facts in lex.SHAPE_SIDES.items():
+            if str(facts["n"]) == answer:
+                forms += [lex.SHAPES[shape]["name"][lang], lex.SHAPES[shape]["the"][lang], facts.get(lang, "")]
+    else:
+        forms = [stems[lang] for item, stems in ITEM_STEMS.items()
+                 if lex.colour_name(lex.ITEM_COLOURS[item], lang) == answer]
+    found = [form for form in forms if form and form in question]
+    if not found:
+        return None
+    stem = max(found, key=len)
+    if lang == "zh":
+        return stem
+    start = question.index(stem)
+    end = start + len(stem)
+    while start > 0 and question[start - 1].isalpha():
+        start -= 1
+    while end < len(question) and question[end].isalpha():
+        end += 1
+    return question[start:end]

@@ -280,7 +280,7 @@ GOAL_LARGEST, GOAL_SMALLEST = "max", "min"
 
 def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool = False,
                      state_goal: bool = False, receipts: bool = False, aligned: bool = False,
-                     by_row: bool = False) -> Sample:
+                     by_row: bool = False, facts: bool = False) -> Sample:
     """A chart or table question answered after writing the image out as label-value lines.
 
     The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
@@ -306,8 +306,11 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
     the best so far). With ``by_row`` as well, a table cell is found in two scans that each
     stop at one label instead of at a (row, column) pair: the row names down to the asked
     row, then that row's cells down to the asked column, under the goal ``? (rice) (Tue)``:
-    ``milk`` / ``rice`` / ``Mon: 12`` / ``Tue: 77`` (``_row_then_column``). Other families and
-    questions are returned unchanged.
+    ``milk`` / ``rice`` / ``Mon: 12`` / ``Tue: 77`` (``_row_then_column``). With ``facts``, a
+    facts question whose answer follows from one word (the day before, the number word, the
+    shape, the item: ``synth_text.fact_key``) first writes that word as the question spells
+    it, ``? пятницей``: the answer is then looked up from that word alone, the same under
+    every wording of the question. Other families and questions are returned unchanged.
     """
     if state_goal and not (compare and stop_at_asked):
         raise ValueError("state_goal needs compare=True and stop_at_asked=True")
@@ -316,6 +319,11 @@ def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool 
     if by_row and not aligned:
         raise ValueError("by_row needs aligned=True")
     largest = None  # set by a "which is largest/smallest" reading; any other reading stops at a label
+    if facts and sample.task == "facts":
+        key = synth_text.fact_key(sample.question, sample.answer, sample.language)
+        if key is None:
+            return sample
+        return replace(sample, answer=f"{THINK_OPEN}{GOAL_MARK}{key}{THINK_CLOSE}{sample.answer}")
     if receipts and sample.task == "receipt":
         reading = _receipt_reading(sample)
         if reading is None:
