@@ -641,10 +641,13 @@ def test_reading_drill_gives_the_lines_and_keeps_the_reading():
 def test_facts_reading_writes_the_one_word_the_answer_follows_from():
     """With facts, a facts question first writes the word its answer follows from, as the
     question spells it; that word alone must decide the answer (one answer per word and
-    language, across every wording), so the model can learn the answer from it. "Which is
-    larger" questions (answer in the question) and other families are left as they were."""
+    language, across every wording), so the model can learn the answer from it, and outside
+    Chinese (no spaces to cut at) it is cut into the same tokens as in the question, so it
+    is copied token for token. "Which is larger" questions (answer in the question) and
+    other families are left as they were."""
     from jvlm.data.synthetic import GOAL_MARK, read_then_answer
     from jvlm.eval.runner import clean_prediction
+    tokens = _demo_tokens()
     answer_of: dict[tuple[str, str], str] = {}
     wordings: dict[tuple[str, str], set[str]] = {}
     for sample in generate(600, 3, "train", ["facts"]):
@@ -656,7 +659,16 @@ def test_facts_reading_writes_the_one_word_the_answer_follows_from():
         reading = text.split("</think>")[0].removeprefix("<think>\n").strip()
         assert reading.startswith(GOAL_MARK) and "\n" not in reading
         key = reading.removeprefix(GOAL_MARK)
-        assert key in sample.question
+        if key.startswith("("):
+            key = key.removeprefix("(").removesuffix(")")
+            assert f" {key}" not in sample.question and key in sample.question
+            written = tokens(f"({key}")[1:]
+        else:
+            assert f" {key}" in sample.question
+            written = tokens(f" {key}")
+        if sample.language != "zh":
+            question = tokens(sample.question)
+            assert any(question[i:i + len(written)] == written for i in range(len(question)))
         assert answer_of.setdefault((sample.language, key), sample.answer) == sample.answer
         wordings.setdefault((sample.language, key), set()).add(sample.question)
     assert len({lang for lang, _ in answer_of}) == 6

@@ -131,7 +131,10 @@ def fact_key(question: str, answer: str, lang: str) -> str | None:
     answer is a function of that one word, whatever the wording around it. None for the
     "which is larger" questions (their answer is in the question) and unknown questions.
     Outside Chinese the match grows to its whole word, so an inflected form is kept whole
-    (Russian ``помидора``, Turkish ``Sütün``).
+    (Russian ``помидора``, Turkish ``Sütün``). A word the question does not write after a
+    space is given in parentheses, ``(dört)``: written after the reading's ``? `` it would
+    be cut into other tokens than in the question (`` dört`` and ``dört`` differ), and the
+    reading copies it token for token.
     """
     forms: list[str] = []
     days = [day[lang] for day in lex.WEEKDAYS]
@@ -141,10 +144,10 @@ def fact_key(question: str, answer: str, lang: str) -> str | None:
     elif answer.isdigit():
         word = lex.NUMBER_WORDS.get(int(answer), {}).get(lang)
         if word and any(f"{q0}{word}{q1}" in question for q0, q1 in ("“”", "«»")):
-            return word
-        for shape, facts in lex.SHAPE_SIDES.items():
-            if str(facts["n"]) == answer:
-                forms += [lex.SHAPES[shape]["name"][lang], lex.SHAPES[shape]["the"][lang], facts.get(lang, "")]
+            forms = [word]
+        else:
+            forms = [form for shape, facts in lex.SHAPE_SIDES.items() if str(facts["n"]) == answer
+                     for form in (lex.SHAPES[shape]["name"][lang], lex.SHAPES[shape]["the"][lang], facts.get(lang))]
     else:
         forms = [stems[lang] for item, stems in ITEM_STEMS.items()
                  if lex.colour_name(lex.ITEM_COLOURS[item], lang) == answer]
@@ -152,12 +155,12 @@ def fact_key(question: str, answer: str, lang: str) -> str | None:
     if not found:
         return None
     stem = max(found, key=len)
-    if lang == "zh":
-        return stem
     start = question.index(stem)
     end = start + len(stem)
-    while start > 0 and question[start - 1].isalpha():
-        start -= 1
-    while end < len(question) and question[end].isalpha():
-        end += 1
-    return question[start:end]
+    if lang != "zh":
+        while start > 0 and question[start - 1].isalpha():
+            start -= 1
+        while end < len(question) and question[end].isalpha():
+            end += 1
+    key = question[start:end]
+    return key if question[start - 1:start] == " " else f"({key})"
