@@ -16,6 +16,7 @@ from jvlm.data.demo import DOCUMENT_TASKS
 from jvlm.data.synth_core import Painter
 from jvlm.data.synth_phrases import ANSWERS, LABELS
 from jvlm.data.synthetic import IMAGE_TASKS, TASKS, generate, main, write_jsonl
+from jvlm.inference.reasoning import split_reasoning
 from jvlm.errors import MissingFontError
 
 
@@ -410,7 +411,7 @@ def test_compared_reading_ends_one_step_from_the_answer():
     for sample in generate(60, 9, "train", ["bar_chart", "line_chart", "table"], image_size=224):
         text = read_then_answer(sample, compare=True).answer
         assert clean_prediction(text) == sample.answer
-        lines = text.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
+        lines = split_reasoning(text)[0].split("\n")
         if sample.answer.isdigit():
             assert lines[-1].endswith(f": {sample.answer}") and lines[-1] in lines[:-1]
             kinds.add("value")
@@ -436,7 +437,7 @@ def test_value_reading_can_stop_at_the_asked_line():
         if not sample.answer.isdigit():
             assert text == read_then_answer(sample, compare=True).answer
             continue
-        lines = text.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
+        lines = split_reasoning(text)[0].split("\n")
         full = key_values(sample).answer.split("\n")
         assert lines == full[:len(lines)] and len(set(lines)) == len(lines)
         label = lines[-1].rsplit(": ", 1)[0]
@@ -499,8 +500,8 @@ def test_aligned_reading_writes_labels_as_their_lines_start():
         text = read_then_answer(sample, **style, aligned=True).answer
         plain = read_then_answer(sample, **style).answer
         assert clean_prediction(text) == sample.answer
-        first, *lines = text.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
-        plain_lines = plain.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")[1:]
+        first, *lines = split_reasoning(text)[0].split("\n")
+        plain_lines = split_reasoning(plain)[0].split("\n")[1:]
         goal = first.removeprefix(GOAL_MARK)
         if sample.answer.isdigit():
             assert lines == plain_lines and goal.startswith("(") and goal.endswith(")")
@@ -558,7 +559,7 @@ def test_receipt_price_questions_can_be_read_out():
             direct += 1
             continue
         read += 1
-        first, *lines = out.answer.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
+        first, *lines = split_reasoning(out.answer)[0].split("\n")
         item = first.removeprefix(GOAL_MARK)
         assert lines[-1] == f"{item}: {sample.answer}" and item in sample.question
         assert all(not line.startswith(item + ":") for line in lines[:-1])
@@ -602,7 +603,7 @@ def test_table_reading_by_row_finds_the_row_then_the_column():
         if sample.task != "table":
             assert text == read_then_answer(sample, **style).answer
             continue
-        first, *lines = text.split("</think>")[0].removeprefix("<think>\n").strip().split("\n")
+        first, *lines = split_reasoning(text)[0].split("\n")
         row, day = first.removeprefix(GOAL_MARK).removeprefix("(").removesuffix(")").split(") (")
         assert row in sample.question and day in sample.question
         rows = [line for line in lines if ": " not in line]
@@ -656,7 +657,7 @@ def test_facts_reading_writes_the_one_word_the_answer_follows_from():
         if any(ch.isdigit() for ch in sample.question):
             assert text == sample.answer
             continue
-        reading = text.split("</think>")[0].removeprefix("<think>\n").strip()
+        reading = split_reasoning(text)[0]
         assert reading.startswith(GOAL_MARK) and "\n" not in reading
         key = reading.removeprefix(GOAL_MARK)
         if key.startswith("("):

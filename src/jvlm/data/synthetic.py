@@ -281,7 +281,8 @@ GOAL_LARGEST, GOAL_SMALLEST = "max", "min"
 def read_then_answer(sample: Sample, compare: bool = False, stop_at_asked: bool = False,
                      state_goal: bool = False, receipts: bool = False, aligned: bool = False,
                      by_row: bool = False, facts: bool = False) -> Sample:
-    """A chart or table question answered after writing the image out as label-value lines.
+    """A question answered after a reading block: a chart or table written out as label-value
+    lines (receipts and facts with the flags below).
 
     The first answer becomes ``<think>\n{key-value lines}\n</think>\n{answer}``: the model
     reads every label and value first and then looks the answer up in text it wrote itself,
