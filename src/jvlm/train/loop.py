@@ -14,6 +14,7 @@ replacements in the same order and the samplers never diverge.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -329,7 +330,12 @@ def train(config: TrainConfig | str | Path, resume: bool | str | None = None,
     """
     cfg = config if isinstance(config, TrainConfig) else load_config(config, overrides)
     trainer = Trainer(cfg, resume)
+    ctx = trainer.ctx
     try:
         return trainer.run()
     finally:
-        distributed.teardown(trainer.ctx)
+        # The DDP reducer and FSDP mesh hold the process group; free them (and their reference
+        # cycles) while the group is still alive, so nothing tears gloo down at interpreter exit.
+        del trainer
+        gc.collect()
+        distributed.teardown(ctx)
