@@ -644,14 +644,16 @@ def test_facts_reading_writes_the_one_word_the_answer_follows_from():
     question spells it; that word alone must decide the answer (one answer per word and
     language, across every wording), so the model can learn the answer from it, and outside
     Chinese (no spaces to cut at) it is cut into the same tokens as in the question, so it
-    is copied token for token. "Which is larger" questions (answer in the question) and
-    other families are left as they were."""
+    is copied token for token. The training-only rewordings are read the same way and agree
+    with the usual wordings on every word's answer. "Which is larger" questions (answer in
+    the question) and other families are left as they were."""
     from jvlm.data.synthetic import GOAL_MARK, read_then_answer
     from jvlm.eval.runner import clean_prediction
     tokens = _demo_tokens()
     answer_of: dict[tuple[str, str], str] = {}
     wordings: dict[tuple[str, str], set[str]] = {}
-    for sample in generate(600, 3, "train", ["facts"]):
+    samples = [*generate(600, 3, "train", ["facts"]), *generate(600, 3, "train", ["facts"], reworded_facts=True)]
+    for sample in samples:
         text = read_then_answer(sample, facts=True).answer
         assert clean_prediction(text) == sample.answer
         if any(ch.isdigit() for ch in sample.question):
@@ -674,6 +676,23 @@ def test_facts_reading_writes_the_one_word_the_answer_follows_from():
         wordings.setdefault((sample.language, key), set()).add(sample.question)
     assert len({lang for lang, _ in answer_of}) == 6
     assert sum(len(w) > 1 for w in wordings.values()) > 20  # one word read alike under two wordings
+    assert sum(len(w) > 3 for w in wordings.values()) > 20  # ... and under more with the rewordings
     assert ("ru", "помидора") in answer_of or ("ru", "помидоры") in answer_of
     for sample in generate(20, 3, "train", ["arithmetic", "translation"]):
         assert read_then_answer(sample, facts=True) == sample
+
+
+def test_reworded_facts_are_training_only_and_never_a_held_out_sentence():
+    """The rewordings teach that a fact's answer follows from its word, not its sentence. They
+    must never reach a held-out split, never repeat a usual phrasing (or the held-out score
+    would partly measure memorised questions), and leave every other family's draws as they were."""
+    usual = {s.question for split in ("train", "test") for s in generate(1200, 5, split, ["facts"])}
+    reworded = list(generate(1200, 5, "train", ["facts"], reworded_facts=True))
+    assert not usual & {s.question for s in reworded}
+    assert all(not any(ch.isdigit() for ch in s.question) for s in reworded)  # no "which is larger"
+    assert {s.language for s in reworded} == set(lex.LANGUAGES)
+    others = ["arithmetic", "sign"]
+    assert ([(s.question, s.answer) for s in generate(24, 5, "train", others, reworded_facts=True, image_size=128)]
+            == [(s.question, s.answer) for s in generate(24, 5, "train", others, image_size=128)])
+    with pytest.raises(ValueError, match="training data"):
+        next(generate(1, 5, "test", ["facts"], reworded_facts=True))

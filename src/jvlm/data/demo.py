@@ -43,22 +43,28 @@ LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
 KEY_VALUE_SETS = ("stage5_pairs",)
 #: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
 THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9",
-                 "stage9_lookup", "stage10", "stage10_lookup", "stage10_tables", "stage11", "stage11_facts")
+                 "stage9_lookup", "stage10", "stage10_lookup", "stage10_tables", "stage11", "stage11_facts",
+                 "stage12", "stage12_facts")
 #: of those and the drill sets, the sets whose value readings stop at the asked line instead of repeating it
 STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup",
-                      "stage9_drill", "stage10", "stage10_lookup", "stage10_tables", "stage10_drill", "stage11")
+                      "stage9_drill", "stage10", "stage10_lookup", "stage10_tables", "stage10_drill", "stage11",
+                      "stage12")
 #: of those, the sets whose readings open with their goal (``? mar``, ``? max``)
 GOAL_SETS = ("stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup", "stage9_drill", "stage10",
-             "stage10_lookup", "stage10_tables", "stage10_drill", "stage11")
+             "stage10_lookup", "stage10_tables", "stage10_drill", "stage11", "stage12")
 #: of those, the sets whose receipt price questions are read out too
-RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup", "stage10", "stage10_lookup", "stage11")
+RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup", "stage10", "stage10_lookup", "stage11",
+                         "stage12")
 #: of the sets with a goal, those whose goal and carried labels are aligned with their lines' tokens
 ALIGNED_SETS = ("stage9", "stage9_lookup", "stage9_drill", "stage10", "stage10_lookup", "stage10_tables",
-                "stage10_drill", "stage11")
+                "stage10_drill", "stage11", "stage12")
 #: of the aligned sets, those whose table readings find the row, then the column (``? (rice) (Tue)``)
-BY_ROW_SETS = ("stage10", "stage10_lookup", "stage10_tables", "stage10_drill", "stage11")
+BY_ROW_SETS = ("stage10", "stage10_lookup", "stage10_tables", "stage10_drill", "stage11", "stage12")
 #: sets whose facts questions first write the word their answer follows from (``? пятницей``)
-FACT_READING_SETS = ("stage11_facts",)
+FACT_READING_SETS = ("stage11_facts", "stage12_facts")
+#: sets whose facts questions are asked in training-only rewordings (``generate(reworded_facts=True)``),
+#: so each fact is seen under many sentences and its answer is learned from its word alone
+REWORDED_FACT_SETS = ("stage12_facts",)
 #: every family but facts: a stage that reads facts trains them from a set of single questions,
 #: so that no facts question is a follow-up turn answered without its reading
 NO_FACTS_TASKS = tuple(task for task in synthetic.TASKS if task != "facts")
@@ -90,6 +96,8 @@ DATASETS = (
     ("stage10_tables", "train", 33, 12000, ("table",), TRAIN_QUESTIONS),
     ("stage11", "train", 34, 24300, NO_FACTS_TASKS, TRAIN_QUESTIONS),
     ("stage11_facts", "train", 35, 12000, ("facts",), 1),
+    ("stage12", "train", 36, 24300, NO_FACTS_TASKS, TRAIN_QUESTIONS),
+    ("stage12_facts", "train", 37, 12000, ("facts",), 1),
     ("test", "test", 0, 600, None, 1),
 )
 
@@ -117,7 +125,8 @@ def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None =
             continue
         n = n if name == "test" else max(60, int(n * scale))
         log.info("writing %d %s samples to %s/%s", n, split, out, name)
-        stream = synthetic.generate(n, seed, split, tasks, image_size=DEMO_IMAGE_SIZE, questions=questions)
+        stream = synthetic.generate(n, seed, split, tasks, image_size=DEMO_IMAGE_SIZE, questions=questions,
+                                    reworded_facts=name in REWORDED_FACT_SETS)
         if name in READING_SETS:
             stream = map(synthetic.transcription, stream)
         elif name in KEY_VALUE_SETS:

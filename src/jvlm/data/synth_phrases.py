@@ -203,6 +203,50 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
     ),
 }
 
+#: training-only rewordings of the facts questions: the same slots in other sentences, so a
+#: model that sees each fact under many wordings learns that the answer follows from the slot,
+#: not from the sentence. No held-out split draws from these (``make_facts(reworded=True)``
+#: is used by training sets only), and none repeats a ``QUESTIONS`` phrasing.
+REWORDED_FACTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "facts.sides": _t(
+        ("Count the sides of a {shape}.", "A {shape} has how many sides?", "What is the number of sides of a {shape}?",
+         "Tell me how many sides a {shape} has."),
+        ("{shape}一共有几条边？", "请问{shape}有多少条边？", "{shape}的边数是多少？", "数一数{shape}有几条边。"),
+        ("ما عدد أضلاع {shape}؟", "قل لي كم ضلعًا في {shape}.", "كم ضلعًا في {shape}؟", "اذكر عدد أضلاع {shape}."),
+        ("Quantos lados possui {shape}?", "Diga quantos lados tem {shape}.", "Qual é o número de lados que tem {shape}?",
+         "Conte os lados que tem {shape}."),
+        ("Сколько всего сторон у {shape}?", "Назовите число сторон у {shape}.", "Какое число сторон у {shape}?",
+         "Сколько сторон имеется у {shape}?"),
+        ("{shape} kenar sayısı kaçtır?", "{shape} toplam kaç kenarı vardır?", "{shape} kaç tane kenarı var?",
+         "{shape} kenar sayısını söyleyin."),
+    ),
+    "facts.next_day": _t(
+        ("Name the day after {day}.", "If today is {day}, what day is tomorrow?", "What is the day after {day}?",
+         "Tell me the day that comes after {day}."),
+        ("{day}后面是星期几？", "如果今天是{day}，明天是星期几？", "{day}的下一天是星期几？", "{day}过后是星期几？"),
+        ("ما هو اليوم بعد {day}؟", "إذا كان اليوم {day} فما يوم الغد؟", "ماذا يأتي بعد يوم {day}؟",
+         "اذكر اليوم الذي يلي {day}."),
+        ("Se hoje é {day}, que dia é amanhã?", "Diga o dia seguinte a {day}.", "Que dia chega após {day}?",
+         "Que dia se segue a {day}?"),
+        ("Назовите день после {day}.", "Если сегодня {day_nom}, какой день будет завтра?",
+         "После {day} какой день?", "Назовите день, который идёт за {day_ins}."),
+        ("Bugün {day} ise yarın hangi gün?", "{day} gününü hangi gün izler?", "{day} bittikten sonra hangi gün başlar?",
+         "{day} gününün ardından hangi gün gelir?"),
+    ),
+    "facts.digits": _t(
+        ("What number is “{word}”?", "Give “{word}” in digits.", "Convert “{word}” to digits.",
+         "How do you write “{word}” with digits?"),
+        ("把“{word}”写成阿拉伯数字。", "“{word}”对应的数字是几？", "“{word}”是数字几？", "请用数字写出“{word}”。"),
+        ("حوّل «{word}» إلى أرقام.", "ما الرقم المقابل لـ«{word}»؟", "اكتب «{word}» رقمًا.", "كيف يُكتب «{word}» بالأرقام؟"),
+        ("Qual número é “{word}”?", "Converta “{word}” em algarismos.", "Como se escreve “{word}” em algarismos?",
+         "Dê “{word}” em algarismos."),
+        ("Как выглядит «{word}» в цифрах?", "Переведите «{word}» в цифры.", "Какая цифра соответствует слову «{word}»?",
+         "Как записать «{word}» цифрами?"),
+        ("“{word}” hangi sayıdır?", "“{word}” kelimesini rakamla yazın.", "“{word}” rakamla kaçtır?",
+         "“{word}” sayısını rakamlarla gösterin."),
+    ),
+}
+
 #: Russian instrumental of weekdays ("следует за понедельником")
 WEEKDAYS_RU_INS = ["понедельником", "вторником", "средой", "четвергом", "пятницей", "субботой", "воскресеньем"]
 
@@ -216,13 +260,15 @@ def answer_word(key: str, lang: str) -> str:
     return ANSWERS[key][lang][0]
 
 
-def ask(rng: random.Random, key: str, lang: str, **slots: str) -> str:
-    """A question: one phrasing of ``key`` drawn with ``rng``, slots filled in.
+def ask(rng: random.Random, key: str, lang: str, templates: dict[str, dict[str, tuple[str, ...]]] | None = None,
+        **slots: str) -> str:
+    """A question: one phrasing of ``key`` drawn with ``rng`` (from ``templates``, default
+    ``QUESTIONS``), slots filled in.
 
     ``{The}``/``{the}`` both come from the ``the`` slot; ``{The}`` capitalises its first
     letter for languages whose question starts with it (dotted İ for Turkish i).
     """
-    options = QUESTIONS[key][lang]
+    options = (QUESTIONS if templates is None else templates)[key][lang]
     template = options[rng.randrange(len(options))]
     if "the" in slots:
         slots["The"] = _capitalise(slots["the"], lang)

@@ -11,7 +11,7 @@ import random
 
 from jvlm.data import synth_lexicon as lex
 from jvlm.data.synth_core import Draft, pick
-from jvlm.data.synth_phrases import WEEKDAYS_RU_INS, ask
+from jvlm.data.synth_phrases import REWORDED_FACTS, WEEKDAYS_RU_INS, ask
 
 
 def make_arithmetic(rng: random.Random, lang: str) -> Draft:
@@ -58,9 +58,15 @@ def make_translation(rng: random.Random, lang: str) -> Draft:
     return Draft(ask(rng, "translate", lang, word=entry[source]), entry[lang])
 
 
-def make_facts(rng: random.Random, lang: str) -> Draft:
-    """Fixed facts a model can memorise: sides of shapes, weekday order, number words, sizes."""
-    kind = pick(rng, ["sides", "next_day", "next_day", "digits", "digits", "larger", "larger", "colour"])
+def make_facts(rng: random.Random, lang: str, reworded: bool = False) -> Draft:
+    """Fixed facts a model can memorise: sides of shapes, weekday order, number words, sizes.
+
+    ``reworded`` asks the facts whose answer follows from one word (not "which is larger")
+    in the training-only ``REWORDED_FACTS`` sentences instead of the held-out splits' ones.
+    """
+    kinds = ["sides", "next_day", "next_day", "digits", "digits", "larger", "larger", "colour"]
+    kind = pick(rng, [k for k in kinds if k != "larger"] if reworded else kinds)
+    templates = REWORDED_FACTS if reworded else None
     if kind == "sides":
         shape = pick(rng, lex.SHAPE_SIDES)
         facts = lex.SHAPE_SIDES[shape]
@@ -70,20 +76,21 @@ def make_facts(rng: random.Random, lang: str) -> Draft:
             slot = lex.SHAPES[shape]["the"][lang]
         else:
             slot = lex.SHAPES[shape]["name"][lang]
-        return Draft(ask(rng, "facts.sides", lang, shape=slot), str(facts["n"]))
+        return Draft(ask(rng, "facts.sides", lang, templates, shape=slot), str(facts["n"]))
     if kind == "next_day":
         i = rng.randrange(7)
         day = lex.WEEKDAYS_RU_GEN[i] if lang == "ru" else lex.WEEKDAYS[i][lang]
-        question = ask(rng, "facts.next_day", lang, day=day, day_ins=WEEKDAYS_RU_INS[i])
+        question = ask(rng, "facts.next_day", lang, templates, day=day, day_ins=WEEKDAYS_RU_INS[i],
+                       day_nom=lex.WEEKDAYS[i][lang])
         return Draft(question, lex.WEEKDAYS[(i + 1) % 7][lang])
     if kind == "digits":
         n = pick(rng, lex.NUMBER_WORDS)
-        return Draft(ask(rng, "facts.digits", lang, word=lex.NUMBER_WORDS[n][lang]), str(n))
+        return Draft(ask(rng, "facts.digits", lang, templates, word=lex.NUMBER_WORDS[n][lang]), str(n))
     if kind == "larger":
         a, b = rng.sample(range(100), 2)
         return Draft(ask(rng, "facts.larger", lang, a=str(a), b=str(b)), str(max(a, b)))
     item = pick(rng, lex.ITEM_COLOURS)
-    question = pick(rng, ITEM_COLOUR_QUESTIONS[item][lang])
+    question = pick(rng, (REWORDED_ITEM_COLOUR_QUESTIONS if reworded else ITEM_COLOUR_QUESTIONS)[item][lang])
     return Draft(question, lex.colour_name(lex.ITEM_COLOURS[item], lang))
 
 
@@ -111,6 +118,36 @@ ITEM_COLOUR_QUESTIONS: dict[str, dict[str, tuple[str, str]]] = {
         ("De que cor é o leite?", "Qual é a cor do leite?"),
         ("Какого цвета молоко?", "Какой цвет у молока?"),
         ("Süt ne renktir?", "Sütün rengi nedir?"),
+    ])),
+}
+
+
+#: training-only rewordings of ``ITEM_COLOUR_QUESTIONS`` (see ``synth_phrases.REWORDED_FACTS``);
+#: each names its item with the stem in ``ITEM_STEMS``
+REWORDED_ITEM_COLOUR_QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "bananas": dict(zip(lex.LANGUAGES, [
+        ("Name the colour of a ripe banana.", "Ripe bananas are what colour?", "What is the colour of ripe bananas?"),
+        ("熟香蕉是什么颜色的？", "请说出成熟香蕉的颜色。", "成熟的香蕉通常呈什么颜色？"),
+        ("بأي لون يكون الموز الناضج؟", "اذكر لون الموز الناضج.", "ما هو لون ثمار الموز الناضجة؟"),
+        ("Qual a cor da banana madura?", "Diga a cor de uma banana madura.", "De que cor fica uma banana madura?"),
+        ("Назовите цвет спелого банана.", "Каков цвет спелых бананов?", "Спелый банан какого цвета?"),
+        ("Olgun muzun rengi nedir?", "Olgun muz hangi renkte olur?", "Olgun bir muzun rengini söyleyin."),
+    ])),
+    "tomatoes": dict(zip(lex.LANGUAGES, [
+        ("Name the colour of a ripe tomato.", "Ripe tomatoes are what colour?", "What is the colour of ripe tomatoes?"),
+        ("熟西红柿是什么颜色的？", "请说出成熟西红柿的颜色。", "成熟的西红柿通常呈什么颜色？"),
+        ("بأي لون تكون الطماطم الناضجة؟", "اذكر لون الطماطم الناضجة.", "ما هو لون ثمار الطماطم الناضجة؟"),
+        ("Qual a cor do tomate maduro?", "Diga a cor de um tomate maduro.", "De que cor fica um tomate maduro?"),
+        ("Назовите цвет спелого помидора.", "Каков цвет спелых помидоров?", "Спелый помидор какого цвета?"),
+        ("Olgun domatesin rengi nedir?", "Olgun domates hangi renkte olur?", "Olgun bir domatesin rengini söyleyin."),
+    ])),
+    "milk": dict(zip(lex.LANGUAGES, [
+        ("Name the colour of milk.", "What colour does milk usually have?", "What is the colour of milk?"),
+        ("请说出牛奶的颜色。", "牛奶呈什么颜色？", "牛奶的颜色是什么？"),
+        ("بأي لون يكون الحليب؟", "اذكر لون الحليب.", "ما لون الحليب عادةً؟"),
+        ("De que cor costuma ser o leite?", "Diga a cor do leite.", "O leite tem que cor?"),
+        ("Назовите цвет молока.", "Каков цвет молока?", "Какого цвета бывает молоко?"),
+        ("Süt hangi renkte olur?", "Süt genellikle ne renktir?", "Sütün rengini söyleyin."),
     ])),
 }
 

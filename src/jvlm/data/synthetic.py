@@ -28,6 +28,7 @@ import random
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from PIL import Image
@@ -62,6 +63,8 @@ TASK_FAMILIES: dict[str, TaskFamily] = {
     )
 }
 TASKS: tuple[str, ...] = tuple(TASK_FAMILIES)
+#: the facts family asked in its training-only rewordings (``generate(..., reworded_facts=True)``)
+REWORDED_FACTS_FAMILY = TaskFamily("facts", partial(synth_text.make_facts, reworded=True))
 IMAGE_TASKS: tuple[str, ...] = tuple(name for name, f in TASK_FAMILIES.items() if f.has_image)
 
 #: split -> [first, last) of the 1000 content buckets it owns
@@ -127,6 +130,7 @@ def generate(
     languages: Sequence[str] | None = None,
     image_size: int | tuple[int, int] = DEFAULT_IMAGE_SIZE,
     questions: int = 1,
+    reworded_facts: bool = False,
 ) -> Iterator[Sample]:
     """Yield ``n`` samples of ``split`` for ``seed``, lazily (rendering as it goes).
 
@@ -135,6 +139,8 @@ def generate(
     ``questions`` > 1 makes multi-turn samples: up to that many distinct questions per
     image (fewer when the image does not support that many), or that many text-only
     questions of the family. Every turn obeys the split's buckets on its own.
+    ``reworded_facts`` asks facts in training-only sentences (``synth_phrases.REWORDED_FACTS``);
+    only the train split takes it, so held-out questions keep the wordings they always had.
     """
     if split not in SPLIT_BUCKETS:
         raise ValueError(f"split must be one of {list(SPLIT_BUCKETS)}, got {split!r}")
@@ -142,6 +148,8 @@ def generate(
         raise ValueError(f"n must be >= 0, got {n}")
     if not 1 <= questions <= 16:
         raise ValueError(f"questions must be in 1..16, got {questions}")
+    if reworded_facts and split != "train":
+        raise ValueError(f"reworded facts are training data; split {split!r} keeps the usual wordings")
     tasks = _check_choice("tasks", tasks, TASKS)
     languages = _check_choice("languages", languages, LANGUAGES)
     size = _normalise_size(image_size)
@@ -155,7 +163,7 @@ def generate(
             block_order = list(pairs)
             _rng("order", split, seed, index // len(pairs)).shuffle(block_order)
         task, lang = block_order[index % len(pairs)]
-        family = TASK_FAMILIES[task]
+        family = REWORDED_FACTS_FAMILY if reworded_facts and task == "facts" else TASK_FAMILIES[task]
         for attempt in range(MAX_ATTEMPTS):
             draft = family.make(_rng("sample", split, seed, index, attempt), lang)
             if low <= content_bucket(task, lang, draft) < high:
