@@ -201,6 +201,32 @@ QUESTIONS: dict[str, dict[str, tuple[str, ...]]] = {
         "Qual é maior, {a} ou {b}?", "Какое число больше: {a} или {b}?",
         "{a} ve {b} sayılarından hangisi daha büyük?",
     ),
+    # the colour of each item of ``synth_lexicon.ITEM_COLOURS``; each names its item with
+    # the stem ``synth_text.ITEM_STEMS`` finds
+    "facts.colour.bananas": _t(
+        ("What colour are ripe bananas?", "Which colour is a ripe banana?"),
+        ("成熟的香蕉是什么颜色？", "熟透的香蕉通常是什么颜色？"),
+        ("ما لون الموز الناضج؟", "ما لون ثمرة الموز الناضجة؟"),
+        ("De que cor são as bananas maduras?", "Qual é a cor de uma banana madura?"),
+        ("Какого цвета спелые бананы?", "Какой цвет у спелого банана?"),
+        ("Olgun muz ne renktir?", "Olgun bir muz hangi renktir?"),
+    ),
+    "facts.colour.tomatoes": _t(
+        ("What colour are ripe tomatoes?", "Which colour is a ripe tomato?"),
+        ("成熟的西红柿是什么颜色？", "熟透的西红柿通常是什么颜色？"),
+        ("ما لون الطماطم الناضجة؟", "ما لون حبة الطماطم الناضجة؟"),
+        ("De que cor são os tomates maduros?", "Qual é a cor de um tomate maduro?"),
+        ("Какого цвета спелые помидоры?", "Какой цвет у спелого помидора?"),
+        ("Olgun domates ne renktir?", "Olgun bir domates hangi renktir?"),
+    ),
+    "facts.colour.milk": _t(
+        ("What colour is milk?", "Which colour does milk have?"),
+        ("牛奶是什么颜色？", "牛奶通常是什么颜色的？"),
+        ("ما لون الحليب؟", "ما هو لون الحليب؟"),
+        ("De que cor é o leite?", "Qual é a cor do leite?"),
+        ("Какого цвета молоко?", "Какой цвет у молока?"),
+        ("Süt ne renktir?", "Sütün rengi nedir?"),
+    ),
 }
 
 #: training-only rewordings of the facts questions: the same slots in other sentences, so a
@@ -244,6 +270,30 @@ REWORDED_FACTS: dict[str, dict[str, tuple[str, ...]]] = {
          "Как записать «{word}» цифрами?"),
         ("“{word}” hangi sayıdır?", "“{word}” kelimesini rakamla yazın.", "“{word}” rakamla kaçtır?",
          "“{word}” sayısını rakamlarla gösterin."),
+    ),
+    "facts.colour.bananas": _t(
+        ("Name the colour of a ripe banana.", "Ripe bananas are what colour?", "What is the colour of ripe bananas?"),
+        ("熟香蕉是什么颜色的？", "请说出成熟香蕉的颜色。", "成熟的香蕉通常呈什么颜色？"),
+        ("بأي لون يكون الموز الناضج؟", "اذكر لون الموز الناضج.", "ما هو لون ثمار الموز الناضجة؟"),
+        ("Qual a cor da banana madura?", "Diga a cor de uma banana madura.", "De que cor fica uma banana madura?"),
+        ("Назовите цвет спелого банана.", "Каков цвет спелых бананов?", "Спелый банан какого цвета?"),
+        ("Olgun muzun rengi nedir?", "Olgun muz hangi renkte olur?", "Olgun bir muzun rengini söyleyin."),
+    ),
+    "facts.colour.tomatoes": _t(
+        ("Name the colour of a ripe tomato.", "Ripe tomatoes are what colour?", "What is the colour of ripe tomatoes?"),
+        ("熟西红柿是什么颜色的？", "请说出成熟西红柿的颜色。", "成熟的西红柿通常呈什么颜色？"),
+        ("بأي لون تكون الطماطم الناضجة؟", "اذكر لون الطماطم الناضجة.", "ما هو لون ثمار الطماطم الناضجة؟"),
+        ("Qual a cor do tomate maduro?", "Diga a cor de um tomate maduro.", "De que cor fica um tomate maduro?"),
+        ("Назовите цвет спелого помидора.", "Каков цвет спелых помидоров?", "Спелый помидор какого цвета?"),
+        ("Olgun domatesin rengi nedir?", "Olgun domates hangi renkte olur?", "Olgun bir domatesin rengini söyleyin."),
+    ),
+    "facts.colour.milk": _t(
+        ("Name the colour of milk.", "What colour does milk usually have?", "What is the colour of milk?"),
+        ("请说出牛奶的颜色。", "牛奶呈什么颜色？", "牛奶的颜色是什么？"),
+        ("بأي لون يكون الحليب؟", "اذكر لون الحليب.", "ما لون الحليب عادةً؟"),
+        ("De que cor costuma ser o leite?", "Diga a cor do leite.", "O leite tem que cor?"),
+        ("Назовите цвет молока.", "Каков цвет молока?", "Какого цвета бывает молоко?"),
+        ("Süt hangi renkte olur?", "Süt genellikle ne renktir?", "Sütün rengini söyleyin."),
     ),
 }
 
