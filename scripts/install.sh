@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install jvlm into ./.venv (created if absent). Works on a fresh machine with Python >= 3.10 and pip.
 #   bash scripts/install.sh          # runtime: model, CLI, server, PDF input
-#   bash scripts/install.sh --test   # + everything the test suite needs (fonts, tokenizer ranks, MLX port)
+#   bash scripts/install.sh --test   # + everything the test suite needs (the demo recipe, fonts, tokenizer ranks, MLX port)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_TEST=0
@@ -15,6 +15,9 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 "${PIP[@]}" "torch==2.13.0"
 if [ "$WITH_TEST" = 1 ]; then
   "${PIP[@]}" -e ".[serve,pdf,train,eval,test]"
+  # The jvlm-demo recipe (recipes/jvlm_demo): its own package on top of the library; --no-deps
+  # because its only requirement is the jvlm just installed.
+  "${PIP[@]}" --no-deps -e recipes/jvlm_demo
   # The real Qwen BPE ranks (Apache-2.0) ship inside this wheel; only that one file is used.
   "${PIP[@]}" --no-deps "qwen-agent"
   if [ -f scripts/install_test_extras.sh ]; then bash scripts/install_test_extras.sh; fi

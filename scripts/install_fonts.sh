@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install the fonts the synthetic data generator (jvlm.data.synthetic) renders with.
+# Install the fonts the synthetic data generator (jvlm_demo.synthetic) renders with.
 #
 # Why these packages: they are the smallest Debian set that covers every script the
 # generator writes, about 4.1 MB downloaded in total (the Noto core + CJK pair would be

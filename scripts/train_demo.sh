@@ -16,7 +16,8 @@
 # after writing the one word its answer follows from, and a twelfth asks the facts in
 # more sentences, so that the word, not the sentence, decides the answer.
 #
-# Needs the fonts of scripts/install_fonts.sh. Deterministic data and tokenizer; the weights
+# Needs the demo recipe (recipes/jvlm_demo; bash scripts/install.sh --test installs it) and the
+# fonts of scripts/install_fonts.sh. Deterministic data and tokenizer; the weights
 # match the shipped ones only up to CPU thread scheduling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,11 +27,11 @@ if [ -d "$RUN/stage1/checkpoints" ] || [ -d "$RUN/stage2/checkpoints" ] || [ -d 
   exit 2
 fi
 
-python -m jvlm.data.demo data --out "$RUN/data"
-python -m jvlm.data.demo init --out "$RUN/init"
+python -m jvlm_demo data --out "$RUN/data"
+python -m jvlm_demo init --out "$RUN/init"
 jvlm train examples/train/demo_stage1.yaml --no-progress
 jvlm train examples/train/demo_stage2.yaml --no-progress
-python -m jvlm.data.demo rescale --model "$RUN/stage2/final" --out "$RUN/stage2_rescaled"
+python -m jvlm_demo rescale --model "$RUN/stage2/final" --out "$RUN/stage2_rescaled"
 jvlm train examples/train/demo_stage2b.yaml --no-progress
 DECODER="$RUN/stage2b/final" bash scripts/train_demo_graft.sh   # vision pretraining, graft, 12 stages, eval
-python -m jvlm.data.demo ship --model "$RUN/graft_stage12/final" --eval "$RUN/eval_graft" --out src/jvlm/assets/jvlm-demo
+python -m jvlm_demo ship --model "$RUN/graft_stage12/final" --eval "$RUN/eval_graft" --out src/jvlm/assets/jvlm-demo

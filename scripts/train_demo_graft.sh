@@ -12,7 +12,7 @@
 #   DECODER=runs/demo/stage2b/final bash scripts/train_demo_graft.sh
 #   bash scripts/train_demo_graft.sh                 # grafts onto the packaged jvlm-demo
 #
-# About 13.2 hours on 2 idle CPU cores after the data exists (python -m jvlm.data.demo data
+# About 13.2 hours on 2 idle CPU cores after the data exists (python -m jvlm_demo data
 # --out runs/demo/data; the stage 2 and stage 2b sets and the test split are used).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,16 +25,16 @@ for stage in 1 2 3 4 5 6 7 8 9 10 11 12; do
   fi
 done
 for set in stage2 stage2b_docs stage2b_read stage5 stage5_lookup stage5_pairs stage6 stage6_lookup stage7 stage7_lookup stage8 stage8_lookup stage8_drill stage9 stage9_lookup stage9_drill stage10 stage10_lookup stage10_drill stage10_tables stage11 stage11_facts stage12 stage12_facts test; do
-  [ -f "$RUN/data/$set/data.jsonl" ] || { echo "missing $RUN/data/$set: run python -m jvlm.data.demo data --out $RUN/data" >&2; exit 2; }
+  [ -f "$RUN/data/$set/data.jsonl" ] || { echo "missing $RUN/data/$set: run python -m jvlm_demo data --out $RUN/data" >&2; exit 2; }
 done
 
-[ -d "$RUN/init" ] || python -m jvlm.data.demo init --out "$RUN/init"
-python -m jvlm.data.demo vision --level patch --model "$RUN/init" --out "$RUN/vision"
-python -m jvlm.data.demo vision --level token --steps 1000 --model "$RUN/vision" --out "$RUN/vision_tok"
-python -m jvlm.data.demo graft --decoder "$DECODER" --vision "$RUN/vision_tok" --out "$RUN/grafted"
+[ -d "$RUN/init" ] || python -m jvlm_demo init --out "$RUN/init"
+python -m jvlm_demo vision --level patch --model "$RUN/init" --out "$RUN/vision"
+python -m jvlm_demo vision --level token --steps 1000 --model "$RUN/vision" --out "$RUN/vision_tok"
+python -m jvlm_demo graft --decoder "$DECODER" --vision "$RUN/vision_tok" --out "$RUN/grafted"
 jvlm train examples/train/demo_graft_stage1.yaml --no-progress
 jvlm train examples/train/demo_graft_stage2.yaml --no-progress
-python -m jvlm.data.demo graft --decoder "$RUN/graft_stage2/final" --vision "$RUN/vision_tok" --out "$RUN/regrafted"
+python -m jvlm_demo graft --decoder "$RUN/graft_stage2/final" --vision "$RUN/vision_tok" --out "$RUN/regrafted"
 jvlm train examples/train/demo_graft_stage3.yaml --no-progress
 jvlm train examples/train/demo_graft_stage4.yaml --no-progress
 jvlm train examples/train/demo_graft_stage5.yaml --no-progress
@@ -45,4 +45,4 @@ jvlm train examples/train/demo_graft_stage9.yaml --no-progress
 jvlm train examples/train/demo_graft_stage10.yaml --no-progress
 jvlm train examples/train/demo_graft_stage11.yaml --no-progress
 jvlm train examples/train/demo_graft_stage12.yaml --no-progress
-python -m jvlm.eval.synthetic_task --model "$RUN/graft_stage12/final" --data "$RUN/data/test" --out "$RUN/eval_graft"
+python -m jvlm_demo.eval_task --model "$RUN/graft_stage12/final" --data "$RUN/data/test" --out "$RUN/eval_graft"

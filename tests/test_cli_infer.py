@@ -17,7 +17,7 @@ import shipped
 from PIL import Image
 
 from jvlm.cli import main
-from jvlm.data.synthetic import GOAL_MARK
+from jvlm_demo.synthetic import GOAL_MARK
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +173,7 @@ def test_ctrl_c_prints_one_word_and_exits_130(capsys, monkeypatch, files):
 def test_python_m_entry_points_share_the_error_report(capsys):
     """The python -m tools report typed errors like the jvlm command; repro keeps its exit 2."""
     from jvlm.errors import CheckpointError, run_reporting_errors
-    from jvlm.repro import main as repro_main
+    from jvlm_demo.repro import main as repro_main
 
     def broken():
         raise CheckpointError("no weights in /nowhere")
@@ -182,4 +182,4 @@ def test_python_m_entry_points_share_the_error_report(capsys):
     assert capsys.readouterr().err == "tool: error: no weights in /nowhere\n"
     assert run_reporting_errors("tool", lambda: 3) == 3
     assert repro_main(["all", "--out", "unused", "--scale", "0"]) == 2
-    assert "python -m jvlm.repro: error: --scale" in capsys.readouterr().err
+    assert "python -m jvlm_demo.repro: error: --scale" in capsys.readouterr().err

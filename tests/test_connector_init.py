@@ -49,7 +49,7 @@ def test_rescale_sets_the_image_embedding_size_and_changes_nothing_else(tmp_path
     image embeddings come out at the asked RMS (measured on the same fixed images)."""
     from safetensors.torch import load_file
 
-    from jvlm.data.demo import rescale_image_embeddings, write_initial_model
+    from jvlm_demo.demo import rescale_image_embeddings, write_initial_model
 
     start = write_initial_model(tmp_path / "init")
     before, after = rescale_image_embeddings(start, tmp_path / "scaled", target_rms=0.05, n_images=14)

@@ -2,7 +2,7 @@
 
 A broken loader, tokenizer, chat template, image processor or decoder turns these answers
 into noise, so the checks below fail on any of them. The examples are held-out test
-questions chosen by a fixed rule, not by the model (``python -m jvlm.data.demo examples``:
+questions chosen by a fixed rule, not by the model (``python -m jvlm_demo examples``:
 the first test sample of each image family, languages in rotation); the first one is the
 README's main example.
 """
@@ -73,7 +73,7 @@ def test_held_out_accuracy_matches_the_card(engine):
     ``runs/demo/data/test``): the shipped model scored 95% on them (image families 94%, the
     card's full split 92.8%). A broken loader, template or decoder falls to near 0; a broken
     image path falls to the question-prior level of the image families (5-8%)."""
-    from jvlm.data import synthetic
+    from jvlm_demo import synthetic
 
     samples = list(synthetic.generate(120, 0, "test", image_size=224))
     right = {s.id: _ask(engine, _png(s) if s.images else None, s.question) == s.answer for s in samples}
@@ -95,7 +95,7 @@ def test_answers_depend_on_the_image(engine):
     that ignored the pixels would answer both alike, so it could never get both right.
     Sign and shape questions, the image families the card reports above 40%; the shipped
     model gets both right in all 20 of these pairs."""
-    from jvlm.data import synthetic
+    from jvlm_demo import synthetic
 
     samples = list(synthetic.generate(80, 5, "test", ["sign", "shapes"], ["en"], image_size=224))
     by_question: dict[str, list] = {}
@@ -111,7 +111,7 @@ def test_answers_depend_on_the_image(engine):
 def test_shipped_tokenizer_is_rebuilt_identically():
     """The retraining command rebuilds the vocabulary from the synthetic data; if the rebuild
     drifted, a retrained model would not be comparable with (or loadable as) the shipped one."""
-    from jvlm.data.demo_tokenizer import build_demo_tokenizer, tokenizer_digest
+    from jvlm_demo.demo_tokenizer import build_demo_tokenizer, tokenizer_digest
     from jvlm.processing.text import load_tokenizer
 
     assert tokenizer_digest(build_demo_tokenizer()) == tokenizer_digest(load_tokenizer(DEMO_DIR))

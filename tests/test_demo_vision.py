@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from jvlm.data import synthetic
-from jvlm.data import synth_lexicon as lex
-from jvlm.data.demo_vision import IGNORE, NO_LABEL, SLOTS, CharVocab, dense_labels, glyph_centres
+from jvlm_demo import synthetic
+from jvlm_demo import synth_lexicon as lex
+from jvlm_demo.demo_vision import IGNORE, NO_LABEL, SLOTS, CharVocab, dense_labels, glyph_centres
 
 PATCH = 14
 
@@ -97,8 +97,8 @@ def test_shape_labels_sit_on_pixels_of_the_labelled_colour():
 def test_pretraining_changes_only_the_vision_encoder_and_graft_moves_it(tmp_path):
     from safetensors.torch import load_file
 
-    from jvlm.data.demo import graft_vision, write_initial_model
-    from jvlm.data.demo_vision import pretrain_vision
+    from jvlm_demo.demo import graft_vision, write_initial_model
+    from jvlm_demo.demo_vision import pretrain_vision
     from jvlm.errors import CheckpointError
 
     start = write_initial_model(tmp_path / "init")
@@ -138,8 +138,8 @@ def test_sign_probe_reads_through_the_vision_side_and_not_around_it(tmp_path):
     tokens) and fit better on one that can: otherwise its numbers say nothing about reading."""
     from safetensors.torch import load_file, save_file
 
-    from jvlm.data.demo import write_initial_model
-    from jvlm.data.demo_vision import probe_sign_text
+    from jvlm_demo.demo import write_initial_model
+    from jvlm_demo.demo_vision import probe_sign_text
 
     seeing = write_initial_model(tmp_path / "init")
     blind = tmp_path / "blind"
@@ -166,7 +166,7 @@ def test_token_slots_follow_the_connectors_window_members():
     """Token-level labels are only right if slot j of token t is the patch the connector puts
     j-th into window t: check against the real pooling code, with patch numbers as features."""
     from jvlm.config import JinaVLMConfig
-    from jvlm.data.demo_vision import group_slots
+    from jvlm_demo.demo_vision import group_slots
     from jvlm.model.connector import VisionLanguageConnector
 
     cfg = JinaVLMConfig.preset("jvlm-demo")
@@ -189,8 +189,8 @@ def test_token_slots_follow_the_connectors_window_members():
 
 
 def test_command_line_errors_are_one_line_not_a_traceback(tmp_path, capsys):
-    from jvlm.data.demo import main as demo_main
-    from jvlm.eval.synthetic_task import main as eval_main
+    from jvlm_demo.demo import main as demo_main
+    from jvlm_demo.eval_task import main as eval_main
 
     checkpoint = tmp_path / "step-00000400"
     (checkpoint / "model").mkdir(parents=True)
@@ -214,7 +214,7 @@ def test_training_scripts_name_real_configs_and_subcommands():
     import re
     from pathlib import Path
 
-    from jvlm.data.demo import main as demo_main
+    from jvlm_demo.demo import main as demo_main
     from jvlm.train.config import load_config
 
     root = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def test_training_scripts_name_real_configs_and_subcommands():
         assert configs, script.name
         for config in configs:
             load_config(root / config)  # exists and validates
-        for sub in set(re.findall(r"python -m jvlm\.data\.demo (\w+)", text)):
+        for sub in set(re.findall(r"python -m jvlm_demo (\w+)", text)):
             with pytest.raises(SystemExit) as exit_:
                 demo_main([sub, "--help"])
             assert exit_.value.code == 0, (script.name, sub)

@@ -1,4 +1,4 @@
-"""``python -m jvlm.repro``: each ablation end to end at a micro scale (a few steps, a few dozen
+"""``python -m jvlm_demo.repro``: each ablation end to end at a micro scale (a few steps, a few dozen
 questions), so every code path runs; the numbers themselves mean nothing at this size.
 
 What a user relies on: each experiment leaves results.json, table.md and plot.png with one row
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jvlm.repro import connector, main, mixing, tiling
+from jvlm_demo.repro import connector, main, mixing, tiling
 
 pytestmark = pytest.mark.slow
 MICRO = ["--scale", "0.005", "--batch-size", "2", "--threads", "1"]
@@ -138,7 +138,7 @@ def test_connector_learning_rate_ratio_matches_the_demo_recipe():
 
     from shipped import ROOT
 
-    from jvlm.repro.common import CONNECTOR_LR_RATIO
+    from jvlm_demo.repro.common import CONNECTOR_LR_RATIO
 
     recipes = sorted((ROOT / "examples" / "train").glob("demo_stage*.yaml"))
     assert len(recipes) >= 3

@@ -18,7 +18,7 @@ from serving import serve
 from shipped import DEMO_DIR, EXAMPLES
 from shipped import example as example_of
 
-from jvlm.data.synthetic import GOAL_MARK
+from jvlm_demo.synthetic import GOAL_MARK
 from jvlm.serve.app import ServerConfig
 
 KEY = "reasoning-test-key"

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from jvlm.data import fonts
-from jvlm.data import synth_lexicon as lex
-from jvlm.data.demo import DOCUMENT_TASKS
-from jvlm.data.synth_core import Painter
-from jvlm.data.synth_phrases import ANSWERS, LABELS
-from jvlm.data.synthetic import IMAGE_TASKS, TASKS, generate, main, write_jsonl
+from jvlm_demo import fonts
+from jvlm_demo import synth_lexicon as lex
+from jvlm_demo.demo import DOCUMENT_TASKS
+from jvlm_demo.synth_core import Painter
+from jvlm_demo.synth_phrases import ANSWERS, LABELS
+from jvlm_demo.synthetic import IMAGE_TASKS, TASKS, generate, main, write_jsonl
 from jvlm.inference.reasoning import split_reasoning
 from jvlm.errors import MissingFontError
 
@@ -224,8 +224,8 @@ def test_missing_font_error_names_the_apt_package(monkeypatch):
 @needs_fonts
 def test_several_questions_per_image_are_about_that_image_and_stay_in_split():
     """Follow-up turns reuse the first turn's image, have distinct answers, and obey the split."""
-    from jvlm.data.synth_core import Draft
-    from jvlm.data.synthetic import SPLIT_BUCKETS, TASK_FAMILIES, content_bucket
+    from jvlm_demo.synth_core import Draft
+    from jvlm_demo.synthetic import SPLIT_BUCKETS, TASK_FAMILIES, content_bucket
 
     samples = list(generate(ALL_PAIRS, seed=3, split="train", image_size=SMALL, questions=4))
     assert any(len(s.more) == 3 for s in samples), "expected full conversations for most families"
@@ -300,7 +300,7 @@ def test_numbers_in_documents_are_printed_large_enough_to_read_at_224_px():
 
 @needs_fonts
 def test_transcription_reads_a_receipt_line_by_line_in_page_order():
-    from jvlm.data.synthetic import TRANSCRIBE_PROMPTS, transcription
+    from jvlm_demo.synthetic import TRANSCRIBE_PROMPTS, transcription
 
     for lang in ("en", "ar"):
         sample = next(generate(1, 3, "test", ["receipt"], [lang], image_size=224))
@@ -316,7 +316,7 @@ def test_transcription_reads_a_receipt_line_by_line_in_page_order():
 
 @needs_fonts
 def test_transcription_skips_axis_ticks_and_keeps_chart_values():
-    from jvlm.data.synthetic import transcription
+    from jvlm_demo.synthetic import transcription
 
     for sample in generate(6, 4, "train", ["bar_chart"], ["en"], image_size=224):
         words = transcription(sample).answer.split()
@@ -325,7 +325,7 @@ def test_transcription_skips_axis_ticks_and_keeps_chart_values():
 
 
 def test_transcription_needs_a_rendered_image():
-    from jvlm.data.synthetic import transcription
+    from jvlm_demo.synthetic import transcription
 
     sample = next(generate(1, 0, "train", ["arithmetic"], ["en"]))
     with pytest.raises(ValueError, match="transcription needs an image"):
@@ -336,7 +336,7 @@ def test_transcription_needs_a_rendered_image():
 def test_key_values_pair_every_label_with_the_value_questions_about_it_expect():
     """Each key-value line must agree with the image's own question: a line that paired a
     label with a neighbour's value would teach the wrong lookup."""
-    from jvlm.data.synthetic import KEY_VALUE_PROMPTS, KEY_VALUE_TASKS, key_values
+    from jvlm_demo.synthetic import KEY_VALUE_PROMPTS, KEY_VALUE_TASKS, key_values
 
     checked = 0
     for task in KEY_VALUE_TASKS:
@@ -357,7 +357,7 @@ def test_key_values_pair_every_label_with_the_value_questions_about_it_expect():
 
 
 def test_key_values_refuse_families_without_a_grid():
-    from jvlm.data.synthetic import key_values
+    from jvlm_demo.synthetic import key_values
 
     sample = next(generate(1, 0, "train", ["sign"], ["en"], image_size=224))
     with pytest.raises(ValueError, match="key-value answers exist for"):
@@ -368,7 +368,7 @@ def test_key_values_refuse_families_without_a_grid():
 def test_read_then_answer_scores_as_the_plain_answer():
     """Chart and table answers carry a reading block first; the evaluation runner must score
     the answer after it, or a model trained this way would be marked wrong when right."""
-    from jvlm.data.synthetic import key_values, read_then_answer
+    from jvlm_demo.synthetic import key_values, read_then_answer
     from jvlm.eval.runner import clean_prediction
 
     for task in ("bar_chart", "table", "sign", "arithmetic"):
@@ -383,7 +383,7 @@ def test_read_then_answer_scores_as_the_plain_answer():
 
 
 def test_readout_scores_labels_and_values_line_by_line():
-    from jvlm.data.demo import score_readout
+    from jvlm_demo.demo import score_readout
 
     gold = "rice, Tue: 77\nrice, Wed: 91\nmilk, Tue: 84"
     assert score_readout(gold, gold) == (3, 3, 3)
@@ -393,7 +393,7 @@ def test_readout_scores_labels_and_values_line_by_line():
 
 
 def test_demo_data_refuses_an_unknown_set(tmp_path):
-    from jvlm.data.demo import write_data
+    from jvlm_demo.demo import write_data
 
     with pytest.raises(ValueError, match="unknown data sets"):
         write_data(tmp_path, only=["stage99"])
@@ -404,7 +404,7 @@ def test_demo_data_refuses_an_unknown_set(tmp_path):
 def test_compared_reading_ends_one_step_from_the_answer():
     """With compare=True the block's last line holds the answer: the asked line repeated, or
     the running best of a largest/smallest question, which must be the true extreme."""
-    from jvlm.data.synthetic import read_then_answer
+    from jvlm_demo.synthetic import read_then_answer
     from jvlm.eval.runner import clean_prediction
 
     kinds = set()
@@ -427,7 +427,7 @@ def test_value_reading_can_stop_at_the_asked_line():
     """With stop_at_asked the reading of a value question is the full reading cut right after
     the asked line (image order kept, nothing repeated), so its last value is the answer;
     largest/smallest readings are the same as without it."""
-    from jvlm.data.synthetic import key_values, read_then_answer
+    from jvlm_demo.synthetic import key_values, read_then_answer
     from jvlm.eval.runner import clean_prediction
 
     cut_short = 0
@@ -451,7 +451,7 @@ def test_reading_can_state_its_goal_first():
     """With state_goal the reading opens with one goal line and is otherwise unchanged: the
     label a value reading stops at, exactly as that line starts, or which way the best so far
     of a largest/smallest reading goes, true to the data."""
-    from jvlm.data.synthetic import GOAL_LARGEST, GOAL_MARK, GOAL_SMALLEST, read_then_answer
+    from jvlm_demo.synthetic import GOAL_LARGEST, GOAL_MARK, GOAL_SMALLEST, read_then_answer
     from jvlm.eval.runner import clean_prediction
 
     goals = set()
@@ -491,7 +491,7 @@ def test_aligned_reading_writes_labels_as_their_lines_start():
     cuts it into exactly the tokens its own line starts with (the stop and the carry then
     compare equal tokens), and each carry shows a comparison that is true of the numbers it
     names; the lines read and the answer are those of the unaligned reading."""
-    from jvlm.data.synthetic import GOAL_LARGEST, GOAL_MARK, GOAL_SMALLEST, read_then_answer
+    from jvlm_demo.synthetic import GOAL_LARGEST, GOAL_MARK, GOAL_SMALLEST, read_then_answer
     from jvlm.eval.runner import clean_prediction
     tokens = _demo_tokens()
     style = dict(compare=True, stop_at_asked=True, state_goal=True)
@@ -535,7 +535,7 @@ def test_aligned_reading_writes_labels_as_their_lines_start():
 def test_goal_line_needs_a_stopping_reading():
     """A goal is only defined for the compared, stop-at-asked reading; asking for it with
     another reading is a mistake that must not pass silently, whatever the sample's family."""
-    from jvlm.data.synthetic import read_then_answer
+    from jvlm_demo.synthetic import read_then_answer
 
     for task in ("table", "receipt", "sign"):  # whichever family the first sample happens to be
         sample = next(iter(generate(1, 12, "train", [task], image_size=224)))
@@ -548,7 +548,7 @@ def test_receipt_price_questions_can_be_read_out():
     """With receipts, a price question's answer opens with the receipt's item lines down to
     the asked item (led by it as the goal), and scores as the plain price; totals, dates,
     counts and stores keep their direct answer."""
-    from jvlm.data.synthetic import GOAL_MARK, read_then_answer
+    from jvlm_demo.synthetic import GOAL_MARK, read_then_answer
     from jvlm.eval.runner import clean_prediction
 
     read = direct = 0
@@ -576,7 +576,7 @@ def test_receipt_reading_stops_at_the_named_item_not_one_inside_a_word():
     must stop at the item the question names as a word, not fail or stop at the other."""
     from dataclasses import replace
 
-    from jvlm.data.synthetic import read_then_answer
+    from jvlm_demo.synthetic import read_then_answer
 
     sample = next(generate(1, 13, "train", ["receipt"], ["en"], image_size=224))
     sample = replace(sample, spec={**sample.spec, "items": [["rice", 425], ["coffee", 425]]},
@@ -591,7 +591,7 @@ def test_table_reading_by_row_finds_the_row_then_the_column():
     table's order down to the asked one, then writes that row's cells down to the asked
     column, under the goal ``? (row) (day)``; every value is the table's, every label is cut
     into the tokens its line starts with, and charts read exactly as without the flag."""
-    from jvlm.data.synthetic import GOAL_MARK, key_values, read_then_answer, reading_drill
+    from jvlm_demo.synthetic import GOAL_MARK, key_values, read_then_answer, reading_drill
     from jvlm.eval.runner import clean_prediction
     tokens = _demo_tokens()
     style = dict(compare=True, stop_at_asked=True, state_goal=True, aligned=True)
@@ -626,7 +626,7 @@ def test_reading_drill_gives_the_lines_and_keeps_the_reading():
     """A drill is text-only: its question holds every key-value line of the chart or table
     (image order) above the original question, and its answer is exactly the reading the
     image sample would get, so what it trains is the same output."""
-    from jvlm.data.synthetic import key_values, read_then_answer, reading_drill
+    from jvlm_demo.synthetic import key_values, read_then_answer, reading_drill
 
     style = dict(compare=True, stop_at_asked=True, state_goal=True)
     samples = list(generate(30, 14, "train", ["bar_chart", "line_chart", "table"], image_size=224))
@@ -647,7 +647,7 @@ def test_facts_reading_writes_the_one_word_the_answer_follows_from():
     is copied token for token. The training-only rewordings are read the same way and agree
     with the usual wordings on every word's answer. "Which is larger" questions (answer in
     the question) and other families are left as they were."""
-    from jvlm.data.synthetic import GOAL_MARK, read_then_answer
+    from jvlm_demo.synthetic import GOAL_MARK, read_then_answer
     from jvlm.eval.runner import clean_prediction
     tokens = _demo_tokens()
     answer_of: dict[tuple[str, str], str] = {}

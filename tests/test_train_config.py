@@ -107,7 +107,7 @@ def test_the_shipped_recipe_files_load_and_chain():
             trained.append(m.group(1))
     assert "examples/train/demo_graft_stage4.yaml" in trained
     assert set(trained) == {f"examples/train/{p.name}" for p in (root / "examples" / "train").glob("demo_*.yaml")}
-    ship = [line for line in lines if "jvlm.data.demo ship" in line]
+    ship = [line for line in lines if "python -m jvlm_demo ship" in line]
     assert len(ship) == 1
     shipped = run / re.search(r'--model "\$RUN/([\w/]+)"', ship[0]).group(1)
     assert shipped == Path(load_config(root / trained[-1]).output_dir) / "final"  # ships the last stage

@@ -503,12 +503,12 @@ def _tiny() -> JinaVLMConfig:
 
 
 def _jvlm_demo() -> JinaVLMConfig:
-    """The shipped default model, trained from scratch on the synthetic data (jvlm.data.demo).
+    """The shipped default model, trained from scratch on the synthetic data (jvlm_demo.demo).
 
     Same ViT -> 2x2 attention pooling -> SwiGLU projector -> Qwen3 design and the same
     overlap-and-resize tiling; only smaller: 224 px crops (16x16 patches -> 64 pooled tokens
     per crop), at most 1 tile besides the thumbnail by default, and a 2,048-id vocabulary
-    (jvlm.data.demo_tokenizer). Width and depth were picked by measured training speed on
+    (jvlm_demo.demo_tokenizer). Width and depth were picked by measured training speed on
     two CPU cores (docs/reproduction.md). The special ids come from the tokenizer when the
     model folder is written.
     """

@@ -20,39 +20,17 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from jvlm.errors import BenchmarkError
+from jvlm.eval.samples import BenchmarkSpec, ImageSource, PathLike, Sample, read_jsonl
 from jvlm.eval.scorers import gsm8k_extract_answer
 
 logger = logging.getLogger(__name__)
-
-ImageSource = Path | bytes
-PathLike = str | Path
-
-
-@dataclass(kw_only=True)
-class Sample:
-    """One benchmark question in a common shape, whatever file it came from."""
-
-    id: str
-    question: str
-    #: images as files on disk or encoded bytes (PNG/JPEG as stored in the benchmark); none for text-only
-    images: list[ImageSource] = field(default_factory=list)
-    #: gold answers; for multiple choice, the option letter ('B'); empty for unlabelled test splits
-    answers: list[str]
-    #: option texts in A, B, C ... order, or None for open questions
-    choices: list[str] | None = None
-    task: str
-    language: str | None = None
-    category: str | None = None
-    #: benchmark-specific fields a scorer or report may need (split, hint, circular group ...)
-    meta: dict[str, Any] = field(default_factory=dict)
-
 
 # ------------------------------------------------------------------------ readers
 
@@ -70,21 +48,6 @@ def _read_json(path: Path) -> Any:
             return json.load(handle)
     except json.JSONDecodeError as err:
         raise BenchmarkError(f"{path}, line {err.lineno} column {err.colno}: not valid JSON ({err.msg})") from err
-
-
-def _read_jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise BenchmarkError(f"{where}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise BenchmarkError(f"{where}: expected a JSON object, found {type(record).__name__}")
-            yield where, record
 
 
 def _read_tsv(path: Path, required: tuple[str, ...]) -> Iterator[tuple[str, dict]]:
@@ -120,7 +83,7 @@ def _read_records(path: Path) -> Iterator[tuple[str, dict]]:
     if path.suffix == ".parquet":
         yield from _read_parquet(path)
     elif path.suffix == ".jsonl":
-        yield from _read_jsonl(path)
+        yield from read_jsonl(path)
     else:
         yield from _json_entries(path, _read_json(path))
 
@@ -494,7 +457,7 @@ def load_gsm8k(path: PathLike) -> list[Sample]:
     """GSM8K (``test.jsonl``): question and a worked answer ending in '#### <number>'."""
     path = _existing(path)
     samples = []
-    for where, record in _read_jsonl(path):
+    for where, record in read_jsonl(path):
         solution = str(_field(record, "answer", where))
         final = gsm8k_extract_answer(solution) if "####" in solution else None
         if final is None:
@@ -516,7 +479,7 @@ def load_arc(path: PathLike) -> list[Sample]:
     answerKey}. Labels are '1'-'4' on some questions; answers become letters by position."""
     path = _existing(path)
     samples = []
-    for where, record in _read_jsonl(path):
+    for where, record in read_jsonl(path):
         question = _field(record, "question", where)
         if not isinstance(question, dict):
             raise BenchmarkError(f"{where}: 'question' should be an object with 'stem' and 'choices'")
@@ -548,7 +511,7 @@ def load_hellaswag(path: PathLike) -> list[Sample]:
     """HellaSwag (``hellaswag_val.jsonl``): ctx_a, ctx_b, endings (4), label, activity_label."""
     path = _existing(path)
     samples = []
-    for where, record in _read_jsonl(path):
+    for where, record in read_jsonl(path):
         endings = _field(record, "endings", where)
         label = record.get("label")
         answers = []
@@ -572,19 +535,6 @@ def load_hellaswag(path: PathLike) -> list[Sample]:
 
 
 # ---------------------------------------------------------------------- registry
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    """How to read one benchmark and how to grade it."""
-
-    loader: Callable[..., list[Sample]]
-    #: name of the per-sample scorer in ``jvlm.eval.scorers.SCORERS``
-    scorer: str
-    #: the metric as reported ('anls', 'accuracy', 'ocrbench score' ...)
-    metric: str
-    #: 'mean' of per-sample scores, 'circular' (CircularEval groups) or 'ocrbench_total'
-    aggregate: str = "mean"
 
 
 MULTILINGUAL_LANGUAGES = ("ar", "zh", "en", "pt", "ru", "tr")
@@ -624,5 +574,28 @@ def load_benchmark(name: str, path: PathLike, **options: Any) -> list[Sample]:
     logger.info("loaded %d samples of %s from %s", len(samples), name, path)
     return samples
 
-# The project's own synthetic held-out split: importing the module registers "synthetic".
-from jvlm.eval import synthetic_task as _synthetic_task  # noqa: F401  (after BENCHMARKS exists)
+def load_plugins() -> list[str]:
+    """Add the benchmarks that installed packages offer through the ``jvlm.benchmarks`` entry
+    point group (e.g. a recipe's own held-out split); returns the names added.
+
+    Each entry point names a callable returning ``{name: BenchmarkSpec}``; a built-in name is
+    never replaced. A plugin that fails to load is logged and skipped, so a broken extra
+    package cannot take the built-in benchmarks down with it.
+    """
+    from importlib.metadata import entry_points
+
+    added = []
+    for point in entry_points(group="jvlm.benchmarks"):
+        try:
+            specs = point.load()()
+        except Exception as err:  # noqa: BLE001 - a plugin's own bug; reported, not fatal
+            logger.warning("benchmark plugin %s (%s) failed to load: %s", point.name, point.value, err)
+            continue
+        for name, spec in specs.items():
+            if name not in BENCHMARKS:
+                BENCHMARKS[name] = spec
+                added.append(name)
+    return added
+
+
+load_plugins()

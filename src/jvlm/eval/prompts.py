@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jvlm.errors import BenchmarkError
-from jvlm.eval.loaders import ImageSource, Sample
+from jvlm.eval.loaders import BENCHMARKS, ImageSource, Sample
 
 #: how each benchmark family is asked; keys are ``Sample.task`` values
 TASK_FORMATS: dict[str, str] = {
@@ -40,7 +40,6 @@ TASK_FORMATS: dict[str, str] = {
     "infovqa": "short",
     "charxiv": "charxiv",
     "gsm8k": "math",
-    "synthetic": "synthetic",  # the project's own held-out split (jvlm.eval.synthetic_task)
 }
 
 #: default generation budget per format: letters need few tokens, worked maths many
@@ -50,7 +49,6 @@ MAX_NEW_TOKENS: dict[str, int] = {
     "short": 64,
     "charxiv": 96,
     "math": 512,
-    "synthetic": 160,  # gold answers are about 10 tokens at most; a reading block before one, up to 110
 }
 
 # Multiple-choice instruction and hint label per language. The English wording is the one
@@ -150,12 +148,25 @@ def image_digest(image: ImageSource) -> str:
 
 
 def task_format(task: str) -> str:
-    try:
+    """How benchmark family ``task`` is asked: the built-in table's format, else the one its
+    (plugin) ``BenchmarkSpec`` names."""
+    if task in TASK_FORMATS:
         return TASK_FORMATS[task]
-    except KeyError:
-        raise BenchmarkError(
-            f"no prompt format for benchmark {task!r}; known: {', '.join(sorted(TASK_FORMATS))}"
-        ) from None
+    spec = BENCHMARKS.get(task)
+    if spec is not None and spec.prompt_format in MAX_NEW_TOKENS:
+        return spec.prompt_format
+    raise BenchmarkError(
+        f"no prompt format for benchmark {task!r}; known: {', '.join(sorted(TASK_FORMATS))}; a plugin "
+        f"benchmark names one of {sorted(MAX_NEW_TOKENS)} in its BenchmarkSpec.prompt_format"
+    )
+
+
+def default_max_new_tokens(task: str) -> int:
+    """The generation budget of benchmark family ``task``: its spec's own, else its format's."""
+    spec = BENCHMARKS.get(task)
+    if spec is not None and spec.max_new_tokens:
+        return spec.max_new_tokens
+    return MAX_NEW_TOKENS[task_format(task)]
 
 
 def format_options(choices: list[str]) -> str:
@@ -211,6 +222,6 @@ def build_prompt(sample: Sample, settings: PromptSettings | None = None) -> Prom
         text=text,
         images=tuple(sample.images),
         system=settings.system,
-        max_new_tokens=settings.max_new_tokens or MAX_NEW_TOKENS[kind],
+        max_new_tokens=settings.max_new_tokens or default_max_new_tokens(sample.task),
         max_crops=settings.max_crops,
     )

@@ -16,9 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from jvlm.config import POOLING_TYPES, JinaVLMConfig
-from jvlm.data import synthetic
-from jvlm.data.demo import DEMO_IMAGE_SIZE
-from jvlm.repro.common import (
+from jvlm_demo import synthetic
+from jvlm_demo.stages import DEMO_IMAGE_SIZE
+from jvlm_demo.repro.common import (
     TRAIN_QUESTIONS,
     RunSettings,
     accuracy_axis,

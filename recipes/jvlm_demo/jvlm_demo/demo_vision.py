@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jvlm.data import synthetic
-from jvlm.data.fonts import load_font
-from jvlm.data.synth_charts import shape_geometry
-from jvlm.data.synth_core import Painter, is_rtl_text
+from jvlm_demo import synthetic
+from jvlm_demo.fonts import load_font
+from jvlm_demo.synth_charts import shape_geometry
+from jvlm_demo.synth_core import Painter, is_rtl_text
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class DenseLabels:
 
 def dense_labels(sample: synthetic.Sample, vocab: CharVocab, patch: int) -> DenseLabels:
     """The targets of ``sample``'s image on a ``patch``-pixel grid (the image is one crop)."""
-    from jvlm.data import synth_lexicon as lex
+    from jvlm_demo import synth_lexicon as lex
 
     image = sample.images[0]
     rows, cols = image.height // patch, image.width // patch
@@ -164,7 +164,7 @@ def _batches(seed: int, batch: int, processor, vocab: CharVocab, patch: int) -> 
     """Endless (pixels, chars, kind, colour) batches of training images (every image family)."""
     import torch
 
-    from jvlm.data.demo import DEMO_IMAGE_SIZE
+    from jvlm_demo.stages import DEMO_IMAGE_SIZE
 
     stream = synthetic.generate(10**9, seed, "train", synthetic.IMAGE_TASKS, image_size=DEMO_IMAGE_SIZE)
     while True:
@@ -209,7 +209,7 @@ def pretrain_vision(model_dir: str | Path, out: str | Path, steps: int = 1500, b
     import torch
     import torch.nn.functional as F
 
-    from jvlm.data import synth_lexicon as lex
+    from jvlm_demo import synth_lexicon as lex
     from jvlm.loading import load, save_pretrained
     from jvlm.train.optim import Schedule
 
@@ -315,8 +315,8 @@ def probe_sign_text(model_dir: str | Path, n: int = 2400, seed: int = 78, steps:
     import torch
     import torch.nn.functional as F
 
-    from jvlm.data import synth_lexicon as lex
-    from jvlm.data.demo import DEMO_IMAGE_SIZE
+    from jvlm_demo import synth_lexicon as lex
+    from jvlm_demo.stages import DEMO_IMAGE_SIZE
     from jvlm.loading import load
 
     if n < 8 or not 0 < held_out < 1:

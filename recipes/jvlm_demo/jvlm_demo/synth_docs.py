@@ -11,9 +11,9 @@ import random
 
 from PIL import Image
 
-from jvlm.data import synth_lexicon as lex
-from jvlm.data.synth_core import Draft, Painter, pick, readable_on, tint
-from jvlm.data.synth_phrases import ask, label
+from jvlm_demo import synth_lexicon as lex
+from jvlm_demo.synth_core import Draft, Painter, pick, readable_on, tint
+from jvlm_demo.synth_phrases import ask, label
 
 INK = (25, 25, 30)
 GREY_INK = (90, 90, 100)

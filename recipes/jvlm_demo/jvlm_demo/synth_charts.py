@@ -14,9 +14,9 @@ import random
 
 from PIL import Image
 
-from jvlm.data import synth_lexicon as lex
-from jvlm.data.synth_core import Draft, Painter, pick, tint
-from jvlm.data.synth_phrases import answer_word, ask, label
+from jvlm_demo import synth_lexicon as lex
+from jvlm_demo.synth_core import Draft, Painter, pick, tint
+from jvlm_demo.synth_phrases import answer_word, ask, label
 
 INK = (30, 30, 35)
 AXIS = (110, 110, 120)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from jvlm.config import JinaVLMConfig
-from jvlm.data import synthetic
+from jvlm_demo import synthetic
 from jvlm.errors import JVLMError
 from jvlm.train.config import GROUPS
 
@@ -97,7 +97,7 @@ def write_once(folder: Path, spec: dict[str, Any], write: Callable[[Path], objec
 # ------------------------------------------------------------------ data and models
 def write_split(folder: Path, *, n: int, seed: int, split: str, tasks: Sequence[str], image_size: int,
                 questions: int = 1) -> Path:
-    """``folder/data.jsonl`` (+ images) of ``jvlm.data.synthetic``, written once; returns the JSONL path."""
+    """``folder/data.jsonl`` (+ images) of ``jvlm_demo.synthetic``, written once; returns the JSONL path."""
     spec = {"n": n, "seed": seed, "split": split, "tasks": list(tasks), "image_size": image_size,
             "questions": questions, "format": synthetic.FORMAT_VERSION}
 
@@ -117,7 +117,7 @@ def write_init(folder: Path, seed: int, configure: Callable[[JinaVLMConfig], Non
     share is copied from it, so two variants start from the same weights wherever their
     architectures agree (one random stream would otherwise shift past the first difference).
     """
-    from jvlm.data.demo import write_initial_model
+    from jvlm_demo.demo import write_initial_model
 
     def write(tmp: Path) -> None:
         if like is None:
@@ -198,10 +198,12 @@ def backend_for(folder: str):
 
 def score(model: Path, data: Path, out: Path, max_crops: int | None = None) -> dict[str, Any]:
     """Held-out accuracy of ``model`` on a synthetic split (``breakdown`` of
-    ``jvlm.eval.synthetic_task``), cached in ``out`` as JSON with a Markdown twin."""
+    ``jvlm_demo.eval_task``), cached in ``out`` as JSON with a Markdown twin."""
     from jvlm.eval.prompts import PromptSettings
     from jvlm.eval.runner import evaluate, folder_key
-    from jvlm.eval.synthetic_task import TASK, breakdown, load_synthetic, markdown
+    from jvlm_demo.eval_task import TASK, breakdown, load_synthetic, markdown, register
+
+    register()
 
     spec = _normalised({"model": folder_key(model), "data": json.loads((data.parent / SPEC_FILE).read_text()),
                         "max_crops": max_crops})
@@ -243,7 +245,7 @@ def prefill_ms(model: Path, image: Path, question: str, max_crops: int = 1, repe
 
 def first_question(data: Path) -> tuple[Path, str]:
     """(image, question) of the first row of a synthetic split with images."""
-    from jvlm.eval.synthetic_task import load_synthetic
+    from jvlm_demo.eval_task import load_synthetic
 
     sample = next(s for s in load_synthetic(data) if s.images)
     return Path(sample.images[0]), sample.question

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from jvlm.data import synthetic
-from jvlm.data.demo import DEMO_IMAGE_SIZE
-from jvlm.repro.common import (
+from jvlm_demo import synthetic
+from jvlm_demo.stages import DEMO_IMAGE_SIZE
+from jvlm_demo.repro.common import (
     TEXT_TASKS,
     TRAIN_QUESTIONS,
     RunSettings,

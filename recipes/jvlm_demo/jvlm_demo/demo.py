@@ -2,11 +2,11 @@
 
 ``scripts/train_demo.sh`` runs, in order:
 
-    python -m jvlm.data.demo data --out runs/demo/data     # train/test JSONL at 224 px
-    python -m jvlm.data.demo init --out runs/demo/init     # random jvlm-demo weights + tokenizer
-    jvlm train examples/train/demo_stage1.yaml             # stage 1 from runs/demo/init
-    jvlm train examples/train/demo_stage2.yaml             # stage 2 from stage 1's final folder
-    python -m jvlm.data.demo ship --model runs/demo/stage2/final --out src/jvlm/assets/jvlm-demo
+    python -m jvlm_demo data --out runs/demo/data     # train/test JSONL at 224 px (stages.yaml)
+    python -m jvlm_demo init --out runs/demo/init     # random jvlm-demo weights + tokenizer
+    jvlm train examples/train/demo_stage1.yaml        # stage 1 from runs/demo/init
+    jvlm train examples/train/demo_stage2.yaml        # stage 2 from stage 1's final folder
+    python -m jvlm_demo ship --model runs/demo/stage2/final --out src/jvlm/assets/jvlm-demo
 
 The trainer starts stage 1 from a model folder (``model.checkpoint``) rather than a preset,
 because the demo has its own tokenizer, which a preset cannot name.
@@ -20,122 +20,42 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jvlm.data import synthetic
+from jvlm_demo import synthetic
+from jvlm_demo.stages import DATASETS, DEMO_IMAGE_SIZE, DOCUMENT_TASKS, TRAIN_QUESTIONS  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from jvlm.config import JinaVLMConfig
 
 log = logging.getLogger(__name__)
 
-DEMO_IMAGE_SIZE = 224  # one crop of the demo ViT: every image costs thumbnail + 1 tile
-#: stage 1 (alignment): reading and naming tasks, plus text-only rows for the 15% mix
-STAGE1_TASKS = ("sign", "shapes", "form", "arithmetic", "translation", "facts")
-#: questions per training conversation: one image carries several questions, so each pass
-#: through the vision encoder teaches several answers (the held-out test asks one at a time)
-TRAIN_QUESTIONS = 4
-#: the families that print text in small sizes: stage 2b trains on them more often
-DOCUMENT_TASKS = ("receipt", "form", "bar_chart", "line_chart", "table")
-#: sets whose samples ask for the image's whole text (``synthetic.transcription``) instead
-READING_SETS = ("stage2b_read",)
-#: the families whose questions look a value up in a grid (a chart's labels, a table's cells)
-LOOKUP_TASKS = ("receipt", "bar_chart", "line_chart", "table")
-#: sets whose samples write a chart or table out as label-value lines (``synthetic.key_values``)
-KEY_VALUE_SETS = ("stage5_pairs",)
-#: sets whose chart and table questions are answered after a key-value reading (``synthetic.read_then_answer``)
-THINKING_SETS = ("stage6", "stage6_lookup", "stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage9",
-                 "stage9_lookup", "stage10", "stage10_lookup", "stage10_tables", "stage11", "stage11_facts",
-                 "stage12", "stage12_facts")
-#: of those and the drill sets, the sets whose value readings stop at the asked line instead of repeating it
-STOP_AT_ASKED_SETS = ("stage7", "stage7_lookup", "stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup",
-                      "stage9_drill", "stage10", "stage10_lookup", "stage10_tables", "stage10_drill", "stage11",
-                      "stage12")
-#: of those, the sets whose readings open with their goal (``? mar``, ``? max``)
-GOAL_SETS = ("stage8", "stage8_lookup", "stage8_drill", "stage9", "stage9_lookup", "stage9_drill", "stage10",
-             "stage10_lookup", "stage10_tables", "stage10_drill", "stage11", "stage12")
-#: of those, the sets whose receipt price questions are read out too
-RECEIPT_READING_SETS = ("stage8", "stage8_lookup", "stage9", "stage9_lookup", "stage10", "stage10_lookup", "stage11",
-                         "stage12")
-#: of the sets with a goal, those whose goal and carried labels are aligned with their lines' tokens
-ALIGNED_SETS = ("stage9", "stage9_lookup", "stage9_drill", "stage10", "stage10_lookup", "stage10_tables",
-                "stage10_drill", "stage11", "stage12")
-#: of the aligned sets, those whose table readings find the row, then the column (``? (rice) (Tue)``)
-BY_ROW_SETS = ("stage10", "stage10_lookup", "stage10_tables", "stage10_drill", "stage11", "stage12")
-#: sets whose facts questions first write the word their answer follows from (``? пятницей``)
-FACT_READING_SETS = ("stage11_facts", "stage12_facts")
-#: sets whose facts questions are asked in training-only rewordings (``generate(reworded_facts=True)``),
-#: so each fact is seen under many sentences and its answer is learned from its word alone
-REWORDED_FACT_SETS = ("stage12_facts",)
-#: every family but facts: a stage that reads facts trains them from a set of single questions,
-#: so that no facts question is a follow-up turn answered without its reading
-NO_FACTS_TASKS = tuple(task for task in synthetic.TASKS if task != "facts")
-#: sets of text-only reading drills (``synthetic.reading_drill``), read as the image sets of their stage
-DRILL_SETS = ("stage8_drill", "stage9_drill", "stage10_drill")
-#: (folder, split, seed, n, tasks, questions); n is a multiple of each task list's 6-language block
-DATASETS = (
-    ("stage1", "train", 11, 9000, STAGE1_TASKS, TRAIN_QUESTIONS),
-    ("stage2", "train", 12, 90000, None, TRAIN_QUESTIONS),
-    ("stage2b", "train", 13, 60000, None, TRAIN_QUESTIONS),
-    ("stage2b_docs", "train", 14, 60000, DOCUMENT_TASKS, TRAIN_QUESTIONS),
-    ("stage2b_read", "train", 15, 36000, DOCUMENT_TASKS + ("sign",), 1),
-    ("stage5", "train", 16, 30000, None, TRAIN_QUESTIONS),
-    ("stage5_lookup", "train", 17, 36000, LOOKUP_TASKS, TRAIN_QUESTIONS),
-    ("stage5_pairs", "train", 18, 21600, synthetic.KEY_VALUE_TASKS, 1),
-    ("stage6", "train", 19, 24000, None, TRAIN_QUESTIONS),
-    ("stage6_lookup", "train", 20, 21600, synthetic.KEY_VALUE_TASKS, TRAIN_QUESTIONS),
-    ("stage7", "train", 22, 24000, None, TRAIN_QUESTIONS),  # (seed 21 is the vision pretraining's)
-    ("stage7_lookup", "train", 23, 21600, synthetic.KEY_VALUE_TASKS, TRAIN_QUESTIONS),
-    ("stage8", "train", 24, 24000, None, TRAIN_QUESTIONS),
-    ("stage8_lookup", "train", 25, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
-    ("stage8_drill", "train", 26, 21600, synthetic.KEY_VALUE_TASKS, 1),
-    ("stage9", "train", 27, 24000, None, TRAIN_QUESTIONS),
-    ("stage9_lookup", "train", 28, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
-    ("stage9_drill", "train", 29, 21600, synthetic.KEY_VALUE_TASKS, 1),
-    ("stage10", "train", 30, 24000, None, TRAIN_QUESTIONS),
-    ("stage10_lookup", "train", 31, 21600, synthetic.KEY_VALUE_TASKS + ("receipt",), TRAIN_QUESTIONS),
-    ("stage10_drill", "train", 32, 21600, synthetic.KEY_VALUE_TASKS, 1),
-    ("stage10_tables", "train", 33, 12000, ("table",), TRAIN_QUESTIONS),
-    ("stage11", "train", 34, 24300, NO_FACTS_TASKS, TRAIN_QUESTIONS),
-    ("stage11_facts", "train", 35, 12000, ("facts",), 1),
-    ("stage12", "train", 36, 24300, NO_FACTS_TASKS, TRAIN_QUESTIONS),
-    ("stage12_facts", "train", 37, 12000, ("facts",), 1),
-    ("test", "test", 0, 600, None, 1),
-)
-
-
-def reading_style(name: str) -> dict[str, bool]:
-    """The ``synthetic.read_then_answer`` flags of data set ``name``, from the set lists above:
-    a stage's drills are read the way its image sets are."""
-    return dict(compare=True, stop_at_asked=name in STOP_AT_ASKED_SETS, state_goal=name in GOAL_SETS,
-                receipts=name in RECEIPT_READING_SETS, aligned=name in ALIGNED_SETS, by_row=name in BY_ROW_SETS,
-                facts=name in FACT_READING_SETS)
-
 
 def write_data(out: str | Path, scale: float = 1.0, only: Sequence[str] | None = None) -> list[Path]:
     """Generate the demo's training and held-out data under ``out`` (deterministic).
 
-    ``only`` names the sets to write (default: all of ``DATASETS``).
+    The sets are those of ``stages.yaml`` (``jvlm_demo.stages.DATASETS``); ``only`` names the
+    sets to write (default: all).
     """
-    known = [d[0] for d in DATASETS]
+    known = [d.name for d in DATASETS]
     unknown = sorted(set(only or ()) - set(known))
     if unknown:
         raise ValueError(f"unknown data sets {unknown}; expected some of {known}")
     paths = []
-    for name, split, seed, n, tasks, questions in DATASETS:
-        if only and name not in only:
+    for ds in DATASETS:
+        if only and ds.name not in only:
             continue
-        n = n if name == "test" else max(60, int(n * scale))
-        log.info("writing %d %s samples to %s/%s", n, split, out, name)
-        stream = synthetic.generate(n, seed, split, tasks, image_size=DEMO_IMAGE_SIZE, questions=questions,
-                                    reworded_facts=name in REWORDED_FACT_SETS)
-        if name in READING_SETS:
+        n = ds.n if ds.split == "test" else max(60, int(ds.n * scale))
+        log.info("writing %d %s samples to %s/%s", n, ds.split, out, ds.name)
+        stream = synthetic.generate(n, ds.seed, ds.split, ds.tasks, image_size=DEMO_IMAGE_SIZE,
+                                    questions=ds.questions, reworded_facts=ds.reworded_facts)
+        if ds.form == "transcription":
             stream = map(synthetic.transcription, stream)
-        elif name in KEY_VALUE_SETS:
+        elif ds.form == "key_values":
             stream = map(synthetic.key_values, stream)
-        elif name in DRILL_SETS:
-            stream = (synthetic.reading_drill(sample, **reading_style(name)) for sample in stream)
-        elif name in THINKING_SETS:
-            stream = (synthetic.read_then_answer(sample, **reading_style(name)) for sample in stream)
-        paths.append(synthetic.write_jsonl(stream, Path(out) / name))
+        elif ds.form == "drill":
+            stream = (synthetic.reading_drill(sample, **ds.reading_style()) for sample in stream)
+        elif ds.form == "read_then_answer":
+            stream = (synthetic.read_then_answer(sample, **ds.reading_style()) for sample in stream)
+        paths.append(synthetic.write_jsonl(stream, Path(out) / ds.name))
     return paths
 
 
@@ -149,7 +69,7 @@ def write_initial_model(out: str | Path, seed: int = 0,
     import torch
 
     from jvlm.config import JinaVLMConfig
-    from jvlm.data.demo_tokenizer import build_demo_tokenizer
+    from jvlm_demo.demo_tokenizer import build_demo_tokenizer
     from jvlm.loading import attach_token_ids, save_pretrained
     from jvlm.model.vlm import (
         JinaVLMForConditionalGeneration,
@@ -220,7 +140,7 @@ def graft_vision(decoder_dir: str | Path, vision_dir: str | Path, out: str | Pat
     vision side (ViT and connector) of ``vision_dir``.
 
     For swapping a newly trained vision encoder into a trained model: ``vision_dir`` is
-    typically ``python -m jvlm.data.demo vision``'s output, whose connector is still the
+    typically ``python -m jvlm_demo vision``'s output, whose connector is still the
     fan-in initialised one, so the result needs connector training (stage 1) next.
     Both folders must share the vision config.
     """
@@ -253,7 +173,7 @@ def write_examples(out: str | Path) -> Path:
     """
     import json
 
-    from jvlm.data.synth_lexicon import LANGUAGES
+    from jvlm_demo.synth_lexicon import LANGUAGES
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -282,7 +202,7 @@ def ship(model: str | Path, out: str | Path, eval_dir: str | Path | None = None)
     """Copy a trained folder's files into ``out`` (the packaged model) and refresh the card's scores.
 
     Only the inference files are copied (no optimiser state). If ``eval_dir`` holds the
-    ``table.md`` of ``python -m jvlm.eval.synthetic_task``, it replaces the text between the
+    ``table.md`` of ``python -m jvlm_demo.eval_task``, it replaces the text between the
     score markers of ``out/MODEL_CARD.md``, so the card always shows the shipped weights' scores.
     """
     import shutil
@@ -358,12 +278,12 @@ def readout(model: str | Path, n: int = 72, seed: int = 0) -> dict[str, dict[str
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jvlm.data.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jvlm_demo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     d = sub.add_parser("data", help="generate the stage 1, stage 2 and held-out test data")
     d.add_argument("--out", required=True, type=Path)
     d.add_argument("--scale", type=float, default=1.0, help="multiply the training set sizes (not the test set)")
-    d.add_argument("--only", nargs="+", metavar="SET", choices=[ds[0] for ds in DATASETS],
+    d.add_argument("--only", nargs="+", metavar="SET", choices=[ds.name for ds in DATASETS],
                    help="write only these sets (default: all)")
     i = sub.add_parser("init", help="write the random starting model folder")
     i.add_argument("--out", required=True, type=Path)
@@ -396,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s = sub.add_parser("ship", help="copy a trained model into the package and refresh its card's scores")
     s.add_argument("--model", required=True, type=Path)
     s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--eval", type=Path, default=None, help="folder written by python -m jvlm.eval.synthetic_task")
+    s.add_argument("--eval", type=Path, default=None, help="folder written by python -m jvlm_demo.eval_task")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from jvlm.errors import run_reporting_errors
@@ -411,13 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             before, after = rescale_image_embeddings(args.model, args.out, args.rms)
             print(f"image embedding RMS {before:.3g} -> {after:.3g}; wrote {args.out}")
         elif args.cmd == "vision":
-            from jvlm.data.demo_vision import pretrain_vision
+            from jvlm_demo.demo_vision import pretrain_vision
 
             metrics = pretrain_vision(args.model, args.out, steps=args.steps, batch=args.batch, lr=args.lr,
                                       level=args.level)
             print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3g}" for k, v in metrics.items()))
         elif args.cmd == "probe":
-            from jvlm.data.demo_vision import probe_sign_text
+            from jvlm_demo.demo_vision import probe_sign_text
 
             m = probe_sign_text(args.model, n=args.images)
             print(f"{args.model}: sign text named correctly on {m['held_out_acc']:.1%} of held-out images "

@@ -15,7 +15,7 @@ drafts from its own buckets (redrawing otherwise). No val/test sample can theref
 a train sample, whatever the seeds. Questions have several phrasings, so a fact held out
 under one wording is usually still taught under another.
 
-    python -m jvlm.data.synthetic --out data/synth --n 1000 --seed 0 --split train
+    python -m jvlm_demo.synthetic --out data/synth --n 1000 --seed 0 --split train
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from jvlm.data import synth_charts, synth_docs, synth_text
-from jvlm.data.fonts import check_fonts
-from jvlm.data.synth_core import Draft, Painter, TaskFamily, is_rtl_text
-from jvlm.data.synth_lexicon import LANGUAGES, RTL_LANGUAGES
+from jvlm_demo import synth_charts, synth_docs, synth_text
+from jvlm_demo.fonts import check_fonts
+from jvlm_demo.synth_core import Draft, Painter, TaskFamily, is_rtl_text
+from jvlm_demo.synth_lexicon import LANGUAGES, RTL_LANGUAGES
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ def key_values(sample: Sample) -> Sample:
     column: ``rice, Tue: 77``), in the order the image shows them. This is the lookup that
     "what is the value of X" and "which is largest" need, supervised for every label at once.
     """
-    from jvlm.data import synth_lexicon as lex
+    from jvlm_demo import synth_lexicon as lex
 
     spec, lang = sample.spec, sample.language
     if sample.task not in KEY_VALUE_TASKS or spec is None:
@@ -440,7 +440,7 @@ def _receipt_reading(sample: Sample) -> str | None:
     asks about; None for the receipt's other questions (total, date, count, store), which are
     answered directly. A price question is one whose answer is an item's price and whose text
     names that item."""
-    from jvlm.data import synth_lexicon as lex
+    from jvlm_demo import synth_lexicon as lex
 
     spec, lang = sample.spec, sample.language
     lines = [f"{lex.ITEMS[key][lang]}: {lex.format_price(cents, lang)}" for key, cents in spec["items"]]
@@ -557,7 +557,7 @@ def preview(seed: int = 0, per_task: int = len(LANGUAGES), image_size: int | tup
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jvlm.data.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jvlm_demo.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder (gets data.jsonl and images/)")
     parser.add_argument("--n", type=int, default=1000, help="number of samples")
     parser.add_argument("--seed", type=int, default=0)

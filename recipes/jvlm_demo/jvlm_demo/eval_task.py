@@ -1,14 +1,15 @@
 """The synthetic held-out split as an evaluation task: exact match per family and language.
 
-``jvlm.data.synthetic`` writes JSONL rows in the Hugging Face messages format with a
+``jvlm_demo.synthetic`` writes JSONL rows in the Hugging Face messages format with a
 ``task`` (family) and ``language`` field; this module reads them into eval ``Sample``s
-(category = family) and registers the benchmark ``synthetic`` with the runner, so
+(category = family) and offers the benchmark ``synthetic`` to ``jvlm eval`` through the
+``jvlm.benchmarks`` entry point (see this package's pyproject.toml), so
 
     jvlm eval --task synthetic --data runs/demo/data/test/data.jsonl --model MODEL
 
 scores it greedily like any other benchmark. Questions are asked verbatim (the synthetic
 questions already say what they want) with a short answer budget, since every gold answer
-is a few tokens. ``python -m jvlm.eval.synthetic_task`` additionally prints and writes the
+is a few tokens. ``python -m jvlm_demo.eval_task`` additionally prints and writes the
 per-family and per-language tables the model card reports.
 """
 
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jvlm.errors import BenchmarkError
-from jvlm.eval.loaders import BENCHMARKS, BenchmarkSpec, PathLike, Sample, _read_jsonl
+from jvlm.eval.samples import BenchmarkSpec, PathLike, Sample, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +30,14 @@ TASK = "synthetic"
 
 
 def load_synthetic(path: PathLike) -> list[Sample]:
-    """Rows of a ``jvlm.data.synthetic`` JSONL file as eval samples (images relative to it)."""
+    """Rows of a ``jvlm_demo.synthetic`` JSONL file as eval samples (images relative to it)."""
     path = Path(path)
     if path.is_dir():
         path = path / "data.jsonl"
     if not path.is_file():
-        raise BenchmarkError(f"{path} does not exist; write it with `python -m jvlm.data.synthetic --split test`")
+        raise BenchmarkError(f"{path} does not exist; write it with `python -m jvlm_demo.synthetic --split test`")
     samples = []
-    for where, row in _read_jsonl(path):
+    for where, row in read_jsonl(path):
         try:
             user, assistant = row["messages"][0]["content"], row["messages"][1]["content"]
             question = next(p["text"] for p in user if p.get("type") == "text")
@@ -45,7 +46,7 @@ def load_synthetic(path: PathLike) -> list[Sample]:
             family, language, sample_id = row["task"], row["language"], row["id"]
         except (KeyError, IndexError, StopIteration, TypeError) as err:
             raise BenchmarkError(
-                f"{where}: expected a jvlm.data.synthetic row (messages with one user and one assistant "
+                f"{where}: expected a jvlm_demo.synthetic row (messages with one user and one assistant "
                 f"turn, plus task, language and id); {type(err).__name__}: {err}"
             ) from None
         for image in images:
@@ -56,10 +57,21 @@ def load_synthetic(path: PathLike) -> list[Sample]:
     return samples
 
 
+def benchmarks() -> dict[str, BenchmarkSpec]:
+    """The ``jvlm.benchmarks`` entry point: ``synthetic``, graded by exact match. Questions are
+    asked verbatim; gold answers are about 10 tokens at most, a reading block before one up
+    to 110, hence a budget of 160 new tokens."""
+    return {TASK: BenchmarkSpec(load_synthetic, "exact_match", "accuracy", prompt_format="verbatim",
+                                max_new_tokens=160)}
+
+
 def register() -> None:
-    """Make ``synthetic`` known to the loaders and scorer (idempotent). Its prompt format
-    lives in ``jvlm.eval.prompts``' tables with every other benchmark's."""
-    BENCHMARKS.setdefault(TASK, BenchmarkSpec(load_synthetic, "exact_match", "accuracy"))
+    """Make ``synthetic`` known to the loaders (idempotent): what the entry point does when this
+    package is installed, for a checkout that only has it on ``sys.path``."""
+    from jvlm.eval.loaders import BENCHMARKS
+
+    for name, spec in benchmarks().items():
+        BENCHMARKS.setdefault(name, spec)
 
 
 def breakdown(result, samples: Sequence[Sample]) -> dict:
@@ -103,7 +115,7 @@ def markdown(table: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jvlm.eval.synthetic_task",
+    parser = argparse.ArgumentParser(prog="python -m jvlm_demo.eval_task",
                                      description="Score a model on a synthetic split, per family and language.")
     parser.add_argument("--model", required=True, help="model folder")
     parser.add_argument("--data", required=True, help="data.jsonl of a synthetic split (or its folder)")
@@ -132,8 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     return run_reporting_errors(parser.prog, run)
 
-
-register()
 
 if __name__ == "__main__":
     raise SystemExit(main())

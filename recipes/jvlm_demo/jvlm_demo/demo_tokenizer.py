@@ -1,6 +1,6 @@
 """The small tokenizer of the ``jvlm-demo`` model, trained on the synthetic world's own text.
 
-The demo model learns from scratch on ``jvlm.data.synthetic``, so a 152k-row Qwen vocabulary
+The demo model learns from scratch on ``jvlm_demo.synthetic``, so a 152k-row Qwen vocabulary
 would be mostly dead weight (and most of the 40 MB budget). Instead a byte-level BPE of
 ``DEMO_BASE_VOCAB`` ids is trained on the questions, answers and image words of the
 train split in all six languages. The pipeline is Qwen's (NFC, Qwen's split regex,
@@ -53,8 +53,8 @@ def demo_corpus(per_pair: int = 300) -> list[str]:
     tokenizer never sees a held-out question. The chat template's role words are added so
     the prompt scaffolding gets whole tokens too.
     """
-    from jvlm.data.synth_lexicon import LANGUAGES
-    from jvlm.data.synthetic import SPLIT_BUCKETS, TASK_FAMILIES, content_bucket
+    from jvlm_demo.synth_lexicon import LANGUAGES
+    from jvlm_demo.synthetic import SPLIT_BUCKETS, TASK_FAMILIES, content_bucket
 
     low, high = SPLIT_BUCKETS["train"]
     lines = ["user\n", "assistant\n", "system\n"]

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from PIL import Image, ImageDraw, ImageFont
 
-from jvlm.data.fonts import SCRIPT_OF_LANGUAGE, has_bold, load_font
+from jvlm_demo.fonts import SCRIPT_OF_LANGUAGE, has_bold, load_font
 
 #: reference canvas side: layouts are designed at 378 px and scaled from there
 REFERENCE_SIDE = 378
@@ -82,7 +82,7 @@ class Painter:
         self.draw = ImageDraw.Draw(self.image)
         #: every text drawn, also reachable as the image's ``info["text_runs"]``: layout checks
         #: and transcripts read it, and it is enough to place each character again
-        #: (``jvlm.data.demo_vision`` turns it into per-patch labels)
+        #: (``jvlm_demo.demo_vision`` turns it into per-patch labels)
         self.runs: list[TextRun] = []
         self.image.info["text_runs"] = self.runs
 

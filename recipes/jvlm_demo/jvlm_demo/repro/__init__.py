@@ -1,13 +1,13 @@
 """Small-scale reproduction of three claims of the Jina-VLM paper on the demo model.
 
-    python -m jvlm.repro {connector,mixing,tiling,all} --out runs/repro [--scale F] [--threads N]
+    python -m jvlm_demo.repro {connector,mixing,tiling,all} --out runs/repro [--scale F] [--threads N]
 
 connector   2x2 attention pooling vs 2x2 mean pooling vs no pooling: visual tokens per
-            image, prefill time, training speed and held-out accuracy (jvlm.repro.connector)
+            image, prefill time, training speed and held-out accuracy (jvlm_demo.repro.connector)
 mixing      text-task accuracy per language before and after stage 1 with 0% vs 15%
-            text-only rows, plus image accuracy (jvlm.repro.mixing)
+            text-only rows, plus image accuracy (jvlm_demo.repro.mixing)
 tiling      accuracy against visual tokens for max_crops 1..9 on 672 px documents,
-            for an already trained model (jvlm.repro.tiling)
+            for an already trained model (jvlm_demo.repro.tiling)
 
 Each experiment writes OUT/<name>/results.json, table.md and plot.png and prints the
 table; its data, models and scores stay under OUT/<name>, and a rerun skips every step
@@ -37,9 +37,9 @@ On one busy CPU core (--threads 1) training ran at about 13 samples/s with 2x2 p
 40 min (connector) + 20 min (mixing) + 2 min (tiling).
 
 examples:
-  python -m jvlm.repro all --out runs/repro --threads 2
-  python -m jvlm.repro tiling --out runs/repro --model runs/demo/stage2/final
-  python -m jvlm.repro connector --out /tmp/smoke --scale 0.01 --batch-size 2
+  python -m jvlm_demo.repro all --out runs/repro --threads 2
+  python -m jvlm_demo.repro tiling --out runs/repro --model runs/demo/stage2/final
+  python -m jvlm_demo.repro connector --out /tmp/smoke --scale 0.01 --batch-size 2
 """
 
 
@@ -53,7 +53,7 @@ def _default_threads() -> int:
 def _parser() -> argparse.ArgumentParser:
     doc = __doc__.split("\n\n")
     parser = argparse.ArgumentParser(
-        prog="python -m jvlm.repro", description=doc[0] + "\n\n" + doc[2] + "\n\n" + doc[3],
+        prog="python -m jvlm_demo.repro", description=doc[0] + "\n\n" + doc[2] + "\n\n" + doc[3],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EPILOG)
     parser.add_argument("experiment", choices=(*EXPERIMENTS, "all"), help="which ablation to run (all: one after another)")
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from jvlm.errors import run_reporting_errors
-    from jvlm.repro.common import ReproError, RunSettings
+    from jvlm_demo.repro.common import ReproError, RunSettings
 
     def run() -> None:
         if args.scale <= 0 or args.threads < 1 or args.batch_size < 1:
@@ -97,14 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             table = _run(name, out, settings, args)
             print(f"\n{name} ({out / name}):\n\n{table}", flush=True)
 
-    return run_reporting_errors("python -m jvlm.repro", run, error_code=2)
+    return run_reporting_errors("python -m jvlm_demo.repro", run, error_code=2)
 
 
 def _run(name: str, out: Path, settings, args: argparse.Namespace) -> str:
-    from jvlm.repro.common import ReproError
+    from jvlm_demo.repro.common import ReproError
 
     if name == "connector":
-        from jvlm.repro import connector
+        from jvlm_demo.repro import connector
 
         variants = [v.strip() for v in args.variants.split(",") if v.strip()]
         unknown = sorted(set(variants) - set(connector.VARIANTS))
@@ -112,10 +112,10 @@ def _run(name: str, out: Path, settings, args: argparse.Namespace) -> str:
             raise ReproError(f"--variants: unknown pooling types {unknown or variants}; choose from {connector.VARIANTS}")
         return connector.run(out, settings, variants)
     if name == "mixing":
-        from jvlm.repro import mixing
+        from jvlm_demo.repro import mixing
 
         return mixing.run(out, settings)
-    from jvlm.repro import tiling
+    from jvlm_demo.repro import tiling
 
     try:
         budgets = [int(k) for k in args.max_crops.split(",") if k.strip()]

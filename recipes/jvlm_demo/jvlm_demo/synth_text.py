@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 
-from jvlm.data import synth_lexicon as lex
-from jvlm.data.synth_core import Draft, pick
-from jvlm.data.synth_phrases import REWORDED_FACTS, WEEKDAYS_RU_INS, ask
+from jvlm_demo import synth_lexicon as lex
+from jvlm_demo.synth_core import Draft, pick
+from jvlm_demo.synth_phrases import REWORDED_FACTS, WEEKDAYS_RU_INS, ask
 
 
 def make_arithmetic(rng: random.Random, lang: str) -> Draft:

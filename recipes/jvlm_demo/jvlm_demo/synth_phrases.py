@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 
-from jvlm.data.synth_lexicon import LANGUAGES
+from jvlm_demo.synth_lexicon import LANGUAGES
 
 
 def _t(*per_language: str | tuple[str, ...]) -> dict[str, tuple[str, ...]]:

@@ -18,7 +18,7 @@ from PIL import Image
 
 from jvlm.config import JinaVLMConfig
 from jvlm.processing.image import image_layout
-from jvlm.repro.common import (
+from jvlm_demo.repro.common import (
     RunSettings,
     accuracy_axis,
     figure,
@@ -41,7 +41,7 @@ COLUMNS = ("max crops", "crops / image", "visual tokens / image", "accuracy")
 def run(out: Path, settings: RunSettings, model: str | Path | None = None,
         max_crops: Sequence[int] = MAX_CROPS) -> str:
     """Score ``model`` (default: the shipped jvlm-demo) at every ``max_crops``; write the report."""
-    from jvlm.eval.synthetic_task import load_synthetic
+    from jvlm_demo.eval_task import load_synthetic
     from jvlm.resolve import resolve_model
 
     root = out / NAME
