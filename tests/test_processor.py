@@ -10,7 +10,7 @@ from PIL import Image
 from jvlm.errors import PromptError
 from jvlm.processing.image import image_layout
 from jvlm.processing.processor import JinaVLMProcessor
-from jvlm.processing.text import build_qwen_tokenizer, build_tiny_tokenizer, find_qwen_tiktoken
+from jvlm.tools.tokenizers import build_qwen_tokenizer, build_tiny_tokenizer, find_qwen_tiktoken
 
 
 def _img(h, w, seed=0):

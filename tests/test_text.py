@@ -15,18 +15,16 @@ import pytest
 
 from jvlm.config import JinaVLMConfig, SpecialTokens
 from jvlm.errors import ModelFolderError, PromptError, TokenizerError
-from jvlm.processing import text as T
 from jvlm.processing.text import (
     DEFAULT_CHAT_TEMPLATE,
     STRUCTURAL_TOKENS,
-    build_qwen_tokenizer,
-    build_tiny_tokenizer,
-    find_qwen_tiktoken,
     load_tokenizer,
     render_chat,
     save_tokenizer,
     special_token_ids,
 )
+from jvlm.tools import tokenizers as T
+from jvlm.tools.tokenizers import build_qwen_tokenizer, build_tiny_tokenizer, find_qwen_tiktoken
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +168,7 @@ def test_tiny_build_is_deterministic(tiny):
 @pytest.mark.slow
 def test_tiny_build_is_identical_across_processes(tiny):
     # Rust hash maps are seeded per process; a checkpoint's tokenizer must not depend on it.
-    code = "import hashlib; from jvlm.processing.text import build_tiny_tokenizer as b; " \
+    code = "import hashlib; from jvlm.tools.tokenizers import build_tiny_tokenizer as b; " \
            "print(hashlib.sha256(b().backend_tokenizer.to_str().encode()).hexdigest())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == hashlib.sha256(tiny.backend_tokenizer.to_str().encode()).hexdigest()

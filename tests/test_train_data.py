@@ -10,7 +10,7 @@ import torch
 
 from jvlm.config import JinaVLMConfig
 from jvlm.processing.processor import JinaVLMProcessor
-from jvlm.processing.text import build_tiny_tokenizer
+from jvlm.tools.tokenizers import build_tiny_tokenizer
 from jvlm.train.data import (
     IMAGE,
     TEXT,

@@ -1,54 +1,5 @@
-"""Random-weight models in the exact official layout, for tests, benchmarks and demos.
+"""Random-weight model folders: see ``jvlm.tools.random_model`` (kept importable from here)."""
 
-``write_random_checkpoint(DIR, "tiny")`` writes a complete model folder (config.json,
-model.safetensors, tokenizer files, preprocessor_config.json) that every entry point can
-load. The ``tiny`` preset uses the project's small self-trained tokenizer; ``jina-vlm`` uses
-the real Qwen vocabulary (needs the rank file from the ``qwen-agent`` wheel).
-"""
+from jvlm.tools.random_model import build_random_model, build_tokenizer, write_random_checkpoint
 
-from __future__ import annotations
-
-from pathlib import Path
-
-import torch
-
-from jvlm.config import JinaVLMConfig
-from jvlm.loading import attach_token_ids, save_pretrained
-from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
-
-
-def build_tokenizer(preset: str):
-    from jvlm.processing import text
-
-    return text.build_tiny_tokenizer() if preset == "tiny" else text.build_qwen_tokenizer()
-
-
-def build_random_model(preset: str = "tiny", seed: int = 0, dtype: torch.dtype = torch.float32,
-                       config: JinaVLMConfig | None = None):
-    """``(model, processor)`` with deterministic random weights."""
-    from jvlm.processing.processor import JinaVLMProcessor
-
-    cfg = (config or JinaVLMConfig.preset(preset)).copy()
-    tok = build_tokenizer(preset)
-    ids = _tokenizer_ids(tok)
-    cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id = ids["bos"], ids["eos"], ids["pad"]
-    cfg.image_token_index = ids["image"]
-    model = init_random(JinaVLMForConditionalGeneration(cfg), seed).to(dtype).eval()
-    processor = JinaVLMProcessor(tok, cfg)
-    attach_token_ids(model, processor)
-    return model, processor
-
-
-def write_random_checkpoint(folder: str | Path, preset: str = "tiny", seed: int = 0,
-                            dtype: torch.dtype = torch.float32, max_shard_bytes: int | None = None,
-                            config: JinaVLMConfig | None = None) -> Path:
-    model, processor = build_random_model(preset, seed, dtype, config)
-    save_pretrained(model, folder, processor=processor, max_shard_bytes=max_shard_bytes)
-    return Path(folder)
-
-
-def _tokenizer_ids(tok) -> dict[str, int]:
-    from jvlm.processing.text import special_token_ids
-
-    t = special_token_ids(tok)
-    return {"bos": t.bos, "eos": t.eos[0], "pad": t.pad, "image": t.image}
+__all__ = ["build_random_model", "build_tokenizer", "write_random_checkpoint"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jvlm.errors import ModelFolderError
+from jvlm.paths import cache_dir  # noqa: F401  (the cache folder; also importable from here)
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,6 @@ class ResolvedModel:
     is_random: bool = False
 
 
-def cache_dir() -> Path:
-    """jvlm's cache folder (placeholder model, built tokenizers): ``$JVLM_CACHE`` (or its
-    alias ``$JVLM_CACHE_DIR``), else ``$XDG_CACHE_HOME/jvlm``, else ``~/.cache/jvlm``."""
-    for var in ("JVLM_CACHE", "JVLM_CACHE_DIR"):
-        if os.environ.get(var):
-            return Path(os.environ[var]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "jvlm"
-
-
 def random_model_notice(name: str = TINY_RANDOM) -> str:
     return (f"note: using {name}, a tiny model with RANDOM weights; its answers are noise. "
             f"Pass --model with a trained checkpoint, e.g. --model {RELEASED_MODEL}.")
@@ -67,7 +58,7 @@ def ensure_tiny_random() -> Path:
     folder = cache_dir() / "tiny-random"
     if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
         return folder
-    from jvlm.random_model import write_random_checkpoint
+    from jvlm.tools.random_model import write_random_checkpoint
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     log.info("writing the tiny random model to %s", folder)

@@ -24,7 +24,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from jvlm.errors import TokenizerError
-from jvlm.processing import text as text_mod
+from jvlm.tools import tokenizers as text_mod
 
 #: base rows of the demo decoder's embedding (BPE tokens + 3 chat tokens)
 DEMO_BASE_VOCAB = 2048

@@ -192,11 +192,12 @@ def tokenizer_for_parts(spec: str | None, text_dir: Path, base_rows: int):
     from transformers import PreTrainedTokenizerFast
 
     from jvlm.processing import text
+    from jvlm.tools import tokenizers
 
     if spec == "tiny":
-        return text.build_tiny_tokenizer()
+        return tokenizers.build_tiny_tokenizer()
     if spec == "qwen":
-        return text.build_qwen_tokenizer()
+        return tokenizers.build_qwen_tokenizer()
     folder = Path(spec) if spec else text_dir
     if not (folder / "tokenizer.json").is_file():
         raise ModelFolderError(
@@ -211,8 +212,8 @@ def tokenizer_for_parts(spec: str | None, text_dir: Path, base_rows: int):
         raise TokenizerError(f"{folder}'s tokenizer has no {text.ENDOFTEXT}; expected a Qwen3 tokenizer")
     backend = raw.backend_tokenizer
     # Qwen's own added tokens are already in the file, so nothing is added before the fillers.
-    text.add_jvlm_tokens(backend, (), base_rows, 128)
-    return text.wrap_tokenizer(backend, raw.model_max_length if raw.model_max_length < 10**9 else 40960)
+    tokenizers.add_jvlm_tokens(backend, (), base_rows, 128)
+    return tokenizers.wrap_tokenizer(backend, raw.model_max_length if raw.model_max_length < 10**9 else 40960)
 
 
 # -------------------------------------------------------------------- build

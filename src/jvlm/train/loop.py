@@ -83,7 +83,7 @@ def build_model(cfg: TrainConfig, resume_from: Path | None):
         model, processor = build_from_parts(m.vision, m.text, m.tokenizer, m.vit_layers, m.projector_size,
                                             m.init_seed, m.connector_init_std)
     else:
-        from jvlm.random_model import build_random_model
+        from jvlm.tools.random_model import build_random_model
 
         model, processor = build_random_model(m.preset, seed=m.init_seed)
     return model.float().train(), processor

@@ -1,0 +1,206 @@
+"""The package's import graph: no cycles, layers that only look down, no recipe inside.
+
+The graph is read from the source (``ast``), not by importing, so a cycle hidden in a
+function-level import counts as much as one at the top of a file: both tie two modules so
+neither can be understood, tested or replaced alone. Imports under ``if TYPE_CHECKING:``
+are left out (they never run). Importing ``a.b.c`` also runs ``a.b/__init__.py``, so that
+edge counts too; the top-level facade ``jvlm/__init__.py`` is the one exception, since every
+module lives under it (the facade itself imports only ``config`` and ``errors`` eagerly).
+
+The layers are the data flow of docs/architecture.md. A module may import its own layer and
+any layer below; adding a module under a new top-level name means giving it a layer here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+#: (module prefix, layer): the longest matching prefix decides
+LAYERS: tuple[tuple[str, int], ...] = (
+    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0),
+    ("jvlm.processing", 1),
+    ("jvlm.model", 2),
+    ("jvlm.weights", 3), ("jvlm.loading", 3),
+    ("jvlm.inference", 4), ("jvlm.efficiency", 4),
+    ("jvlm.tools", 5), ("jvlm.random_model", 5),
+    ("jvlm.train", 6), ("jvlm.eval", 6),
+    ("jvlm.resolve", 7), ("jvlm.serve", 7), ("jvlm.hf", 7), ("jvlm.integrations", 7),
+    ("jvlm.cli", 8), ("jvlm.__main__", 8), ("jvlm", 9),
+)
+#: upward imports that exist for a reason, each with its way out
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {
+    ("jvlm.model.vlm", "jvlm.inference"): "model.generate runs the engine's one decoding loop; it goes "
+                                          "once the Transformers-native class's generate replaces it",
+    ("jvlm.model.vlm", "jvlm.inference.generate"): "(same)",
+}
+#: build-time tooling, and the layers that run a served or loaded model, which must not use it
+TOOLS = ("jvlm.tools", "jvlm.random_model")
+RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.processing", "jvlm.model", "jvlm.weights",
+           "jvlm.loading", "jvlm.inference", "jvlm.serve", "jvlm.hf", "jvlm.integrations")
+
+
+def _under(module: str, prefixes: tuple[str, ...] | str) -> bool:
+    prefixes = (prefixes,) if isinstance(prefixes, str) else prefixes
+    return any(module == p or module.startswith(p + ".") for p in prefixes)
+
+
+def modules(src: Path, package: str) -> dict[str, Path]:
+    """Dotted name -> file of every module of ``package`` under ``src``."""
+    out = {}
+    for path in sorted((src / package).rglob("*.py")):
+        parts = list(path.relative_to(src).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                skip.update(id(n) for n in ast.walk(child))
+    return skip
+
+
+def imported_names(name: str, path: Path) -> list[str]:
+    """Every dotted name ``name``'s file imports (absolute; relative imports resolved)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skip, is_package = _type_checking_nodes(tree), path.name == "__init__.py"
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = name.split(".") if is_package else name.split(".")[:-1]
+                parts = parts[:len(parts) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            out += [f"{base}.{alias.name}" for alias in node.names]  # a submodule, or an attribute
+        elif (isinstance(node, ast.Call) and ast.unparse(node.func) in ("importlib.import_module", "import_module")
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            out.append(node.args[0].value)
+    return out
+
+
+def import_graph(src: Path, package: str) -> dict[str, set[str]]:
+    """Module -> the modules of ``package`` it imports (see the module docstring for what counts)."""
+    mods = modules(src, package)
+    graph: dict[str, set[str]] = {}
+    for name, path in mods.items():
+        edges = set()
+        for target in imported_names(name, path):
+            while target and target not in mods:  # an attribute: its module
+                target = target.rpartition(".")[0]
+            if not target:
+                continue
+            parts = target.split(".")
+            chain = [".".join(parts[:k]) for k in range(2, len(parts) + 1)] or [target]
+            edges.update(t for t in chain if t != name and not name.startswith(t + "."))
+        graph[name] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def layer(module: str) -> int | None:
+    matches = [(len(prefix), level) for prefix, level in LAYERS if _under(module, prefix)]
+    return max(matches)[1] if matches else None
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return import_graph(SRC, "jvlm")
+
+
+def test_the_check_finds_a_cycle_hidden_in_a_function(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.sub.b import B\n")
+    (pkg / "a.py").write_text("def f():\n    from pkg.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.c\n"
+                                     "B = 1\ndef g():\n    from .. import a\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    found = cycles(import_graph(tmp_path, "pkg"))
+    assert found == [["pkg.a", "pkg.sub", "pkg.sub.b"]]  # c's import is typing only: not in it
+
+
+def test_no_import_cycles(graph):
+    found = cycles(graph)
+    assert not found, "import cycles (break each with a leaf module or by moving code down a layer):\n" + \
+        "\n".join("  " + " <-> ".join(c) for c in found)
+
+
+def test_every_module_has_a_layer_and_imports_only_downward(graph):
+    unplaced = sorted(m for m in graph if layer(m) is None)
+    assert not unplaced, f"modules without a layer: {unplaced}; add them to LAYERS in this file"
+    upward = sorted(f"{a} (layer {layer(a)}) imports {b} (layer {layer(b)})" for a, targets in graph.items()
+                    for b in targets if layer(b) > layer(a) and (a, b) not in ALLOWED_UPWARD)
+    assert not upward, "imports against the layer order of docs/architecture.md:\n  " + "\n  ".join(upward)
+    stale = [pair for pair in ALLOWED_UPWARD if pair[1] not in graph.get(pair[0], ())]
+    assert not stale, f"ALLOWED_UPWARD lists imports that no longer exist: {stale}; remove them"
+
+
+def test_runtime_layers_never_import_build_time_tools(graph):
+    bad = sorted(f"{a} imports {b}" for a, targets in graph.items() if _under(a, RUNTIME)
+                 for b in targets if _under(b, TOOLS))
+    assert not bad, "runtime modules import build-time tooling:\n  " + "\n  ".join(bad)
+
+
+def test_the_library_never_imports_a_recipe():
+    recipe_packages = {p.parent.name for p in RECIPES.glob("*/*/__init__.py")}
+    assert "jvlm_demo" in recipe_packages  # the check looks where the recipes are
+    bad = sorted(f"{name} imports {target}" for name, path in modules(SRC, "jvlm").items()
+                 for target in imported_names(name, path) if target.split(".")[0] in recipe_packages)
+    assert not bad, "the library imports a recipe (recipes build on jvlm, never the reverse):\n  " + "\n  ".join(bad)
