@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jvlm.errors import CheckpointError
+
 
 @dataclass
 class VisionConfig:
@@ -422,7 +424,8 @@ class JinaVLMConfig:
                 setattr(cfg, key, d[key])
         im = d.get("jvlm_image_processing")
         if im:
-            cfg.image = _dataclass_from_dict(ImageProcessingConfig, im)
+            cfg.image = dataclass_from_dict(ImageProcessingConfig, im, "config.json: jvlm_image_processing",
+                                            error=CheckpointError, unknown_keys="ignore")
         else:
             cfg.image.crop_size, cfg.image.patch_size = v.image_size, v.patch_size
             cfg.image.pooling_h, cfg.image.pooling_w = c.pooling_h, c.pooling_w
@@ -467,13 +470,32 @@ class JinaVLMConfig:
         return cfg.validate()
 
 
-def _dataclass_from_dict(klass, d: dict[str, Any]):
-    names = {f.name: f for f in dataclasses.fields(klass)}
+def dataclass_from_dict(klass, raw: Any, where: str, *, error: type[Exception] = ValueError,
+                        unknown_keys: str = "error"):
+    """``klass(**raw)`` for a config dataclass, checked: the project's one dict -> dataclass parser.
+
+    ``unknown_keys="error"`` refuses keys the dataclass lacks (a typo in a hand-written config
+    must not be silently ignored); ``"ignore"`` drops them (a checkpoint written by a newer
+    version may carry more). A JSON/YAML list becomes a tuple where the field's default is
+    one. Problems raise ``error`` naming ``where``.
+    """
+    if not isinstance(raw, dict):
+        raise error(f"{where}: expected a mapping, found {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(klass)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown and unknown_keys == "error":
+        raise error(f"{where}: unknown keys {unknown}; allowed: {sorted(fields)}")
     kwargs = {}
-    for k, val in d.items():
-        if k in names:
-            kwargs[k] = tuple(val) if isinstance(val, list) else val
-    return klass(**kwargs)
+    for key, value in raw.items():
+        if key not in fields:
+            continue
+        f = fields[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        kwargs[key] = tuple(value) if isinstance(value, list) and isinstance(default, tuple) else value
+    try:
+        return klass(**kwargs)
+    except TypeError as e:
+        raise error(f"{where}: {e}") from None
 
 
 def _jina_vlm() -> JinaVLMConfig:

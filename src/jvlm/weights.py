@@ -275,21 +275,18 @@ def save_official(model: torch.nn.Module, folder: str | Path, max_shard_bytes: i
         path = folder / "model.safetensors"
         save_file(sd, str(path), metadata=meta)
         return [path]
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for k, t in sd.items():
-        nbytes = t.numel() * t.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][k] = t
-        size += nbytes
-    paths, weight_map = [], {}
-    for i, shard in enumerate(shards, 1):
-        name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(folder / name), metadata=meta)
-        paths.append(folder / name)
-        weight_map.update({k: name for k in shard})
-    total = sum(t.numel() * t.element_size() for t in sd.values())
-    (folder / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    return paths
+    # huggingface_hub's writer: the Hub's shard names, its index format, and stale shards of an
+    # earlier save in the same folder removed. A model that fits one shard still gets an index
+    # there, since the caller asked for sharding.
+    from huggingface_hub import save_torch_state_dict
+
+    save_torch_state_dict(sd, folder, max_shard_size=max_shard_bytes, metadata=meta)
+    single = folder / "model.safetensors"
+    if single.is_file():
+        name = "model-00001-of-00001.safetensors"
+        single.rename(folder / name)
+        total = sum(t.numel() * t.element_size() for t in sd.values())
+        (folder / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total},
+                                                     "weight_map": {k: name for k in sd}}, indent=2))
+    index = json.loads((folder / INDEX_FILE).read_text())
+    return [folder / name for name in sorted(set(index["weight_map"].values()))]

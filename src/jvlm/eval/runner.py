@@ -36,6 +36,7 @@ from jvlm.errors import BenchmarkError, EndpointError, JVLMError
 from jvlm.eval.loaders import BENCHMARKS, PathLike, Sample, load_benchmark
 from jvlm.eval.prompts import Prompt, PromptSettings, build_prompt, image_bytes
 from jvlm.eval.report import TaskResult, score_task
+from jvlm.inference.reasoning import split_reasoning
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,10 @@ class Backend(Protocol):
     def generate(self, prompts: Sequence[Prompt]) -> list[Completion]: ...
 
 
-_THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL)
-
-
 def clean_prediction(text: str) -> str:
-    """The answer as scored: reasoning blocks some chat models emit removed, whitespace trimmed."""
-    return _THINK_BLOCK.sub("", text).strip()
+    """The answer as scored: a leading reasoning block removed by the same rule as the CLI and
+    server use (``jvlm.inference.reasoning.split_reasoning``), whitespace trimmed."""
+    return split_reasoning(text)[1].strip()
 
 
 def folder_key(folder: PathLike, *extra: object) -> str:

@@ -44,16 +44,15 @@ def _strip_end_punctuation(text: str) -> str:
 # ---------------------------------------------------------------------------- ANLS
 
 
-def _levenshtein(a: str, b: str) -> int:
-    if len(a) < len(b):
-        a, b = b, a
-    previous = list(range(len(b) + 1))
-    for i, char_a in enumerate(a, start=1):
-        current = [i]
-        for j, char_b in enumerate(b, start=1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b)))
-        previous = current
-    return previous[-1]
+def _edit_distance():
+    """rapidfuzz's edit distance (C++; a pure-Python one is O(n*m) per pair in the interpreter)."""
+    try:
+        from rapidfuzz.distance import Levenshtein
+    except ImportError:
+        from jvlm.errors import BenchmarkError
+
+        raise BenchmarkError("ANLS scoring needs rapidfuzz; install the eval extra: pip install 'jvlm[eval]'") from None
+    return Levenshtein.distance
 
 
 def anls(prediction: str, answers: str | Sequence[str], threshold: float = 0.5) -> float:
@@ -64,12 +63,13 @@ def anls(prediction: str, answers: str | Sequence[str], threshold: float = 0.5) 
     below ``threshold`` scores 0 (the answer is taken as wrong, not as misread); exactly
     at the threshold it is kept, as in the DocVQA challenge code.
     """
+    distance = _edit_distance()
     pred = _collapse(prediction)
     best = 0.0
     for answer in _as_list(answers):
         gold = _collapse(answer)
         length = max(len(gold), len(pred))
-        similarity = 1.0 if length == 0 else 1.0 - _levenshtein(gold, pred) / length
+        similarity = 1.0 if length == 0 else 1.0 - distance(gold, pred) / length
         best = max(best, similarity)
     return best if best >= threshold else 0.0
 

@@ -7,17 +7,29 @@
                                            feature_cache=engine.feature_cache))
 """
 
-from jvlm.inference.engine import Engine
-from jvlm.inference.feature_cache import FeatureCache, PrefixCache
-from jvlm.inference.prompt import build_request
-from jvlm.inference.request import (
-           ImageInput,
-           Request,
-           Result,
-           SamplingParams,
-           TokenEvent,
-           check_budget,
-)
+from importlib import import_module
+
+# Names resolve on first use, so that importing one light submodule (``reasoning``, ``request``)
+# does not load the engine and torch with it.
+_WHERE = {
+    "Engine": "engine",
+    "FeatureCache": "feature_cache",
+    "PrefixCache": "feature_cache",
+    "build_request": "prompt",
+    "ImageInput": "request",
+    "Request": "request",
+    "Result": "request",
+    "SamplingParams": "request",
+    "TokenEvent": "request",
+    "check_budget": "request",
+}
+
+
+def __getattr__(name: str):
+    if name in _WHERE:
+        return getattr(import_module(f"jvlm.inference.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'jvlm.inference' has no attribute {name!r}")
+
 
 __all__ = [
            "Engine",

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from jvlm.config import JinaVLMConfig
 from jvlm.errors import PromptError
+from jvlm.model.loss import next_token_loss
 from jvlm.model.text import KVCache, TextDecoder
 from jvlm.model.vision import VisionTransformer
 
@@ -128,11 +128,7 @@ class JinaVLMForConditionalGeneration(nn.Module):
         logits = self.lm_head(kept)
         loss = None
         if labels is not None:
-            lab = labels[:, -kept.shape[1]:].to(logits.device).long().reshape(-1)
-            # Negative labels are padding; ids past lm_head (the structural image tokens) can
-            # never be predicted, so they carry no loss either.
-            lab = lab.masked_fill((lab < 0) | (lab >= logits.shape[-1]), -100)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), lab, ignore_index=-100)
+            loss = next_token_loss(logits, labels[:, -kept.shape[1]:])
         return VLMOutput(logits=logits, loss=loss, hidden_states=hidden, past_key_values=past_key_values)
 
     # ---------------------------------------------------------------- generate

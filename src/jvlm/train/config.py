@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jvlm.config import dataclass_from_dict
 from jvlm.errors import TrainConfigError
 
 GROUPS = ("vision", "connector", "decoder", "new_embeddings")
@@ -217,16 +218,7 @@ class TrainConfig:
 # ------------------------------------------------------------------- parsing
 def _build(klass, raw: Any, where: str):
     """Dataclass from a mapping, refusing unknown keys (a typo must not be silently ignored)."""
-    if not isinstance(raw, dict):
-        raise TrainConfigError(f"{where}: expected a mapping, found {type(raw).__name__}")
-    fields = {f.name for f in dataclasses.fields(klass)}
-    unknown = sorted(set(raw) - fields)
-    if unknown:
-        raise TrainConfigError(f"{where}: unknown keys {unknown}; allowed: {sorted(fields)}")
-    try:
-        return klass(**raw)
-    except TypeError as e:
-        raise TrainConfigError(f"{where}: {e}") from None
+    return dataclass_from_dict(klass, raw, where, error=TrainConfigError)
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> TrainConfig:

@@ -12,8 +12,9 @@ rows, so full-sequence logits would dominate memory for long image prompts.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from jvlm.model.loss import next_token_loss
 
 
 class ModelWithLoss(nn.Module):
@@ -47,7 +48,7 @@ class ModelWithLoss(nn.Module):
         hidden = core.language_model(embeds, attention_mask)  # (B, L, H)
         keep = labels >= 0
         logits = self.vlm.lm_head(hidden[keep])  # (N_targets, vocab)
-        loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+        loss = next_token_loss(logits, labels[keep], reduction="sum")
         if self.touch_all:
             new_rows = core.language_model.embedding.new_embedding
             if new_rows.requires_grad:
