@@ -204,3 +204,8 @@ def test_the_library_never_imports_a_recipe():
     bad = sorted(f"{name} imports {target}" for name, path in modules(SRC, "jvlm").items()
                  for target in imported_names(name, path) if target.split(".")[0] in recipe_packages)
     assert not bad, "the library imports a recipe (recipes build on jvlm, never the reverse):\n  " + "\n  ".join(bad)
+
+
+def test_the_demo_recipe_has_no_import_cycles_either():
+    found = cycles(import_graph(RECIPES / "jvlm_demo", "jvlm_demo"))
+    assert not found, "import cycles in the recipe:\n" + "\n".join("  " + " <-> ".join(c) for c in found)
