@@ -209,3 +209,21 @@ def test_the_library_never_imports_a_recipe():
 def test_the_demo_recipe_has_no_import_cycles_either():
     found = cycles(import_graph(RECIPES / "jvlm_demo", "jvlm_demo"))
     assert not found, "import cycles in the recipe:\n" + "\n".join("  " + " <-> ".join(c) for c in found)
+
+
+def test_the_readme_layout_matches_the_tree():
+    """Every entry of src/jvlm is named in the README's layout block, and every path the block
+    names exists (so the map cannot drift from the territory in either direction)."""
+    import re
+
+    root = SRC.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    tokens = set(re.findall(r"[\w./-]+", block))
+    entries = {p.name + ("/" if p.is_dir() else "") for p in (SRC / "jvlm").iterdir()
+               if p.name not in ("__init__.py", "__main__.py", "__pycache__", "py.typed")}
+    named = {t.split("/")[0] + ("/" if "/" in t else "") for t in tokens}
+    assert not sorted(entries - named), f"src/jvlm entries missing from the README layout: {sorted(entries - named)}"
+    paths = [t for t in tokens if t.endswith((".py", "/", ".md")) and not t.startswith(("src/", "<"))]
+    missing = [t for t in paths if not any((base / t).exists() for base in (SRC / "jvlm", root, root / "docs"))]
+    assert not missing, f"the README layout names paths that do not exist: {missing}"
