@@ -227,3 +227,21 @@ def test_the_readme_layout_matches_the_tree():
     paths = [t for t in tokens if t.endswith((".py", "/", ".md")) and not t.startswith(("src/", "<"))]
     missing = [t for t in paths if not any((base / t).exists() for base in (SRC / "jvlm", root, root / "docs"))]
     assert not missing, f"the README layout names paths that do not exist: {missing}"
+
+
+def test_the_installed_package_is_the_library_without_the_recipe():
+    """``pip install .`` installs what pyproject.toml's package discovery finds: jvlm and its
+    subpackages (with the demo weights as package data), never a recipe."""
+    import tomllib
+
+    from setuptools import find_packages
+
+    project = tomllib.loads((SRC.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    find = project["tool"]["setuptools"]["packages"]["find"]
+    found = find_packages(where=str(SRC.parent / find["where"][0]))
+    assert "jvlm" in found and "jvlm.tools" in found and "jvlm.eval" in found
+    assert not [p for p in found if not _under(p, "jvlm")], found
+    assert not [p for p in found if p in ("jvlm.data", "jvlm.repro")], found
+    assert "assets/**/*" in project["tool"]["setuptools"]["package-data"]["jvlm"]  # the demo weights ship
+    recipe = tomllib.loads((RECIPES / "jvlm_demo" / "pyproject.toml").read_text(encoding="utf-8"))
+    assert any(dep.startswith("jvlm") for dep in recipe["project"]["dependencies"])  # recipe -> library only
