@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from jvlm_demo import synthetic
-from jvlm_demo.stages import DATASETS, DEMO_IMAGE_SIZE, DOCUMENT_TASKS, TRAIN_QUESTIONS  # noqa: F401 (re-exported)
+from jvlm_demo.stages import DATASETS, DEMO_IMAGE_SIZE, DOCUMENT_TASKS  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:
     from jvlm.config import JinaVLMConfig

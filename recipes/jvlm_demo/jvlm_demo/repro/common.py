@@ -23,6 +23,7 @@ from typing import Any
 
 from jvlm.config import JinaVLMConfig
 from jvlm_demo import synthetic
+from jvlm_demo.stages import TRAIN_QUESTIONS  # noqa: F401  (questions per training conversation, as in the recipe)
 from jvlm.errors import JVLMError
 from jvlm.train.config import GROUPS
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 SPEC_FILE = "repro_spec.json"
 TEXT_TASKS = tuple(t for t in synthetic.TASKS if t not in synthetic.IMAGE_TASKS)
-TRAIN_QUESTIONS = 4  # questions per training conversation, as in the demo recipe
 MAX_LENGTH = 1024  # tokens per training row: no pooling costs 512 visual tokens per image
 EVAL_BATCH_SIZE = 16
 
