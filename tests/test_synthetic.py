@@ -17,7 +17,7 @@ from jvlm_demo.synth_core import Painter
 from jvlm_demo.synth_phrases import ANSWERS, LABELS
 from jvlm_demo.synthetic import IMAGE_TASKS, TASKS, generate, main, write_jsonl
 from jvlm.inference.reasoning import split_reasoning
-from jvlm.errors import MissingFontError
+from jvlm_demo.fonts import MissingFontError
 
 
 def _fonts_missing_reason() -> str | None:

@@ -62,12 +62,6 @@ class BenchmarkError(JVLMError, ValueError):
     code = "benchmark_error"
 
 
-class MissingFontError(JVLMError, FileNotFoundError):
-    """A font needed to render a script is not installed (the message names the apt package)."""
-
-    code = "missing_font"
-
-
 class TrainConfigError(JVLMError, ValueError):
     """A training config is invalid: unknown key, impossible batch split, missing section."""
 

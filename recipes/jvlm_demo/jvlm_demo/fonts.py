@@ -21,7 +21,14 @@ from pathlib import Path
 
 from PIL import ImageFont, features
 
-from jvlm.errors import MissingFontError
+from jvlm.errors import JVLMError
+
+
+class MissingFontError(JVLMError, FileNotFoundError):
+    """A font needed to render a script is not installed (the message names the apt package)."""
+
+    code = "missing_font"
+
 
 logger = logging.getLogger(__name__)
 
