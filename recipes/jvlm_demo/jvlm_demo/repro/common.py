@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from jvlm.config import JinaVLMConfig
-from jvlm_demo import synthetic
-from jvlm_demo.stages import TRAIN_QUESTIONS  # noqa: F401  (questions per training conversation, as in the recipe)
 from jvlm.errors import JVLMError
 from jvlm.train.config import GROUPS
+from jvlm_demo import synthetic
+from jvlm_demo.stages import TRAIN_QUESTIONS  # noqa: F401  (questions per training conversation, as in the recipe)
 
 log = logging.getLogger(__name__)
 
