@@ -1,10 +1,10 @@
 """Ask a question about one or more images, PDF pages, or no image at all.
 
 Examples the bundled jvlm-demo answers correctly (images in examples/, see its model card):
-  jvlm infer -i examples/shapes_en.png -p "What colour is the triangle?"
-  jvlm infer -i examples/receipt_en.png -p "What is the price of coffee?" --json
-  jvlm infer -p "What is 6 × 7?" --stream
-  jvlm infer -p "Translate “kırmızı” into English." --system "Answer in one word."
+  jvlm infer -i examples/shapes_en.png -p "What colour is the triangle?"          # blue
+  jvlm infer -i examples/sign_tr.png -p "Tabelada ne yazıyor?" --json              # DUR
+  jvlm infer -p "What is 6 × 7?" --stream                                          # 42
+  jvlm infer -p "Translate “kırmızı” into English." --system "Answer in one word."  # red
 
 Examples that need the released model (--model jinaai/jina-vlm, after `hf download jinaai/jina-vlm`):
   jvlm infer --model jinaai/jina-vlm -i photo.jpg -p "Describe this image"
