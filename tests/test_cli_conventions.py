@@ -135,3 +135,19 @@ def test_a_reply_cut_inside_the_reasoning_tag_prints_no_partial_tag(capsys):
         code, out, err = run(capsys, "-i", EXAMPLES / example["image"], "-p", example["question"],
                              "--max-tokens", n, "--kernels", "torch")
         assert code == 0 and "<" not in out, (n, out)
+
+
+@pytest.mark.parametrize("mode", ["P", "I;16", "1", "RGBA", "L"])
+def test_downscaling_keeps_every_image_mode_usable(mode):
+    import io
+
+    from jvlm.cli.inputs import check_image
+    from jvlm.processing.image import load_image
+
+    buf = io.BytesIO()
+    Image.new(mode, (300, 200)).save(buf, "PNG")
+    small, done = check_image(buf.getvalue(), "x.png", 10_000)
+    assert done is not None and small.size[0] * small.size[1] <= 10_000
+    assert load_image(small).shape[2] == 3  # the processor takes it as any other image
+    unchanged, none = check_image(buf.getvalue(), "x.png", 0)  # 0 = no limit
+    assert unchanged == buf.getvalue() and none is None

@@ -61,6 +61,10 @@ def check_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS):
                 target = (max(1, int(w * scale)), max(1, int(h * scale)))
                 im.draft("RGB", target)  # JPEG decodes at a fraction of the size directly
                 im = ImageOps.exif_transpose(im)
+                if im.mode in ("P", "PA", "1"):  # palette and bilevel images resample badly as they are
+                    im = im.convert("RGBA")
+                elif im.mode not in ("RGB", "RGBA", "L", "LA"):  # 16-bit, CMYK, ...: to 8-bit RGB
+                    im = im.convert("RGB")
                 small = im.resize(_fit(im.size, max_pixels), Image.Resampling.LANCZOS, reducing_gap=3.0)
                 return small, Downscaled(name, (w, h), small.size, max_pixels)
             finally:

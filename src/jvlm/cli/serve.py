@@ -163,8 +163,7 @@ def run(args: argparse.Namespace) -> int:
         "serving %s as %s: playground http://%s:%d/ , API http://%s:%d/v1 , docs http://%s:%d/docs",
         config.model_dir, ", ".join(repr(n) for n in (config.served_model_name, *config.served_model_aliases)),
         shown, args.port, shown, args.port, shown, args.port)
-    if config.notice:
-        logging.getLogger(__name__).warning("%s", config.notice)
+    # a demo model's notice is logged once it has loaded (jvlm.serve.app), in the same words as /v1/models
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=5))
     state = app.state.serving
