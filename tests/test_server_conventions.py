@@ -90,6 +90,10 @@ def test_completions_with_an_image_through_the_openai_client(server):
     pieces = [c.choices[0].text for c in _client(base).completions.create(
         model="jvlm-demo", prompt=prompt, max_tokens=8, temperature=0, stream=True, extra_body={"images": [url]})]
     assert "".join(pieces) == reply.choices[0].text
+    chunks = list(_client(base).completions.create(model="jvlm-demo", prompt=prompt, max_tokens=8, temperature=0,
+                                                   stream=True, stream_options={"include_usage": True},
+                                                   extra_body={"images": [url]}))
+    assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == reply.usage.total_tokens
     # a placeholder count that does not match the images is a 400, not a 500
     with pytest.raises(openai.BadRequestError):
         _client(base).completions.create(model="jvlm-demo", prompt="<|image|><|image|>hi", max_tokens=2,

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jvlm.inference.prompt import prepare_image
 from jvlm.inference.request import Request, SamplingParams, check_budget
+from jvlm.serve.chat import MIN_SAMPLING_TEMPERATURE
 from jvlm.serve.fetch import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
 from jvlm.serve.protocol import InvalidRequestError, Usage, describe_validation_error
 
@@ -40,6 +41,7 @@ class CompletionRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
+    stream_options: dict[str, Any] | None = None
     n: int = Field(1, ge=1)
     echo: bool = False
     logprobs: int | None = None
@@ -110,12 +112,18 @@ def build(processor, req: CompletionRequest, images: list[bytes], *, default_max
     max_tokens = req.max_tokens or min(default_max_tokens or DEFAULT_MAX_TOKENS,
                                        max(1, context_length - len(enc.input_ids)))
     check_budget(len(enc.input_ids), enc.n_image_tokens, max_tokens, context_length)
-    params = SamplingParams(max_new_tokens=max_tokens, temperature=req.temperature or 0.0,
+    temperature = req.temperature or 0.0
+    params = SamplingParams(max_new_tokens=max_tokens,
+                            temperature=0.0 if temperature < MIN_SAMPLING_TEMPERATURE else temperature,
                             top_p=1.0 if req.top_p is None else req.top_p, top_k=req.top_k or 0,
                             seed=None if req.seed is None else req.seed % 2**63, stop=tuple(stop))
     request = Request(prompt_ids=list(enc.input_ids), images=inputs, params=params)
     request.request_id = f"cmpl-{uuid.uuid4().hex}"
     return request
+
+
+def include_usage(req: CompletionRequest) -> bool:
+    return bool(req.stream_options and req.stream_options.get("include_usage"))
 
 
 def body(request_id: str, model: str, created: int, text: str, finish_reason: str | None,

@@ -162,7 +162,7 @@ async def _complete(request: Request, state, server) -> Response:
         raise
     request_id, created, model = engine_request.request_id, completions.now(), config.served_model_name
     if req.stream:
-        return StreamingResponse(_stream(gen, ticket, request_id, model, created),
+        return StreamingResponse(_stream(gen, ticket, request_id, model, created, completions.include_usage(req)),
                                  media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     try:
         event = await server._unless_disconnected(request, gen.next_event())
@@ -178,7 +178,7 @@ async def _complete(request: Request, state, server) -> Response:
     return JSONResponse(completions.body(request_id, model, created, event.result.text, event.finish_reason, usage))
 
 
-async def _stream(gen, ticket, request_id: str, model: str, created: int):
+async def _stream(gen, ticket, request_id: str, model: str, created: int, with_usage: bool):
     try:
         while True:
             event = await gen.next_event()
@@ -191,6 +191,10 @@ async def _stream(gen, ticket, request_id: str, model: str, created: int):
                 yield "data: " + json.dumps(chunk, ensure_ascii=False) + "\n\n"
             if event.finished:
                 break
+        if with_usage:  # as OpenAI: a last chunk with no choices and the token counts
+            usage = Usage.of(event.result.prompt_tokens, event.result.completion_tokens)
+            final = {**completions.body(request_id, model, created, "", None, usage), "choices": []}
+            yield "data: " + json.dumps(final) + "\n\n"
         yield "data: [DONE]\n\n"
     finally:
         gen.cancel()
