@@ -9,13 +9,11 @@ import select
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from shipped import EXAMPLES
 
 from jvlm.cli.chat import Conversation, split_paths
 
-ROOT = Path(__file__).resolve().parents[1]
 CHAT = [sys.executable, "-m", "jvlm", "chat", "--kernels", "torch"]
 
 

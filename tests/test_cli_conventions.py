@@ -17,7 +17,6 @@ from shipped import example as example_of
 
 from jvlm.cli import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(capsys, *argv):

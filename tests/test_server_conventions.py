@@ -15,7 +15,7 @@ import httpx
 import openai
 import pytest
 from serving import serve
-from shipped import DEMO_DIR, EXAMPLES
+from shipped import EXAMPLES
 from shipped import example as example_of
 
 from jvlm.cli import build_parser
