@@ -75,3 +75,25 @@ def test_help_examples_for_the_demo_get_their_answers(capsys):
         assert main([*argv, "--kernels", "torch"]) == 0
         out = capsys.readouterr().out.strip()
         assert (json.loads(out)["answer"] if "--json" in argv else out) == expected.strip(), line
+
+
+def test_install_script_hides_only_the_qwen_agent_resolver_noise(tmp_path):
+    """qwen-agent is installed with --no-deps on purpose; pip's complaint about it is dropped,
+    every other line and pip's exit status are kept."""
+    import subprocess
+
+    script = (ROOT / "scripts" / "install.sh").read_text(encoding="utf-8")
+    start = script.index("pip_install() {")
+    function = script[start:script.index("\n}\n", start) + 3]
+    fake_pip = tmp_path / "pip"
+    fake_pip.write_text("#!/usr/bin/env bash\n"
+                        "echo \"ERROR: pip's dependency resolver does not currently take into account all the "
+                        "packages that are installed.\" >&2\n"
+                        "echo 'qwen-agent 0.0.31 requires dashscope>=1.11.0, which is not installed.' >&2\n"
+                        "echo 'ERROR: No matching distribution found for nothing' >&2\n"
+                        "exit 3\n")
+    fake_pip.chmod(0o755)
+    res = subprocess.run(["bash", "-c", f"set -euo pipefail\nPIP=({fake_pip})\n{function}\npip_install x"],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 3
+    assert res.stderr.strip() == "ERROR: No matching distribution found for nothing"
