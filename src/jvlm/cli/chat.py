@@ -118,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
     if tty:
         import readline  # noqa: F401 - line editing and history for input()
 
-        print(f"Chatting with {resolved.name}. {HELP.strip().splitlines()[0].strip()}; /help for more.",
-              file=sys.stderr)
+        print(f"Chatting with {resolved.name}: type a message; /image PATH attaches an image, /reset starts "
+              "over, /quit leaves, /help lists the commands.", file=sys.stderr)
     params = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                   seed=args.seed)
     while True:

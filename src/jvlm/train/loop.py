@@ -21,6 +21,7 @@ import math
 import random
 import shutil
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,7 +277,8 @@ class Trainer:
         last: dict[str, Any] = {"loss": float("nan")}
         saved_at = self.step if self.resumed else None
         # off a terminal (nohup, Slurm, CI) the bar is off: a log line per logged step instead
-        step_log = StepLog(total_steps, self.step) if ctx.is_main and progress.bar is None else None
+        step_log = (StepLog(total_steps, self.step)
+                    if ctx.is_main and (progress.bar is None or not sys.stderr.isatty()) else None)
         stop = GracefulStop()
         try:
             stop.__enter__()
