@@ -109,6 +109,10 @@ def test_tokenize_detokenize_version_docs(server):
     assert httpx.post(f"{base}/detokenize", json={"tokens": toks["tokens"]}).json() == {"prompt": "What is 6 × 7?"}
     chat = httpx.post(f"{base}/tokenize", json={"messages": [{"role": "user", "content": "hi"}]}).json()
     assert chat["count"] > 3  # the template's role markers are counted
+    image_part = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    refused = httpx.post(f"{base}/tokenize", json={"messages": [{"role": "user", "content": [image_part]}]})
+    assert refused.status_code == 400 and "/v1/jvlm/layout" in refused.json()["error"]["message"]
+    assert httpx.post(f"{base}/tokenize", json={"messages": [{"content": "hi"}]}).status_code == 400
     bad = httpx.post(f"{base}/detokenize", json={"tokens": [10**9]})
     assert bad.status_code == 400 and "outside the vocabulary" in bad.json()["error"]["message"]
     import jvlm

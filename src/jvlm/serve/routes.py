@@ -96,6 +96,7 @@ def mount_routes(app: FastAPI, state) -> None:
                 raise InvalidRequestError("send exactly one of prompt (text) or messages (a conversation)",
                                           param="prompt")
             if req.messages is not None:
+                _check_text_messages(req.messages)
                 text = processor.apply_chat_template(req.messages, add_generation_prompt=req.add_generation_prompt,
                                                      tokenize=False)
             else:
@@ -129,6 +130,25 @@ def mount_routes(app: FastAPI, state) -> None:
             return await _complete(request, state, server)
         except Exception as exc:  # noqa: BLE001
             return fail(exc)
+
+
+def _check_text_messages(messages: list[dict[str, Any]]) -> None:
+    """Text conversations only: an image's token cost depends on its size (``/v1/jvlm/layout`` gives it)."""
+    for i, message in enumerate(messages):
+        if not isinstance(message.get("role"), str):
+            raise InvalidRequestError("each message needs a role (system, user or assistant)",
+                                      param=f"messages[{i}].role")
+        content = message.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise InvalidRequestError("content must be a string or a list of text parts",
+                                      param=f"messages[{i}].content")
+        for j, part in enumerate(content):
+            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
+                raise InvalidRequestError(
+                    "/tokenize counts text; an image's tokens depend on its size: POST its width and height to "
+                    "/v1/jvlm/layout for its token cost", param=f"messages[{i}].content[{j}]")
 
 
 def _key_error(request: Request, server, state) -> Response | None:
