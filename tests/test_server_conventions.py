@@ -144,3 +144,15 @@ def test_playground_shows_the_notice(server):
     base, _ = server
     script = httpx.get(f"{base}/playground/playground.js").text
     assert ".notice" in script  # the page reads the notice from /v1/models and shows it
+
+
+def test_serve_quantize_int8_answers(tiny_model_dir):
+    from jvlm.inference.quantize import Int8Weight
+
+    cfg = _config(str(tiny_model_dir), "--quantize", "int8", "--kernels", "torch")
+    with serve(cfg) as (base, state):
+        reply = _client(base).chat.completions.create(model=str(tiny_model_dir), max_tokens=3,
+                                                      messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens >= 1
+        weights = [m.weight for m in state.worker.engine.model.modules() if hasattr(m, "weight")]
+        assert any(isinstance(w, Int8Weight) for w in weights)  # the decoder really is int8
