@@ -343,3 +343,13 @@ def test_the_demo_model_says_what_it_is_on_the_page(page):
         notice.wait_for(state="visible")
         text = notice.inner_text()
         assert "Demo model." in text and "jinaai/jina-vlm" in text and "synthetic world" in text
+
+
+def test_api_docs_page_lists_the_routes_without_the_cdn(page, server):
+    """/docs is Swagger UI from a CDN; this machine cannot reach it, so the page must fall back
+    to listing the routes from /openapi.json rather than stay blank."""
+    page.route("https://cdn.jsdelivr.net/**", lambda route: route.abort())  # offline, whatever the network
+    page.goto(f"{server}/docs")
+    page.wait_for_selector("text=could not reach")
+    listed = page.locator("#swagger-ui").inner_text()
+    assert "POST /v1/completions" in listed and "POST /tokenize" in listed and "GET /version" in listed

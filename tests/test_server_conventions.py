@@ -120,6 +120,7 @@ def test_tokenize_detokenize_version_docs(server):
     assert httpx.get(f"{base}/version").json() == {"version": jvlm.__version__}
     docs = httpx.get(f"{base}/docs")
     assert docs.status_code == 200 and "/openapi.json" in docs.text and "swagger" in docs.text.lower()
+    assert "could not reach" in docs.text  # offline, the page lists the routes instead of staying blank
     paths = httpx.get(f"{base}/openapi.json").json()["paths"]
     assert {"/v1/completions", "/tokenize", "/detokenize", "/version", "/v1/chat/completions"} <= set(paths)
 

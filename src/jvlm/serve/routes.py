@@ -19,8 +19,7 @@ import time
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jvlm import __version__
@@ -29,6 +28,40 @@ from jvlm.serve.protocol import InvalidRequestError, Usage, describe_validation_
 
 _TOKENS_BODY_LIMIT = 4 * 2**20
 _MAX_DETOKENIZE_IDS = 1_000_000
+
+
+#: Swagger UI comes from a CDN (as in FastAPI and vLLM); without network access the page
+#: lists the routes from /openapi.json instead of staying blank
+_SWAGGER = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
+_DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>jvlm API</title>
+<link rel="stylesheet" href="SWAGGER/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="SWAGGER/swagger-ui-bundle.js"></script>
+<script>
+window.addEventListener("load", function () {
+  if (window.SwaggerUIBundle) {
+    SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true});
+    return;
+  }
+  fetch("/openapi.json").then(function (r) { return r.json(); }).then(function (spec) {
+    var root = document.getElementById("swagger-ui");
+    var note = document.createElement("p");
+    note.textContent = "The interactive page needs Swagger UI from cdn.jsdelivr.net, which this browser " +
+      "could not reach. The routes (full schema at /openapi.json):";
+    root.appendChild(note);
+    Object.keys(spec.paths).forEach(function (path) {
+      Object.keys(spec.paths[path]).forEach(function (method) {
+        var op = spec.paths[path][method], item = document.createElement("p");
+        item.textContent = method.toUpperCase() + " " + path + (op.summary ? " - " + op.summary : "");
+        root.appendChild(item);
+      });
+    });
+  });
+});
+</script>
+</body></html>
+""".replace("SWAGGER", _SWAGGER)
 
 
 class TokenizeRequest(BaseModel):
@@ -81,7 +114,7 @@ def mount_routes(app: FastAPI, state) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> Response:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="jvlm API")
+        return HTMLResponse(_DOCS_PAGE)
 
     @app.post("/tokenize")
     async def tokenize(request: Request) -> Response:
