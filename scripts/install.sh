@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install jvlm into ./.venv (created if absent). Works on a fresh machine with Python >= 3.10 and pip.
-#   bash scripts/install.sh          # runtime: model, CLI, server, PDF input
+#   bash scripts/install.sh          # everything the `jvlm` command runs: model, CLI, chat, server,
+#                                    # PDF input, evaluation (incl. the openai client), training plots
 #   bash scripts/install.sh --test   # + everything the test suite needs (the demo recipe, fonts, tokenizer ranks, MLX port)
+# Nothing is installed outside .venv, except by --test (see scripts/install_test_extras.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WITH_TEST=0
@@ -11,16 +13,30 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
+
+# pip, after each install, lists installed packages whose requirements are unmet. qwen-agent is
+# installed with --no-deps on purpose (only its tokenizer file is used), so its lines are noise.
+pip_install() {
+  local log rc=0
+  log=$(mktemp)
+  "${PIP[@]}" "$@" 2>"$log" || rc=$?
+  grep -v -e "^qwen-agent .* requires " -e "^ERROR: pip's dependency resolver does not currently take into account" \
+    "$log" >&2 || true
+  rm -f "$log"
+  return "$rc"
+}
+
 # Pin torch first: an unpinned requirement would pull a multi-GB CUDA build. 2.13.0 has a CPU wheel.
-"${PIP[@]}" "torch==2.13.0"
+pip_install "torch==2.13.0"
 if [ "$WITH_TEST" = 1 ]; then
-  "${PIP[@]}" -e ".[serve,pdf,train,eval,test]"
+  pip_install -e ".[serve,pdf,train,eval,test]"
   # The jvlm-demo recipe (recipes/jvlm_demo): its own package on top of the library; --no-deps
   # because its only requirement is the jvlm just installed.
-  "${PIP[@]}" --no-deps -e recipes/jvlm_demo
+  pip_install --no-deps -e recipes/jvlm_demo
   # The real Qwen BPE ranks (Apache-2.0) ship inside this wheel; only that one file is used.
-  "${PIP[@]}" --no-deps "qwen-agent"
+  pip_install --no-deps "qwen-agent"
   if [ -f scripts/install_test_extras.sh ]; then bash scripts/install_test_extras.sh; fi
 else
-  "${PIP[@]}" -e ".[serve,pdf]"
+  pip_install -e ".[serve,pdf,train,eval]"
 fi
+echo "install.sh: installed into .venv; run .venv/bin/jvlm --help (or: source .venv/bin/activate; jvlm --help)"

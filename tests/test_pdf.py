@@ -96,7 +96,7 @@ def test_a_header_after_leading_junk_is_still_a_pdf():
 
 def test_missing_pypdfium2_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "pypdfium2", None)  # makes `import pypdfium2` fail
-    with pytest.raises(PDFSupportMissingError, match=r"pip install 'jvlm\[pdf\]'") as info:
+    with pytest.raises(PDFSupportMissingError, match=r"\.venv/bin/pip install -e '\.\[pdf\]'") as info:
         render_pdf(pdf_bytes([(100, 100)]), name="report.pdf")
     assert "report.pdf" in str(info.value) and info.value.code == "pdf_unsupported"
 

@@ -327,3 +327,29 @@ def test_reasoning_is_shown_folded_above_the_answer(page):
         assert reasoning.locator(".reasoning-text").inner_text() == direct["reasoning_content"]
         assert "<think>" not in page.locator("#log").inner_text()
         screenshot(page, "playground-reasoning.png")
+
+
+def test_the_demo_model_says_what_it_is_on_the_page(page):
+    """Served as `jvlm serve` serves it, the bundled demo's notice is shown when the page is ready."""
+    from shipped import DEMO_DIR
+
+    from jvlm.notices import demo_model_notice
+
+    with serve_page(DEMO_DIR, kernels="torch", served_model_name="jvlm-demo", notice=demo_model_notice()) as base:
+        wait_ready(base)
+        page.goto(base)
+        page.wait_for_selector("#status[data-state=ready]")
+        notice = page.locator("#notice")
+        notice.wait_for(state="visible")
+        text = notice.inner_text()
+        assert "Demo model." in text and "jinaai/jina-vlm" in text and "synthetic world" in text
+
+
+def test_api_docs_page_lists_the_routes_without_the_cdn(page, server):
+    """/docs is Swagger UI from a CDN; this machine cannot reach it, so the page must fall back
+    to listing the routes from /openapi.json rather than stay blank."""
+    page.route("https://cdn.jsdelivr.net/**", lambda route: route.abort())  # offline, whatever the network
+    page.goto(f"{server}/docs")
+    page.wait_for_selector("text=could not reach")
+    listed = page.locator("#swagger-ui").inner_text()
+    assert "POST /v1/completions" in listed and "POST /tokenize" in listed and "GET /version" in listed

@@ -379,7 +379,8 @@ def test_cli_flags_build_the_server_config(tiny_model_dir, tmp_path, monkeypatch
         "serve", "--model", str(tiny_model_dir), "--allowed-media-domains", "example.com", "cdn.example.org",
         "--allowed-local-media-path", str(tmp_path), "--max-queue", "3", "--max-batch", "2"])
     config = build_config(args)
-    assert config.served_model_name == "jina-vlm"  # a model folder keeps the release's name
+    # vLLM's convention: the model as given is its id; the earlier default name still works
+    assert config.served_model_name == str(tiny_model_dir) and config.serves("jina-vlm")
     assert config.api_key == "from-env"  # --api-key absent: the environment's key
     assert config.media.allowed_domains == ("example.com", "cdn.example.org")
     assert config.media.allowed_local_media_path == tmp_path and not config.media.allow_private_urls

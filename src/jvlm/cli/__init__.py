@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 
 from jvlm import __version__
@@ -17,6 +16,7 @@ from jvlm import __version__
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("jvlm.cli.infer", "ask a question about one or more images (or text only)"),
+    "chat": ("jvlm.cli.chat", "talk with the model: a conversation with images, in a terminal or over a pipe"),
     "serve": ("jvlm.cli.serve", "run the OpenAI-compatible HTTP server"),
     "train": ("jvlm.cli.train", "train or fine-tune with the two-stage recipe"),
     "eval": ("jvlm.cli.eval", "score a model on a benchmark"),
@@ -25,7 +25,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from jvlm.cli.options import SuggestingParser, add_verbose
+
+    parser = SuggestingParser(
         prog="jvlm",
         description="Jina-VLM: ask questions about photos and documents in 29 languages, serve the model "
         "over an OpenAI-compatible API, train and evaluate it.",
@@ -46,6 +48,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().splitlines()[0],
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_parser(p)
+        add_verbose(p)
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -61,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=chosen if chosen in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from jvlm.cli.options import configure_logging
+
+    configure_logging(args.verbose)
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from jvlm.cli.options import DTYPE_HELP, dtype_arg
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.epilog = __doc__.split("\n", 2)[2]  # the examples and the caching note
@@ -30,7 +32,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     what.add_argument("--list-tasks", action="store_true", help="list the benchmark names and exit")
 
     who = p.add_argument_group("which model (one of --model / --server)")
-    who.add_argument("--model", help="model folder, run in this process")
+    who.add_argument("--model", help="model folder, cached Hugging Face repo id or jvlm-demo, run in this process")
     who.add_argument("--server", help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000")
     who.add_argument("--server-model", default=None, help="model name to ask the server for (default: its first)")
     who.add_argument("--api-key", default=None, help="API key for --server (default: $OPENAI_API_KEY)")
@@ -38,7 +40,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     who.add_argument("--text-backbone", default=None,
                      help="also score this text-only model folder (e.g. Qwen3-1.7B) on a text-only task")
     who.add_argument("--batch-size", type=int, default=8, help="questions generated together in-process (default: 8)")
-    who.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: the checkpoint's)")
+    who.add_argument("--dtype", default=None, type=dtype_arg, metavar="DTYPE",
+                     help=f"weight precision: {DTYPE_HELP} (default: the checkpoint's)")
     who.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: auto)")
 
     how = p.add_argument_group("prompting")
@@ -133,7 +136,10 @@ def run(args: argparse.Namespace) -> int:
             backend = OpenAIBackend(args.server, model=args.server_model, api_key=args.api_key,
                                     concurrency=args.concurrency)
         else:
-            backend = InProcessBackend.from_folder(args.model, dtype=args.dtype, device=args.device,
+            from jvlm.resolve import resolve_model
+
+            folder = resolve_model(args.model).path  # a folder, a cached repo id, or jvlm-demo
+            backend = InProcessBackend.from_folder(folder, dtype=args.dtype, device=args.device,
                                                    batch_size=args.batch_size, progress=progress)
         run_results = [evaluate(args.task, samples, backend, limit=args.limit, settings=settings, cache=cache,
                                 progress=progress)]

@@ -1,11 +1,15 @@
 """Ask a question about one or more images, PDF pages, or no image at all.
 
-Examples:
-  jvlm infer -i photo.jpg -p "Describe this image"
-  jvlm infer -i chart.png -i table.png -p "Compare the two figures"
-  jvlm infer -i report.pdf --pages 1-2 -p "Summarise the findings" --stream
-  jvlm infer -p "What is the capital of France?"
-  jvlm infer -i https://example.com/receipt.jpg -p "What is the total?" --json
+Examples the bundled jvlm-demo answers correctly (images in examples/, see its model card):
+  jvlm infer -i examples/shapes_en.png -p "What colour is the triangle?"          # blue
+  jvlm infer -i examples/sign_tr.png -p "Tabelada ne yazıyor?" --json              # DUR
+  jvlm infer -p "What is 6 × 7?" --stream                                          # 42
+  jvlm infer -p "Translate “kırmızı” into English." --system "Answer in one word."  # red
+
+Examples that need the released model (--model jinaai/jina-vlm, after `hf download jinaai/jina-vlm`):
+  jvlm infer --model jinaai/jina-vlm -i photo.jpg -p "Describe this image"
+  jvlm infer --model jinaai/jina-vlm -i report.pdf --pages 1-2 -p "Summarise the findings" --stream
+  jvlm infer --model jinaai/jina-vlm -i https://example.com/receipt.jpg -p "What is the total?" --max-tokens 64
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import logging
 import sys
 import time
 
+from jvlm.cli.inputs import DEFAULT_MAX_PIXELS
+from jvlm.cli.options import DTYPE_HELP, dtype_arg, nonempty_text, positive_int
+
 log = logging.getLogger(__name__)
 
 
@@ -23,11 +30,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.epilog = __doc__.split("\n", 2)[2]  # the examples above
     p.add_argument("-i", "--image", action="append", default=[], metavar="IMG",
                    help="image file, http(s) URL or PDF; repeat for several images")
-    p.add_argument("-p", "--prompt", required=True, help="the question or instruction")
+    p.add_argument("-p", "--prompt", required=True, type=nonempty_text, help="the question or instruction")
+    p.add_argument("--system", default=None, metavar="TEXT",
+                   help="a system prompt (instructions that hold for the whole answer)")
     p.add_argument("--stream", action="store_true", help="print the answer as it is generated")
     p.add_argument("--model", default=None,
                    help="model folder or cached Hugging Face repo id (default: the bundled jvlm-demo)")
-    p.add_argument("--max-new-tokens", type=int, default=1024, help="answer length limit in tokens (default 1024)")
+    p.add_argument("--max-new-tokens", "--max-tokens", dest="max_new_tokens", type=positive_int, default=1024,
+                   help="answer length limit in tokens (default 1024); --max-tokens is the OpenAI/mlx-vlm name")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); above 0 samples")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0 = off)")
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
@@ -36,9 +46,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-crops", type=int, default=None,
                    help="tiles per image, 1-12+ (default: the model's own; 12 for the release, 1 for jvlm-demo); "
                         "fewer = faster and fewer tokens")
-    p.add_argument("--pages", default=None, help="PDF pages to read, e.g. 1-3,5 (default: all)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16"],
-                   help="weight precision (default auto: the checkpoint's)")
+    p.add_argument("--pages", default=None, help="PDF pages to read, e.g. 1-3,5 (default: all); only with a PDF")
+    p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"a larger image is downscaled to N pixels, with a notice (default {DEFAULT_MAX_PIXELS:,}; "
+                        "0 = no limit)")
+    p.add_argument("--dtype", default="auto", type=dtype_arg, metavar="DTYPE",
+                   help=f"weight precision: {DTYPE_HELP} (default auto)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="where to run (default auto: CUDA, then Apple MPS, then CPU)")
     p.add_argument("--quantize", default="none", choices=["none", "int8"],
@@ -77,21 +90,27 @@ def _run(args: argparse.Namespace) -> int:
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                             top_k=args.top_k, seed=args.seed, stop=tuple(args.stop))
     t0 = time.perf_counter()
-    images, sources = collect_images(args.image, args.pages)  # inputs fail fast, before loading weights
+    images, sources = collect_images(args.image, args.pages, args.max_image_pixels)  # fail fast, before the weights
     engine, processor, resolved = load_engine(args.model, args.dtype, args.device, args.quantize,
                                               kernels=args.kernels,
                                               # the bar draws on stdout: only when it is a terminal
                                               progress=sys.stdout.isatty() and sys.stderr.isatty())
-    if resolved.is_random:
-        from jvlm.resolve import random_model_notice
+    from jvlm.notices import model_notice
 
-        print(random_model_notice(resolved.name), file=sys.stderr)
+    notice = model_notice(resolved)
+    if notice:
+        print(notice, file=sys.stderr)
     load_s = time.perf_counter() - t0
 
     from jvlm.inference.prompt import build_request
 
     t1 = time.perf_counter()
-    request = build_request(processor, args.prompt, images, max_crops=args.max_crops, params=params,
+    prompt = args.prompt
+    if args.system is not None:
+        from jvlm.inference.prompt import user_message
+
+        prompt = [{"role": "system", "content": args.system}, *user_message(args.prompt, len(images))]
+    request = build_request(processor, prompt, images, max_crops=args.max_crops, params=params,
                             feature_cache=engine.feature_cache, context_length=engine.context_length)
     prepare_s = time.perf_counter() - t1
 
@@ -139,37 +158,37 @@ def _show(reasoning: str, answer: str, args: argparse.Namespace, shown: dict) ->
         print(answer, end="", flush=True)
 
 
-def collect_images(specs: list[str], pages: str | None) -> tuple[list, list[str]]:
-    """Each ``-i`` as image inputs (a PDF gives one per selected page) and a label for each."""
+def collect_images(specs: list[str], pages: str | None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list, list[str]]:
+    """Each ``-i`` as image inputs (a PDF gives one per selected page) and a label for each.
+
+    Every image is decoded once here, so a damaged file fails before the weights load; one
+    above ``max_pixels`` is downscaled, with a notice on stderr. ``pages`` without any PDF
+    among the inputs is an error, not silently ignored."""
+    from jvlm.cli.inputs import check_image
     from jvlm.inference.documents import expand_bytes, expand_document
 
-    images, sources = [], []
+    images, sources, saw_pdf = [], [], False
     for spec in specs:
         if spec.startswith(("http://", "https://")):
             items = expand_bytes(fetch_url(spec), pages, name=spec)
         else:
             items = expand_document(spec, pages)
         for page, item in items:
+            saw_pdf = saw_pdf or page is not None
             if isinstance(item, bytes):
-                check_image_header(item, spec)
+                item, downscaled = check_image(item, spec, max_pixels)
+                if downscaled is not None:
+                    print(downscaled.notice(), file=sys.stderr)
             images.append(item)
             sources.append(spec if page is None else f"{spec}#page={page}")
+    if pages is not None and not saw_pdf:
+        from jvlm.errors import InvalidImageError
+
+        named = ", ".join(specs) if specs else "no -i at all"
+        raise InvalidImageError(f"--pages {pages} selects pages of a PDF, but no input is a PDF ({named}); "
+                                "drop --pages, or pass the PDF with -i")
     return images, sources
-
-
-def check_image_header(data: bytes, name: str) -> None:
-    """Fail on a file that is neither an image nor a PDF before spending time on the weights."""
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    from jvlm.errors import InvalidImageError
-
-    try:
-        with Image.open(io.BytesIO(data)):  # reads the header only
-            pass
-    except (UnidentifiedImageError, OSError, ValueError):
-        raise InvalidImageError(f"{name} is neither an image (PNG, JPEG, WebP, GIF, ...) nor a PDF") from None
 
 
 def fetch_url(url: str, max_bytes: int = 50 * 2**20, timeout_s: float = 30.0) -> bytes:

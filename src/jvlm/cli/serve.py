@@ -1,9 +1,16 @@
 """Run the OpenAI-compatible HTTP server (chat completions with images, streaming, metrics).
 
-Example:
-  jvlm serve --model ./jina-vlm --port 8000 --api-key "$KEY"
+Examples:
+  jvlm serve                                   # the bundled jvlm-demo, at http://127.0.0.1:8000
+  jvlm serve jinaai/jina-vlm --dtype bfloat16  # the released model (after `hf download jinaai/jina-vlm`)
+  jvlm serve ./jina-vlm --served-model-name jina-vlm --quantize int8 --api-key "$KEY"
   curl localhost:8000/v1/chat/completions -H "Authorization: Bearer $KEY" \\
-       -d '{"messages": [{"role": "user", "content": "Hello"}]}'
+       -d '{"messages": [{"role": "user", "content": "What is 6 × 7?"}]}'
+
+Open http://127.0.0.1:8000/ in a browser for the playground (chat with images and PDFs) and
+http://127.0.0.1:8000/docs for the interactive API documentation. Clients name the model as
+it was given (`jvlm serve jinaai/jina-vlm` serves model "jinaai/jina-vlm"), or by any
+--served-model-name.
 
 The port opens at once; /v1/* answers 503 (model_loading, Retry-After) until the model has
 loaded, /health is 200 throughout and /ready turns 200 when serving starts.
@@ -18,19 +25,25 @@ import logging
 import os
 from pathlib import Path
 
+from jvlm.cli.options import DTYPE_HELP, dtype_arg
+
 #: testing only: seconds to sleep before loading the model, to observe cold-start answers
 LOAD_DELAY_ENV = "JVLM_SERVE_TEST_LOAD_DELAY_S"
 API_KEY_ENV = "JVLM_API_KEY"
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
+    p.epilog = __doc__.split("\n", 2)[2]
+    p.add_argument("model_positional", nargs="?", default=None, metavar="MODEL",
+                   help="model folder or cached Hugging Face repo id, as vLLM takes it (same as --model)")
     p.add_argument("--model", default=None,
                    help="model folder (config.json, safetensors, tokenizer) or cached Hugging Face repo id "
                         "(default: the bundled jvlm-demo)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    p.add_argument("--served-model-name", default=None,
-                   help="model name clients send and see (default: jvlm-demo for the bundled model, else jina-vlm)")
+    p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                   help="names clients may send; the first is the one answers carry (default: the model as "
+                        "given, e.g. jinaai/jina-vlm; the model as given is always accepted too)")
     p.add_argument("--api-key", default=None,
                    help=f"require 'Authorization: Bearer KEY' on /v1/* (default: ${API_KEY_ENV}, else no key); "
                         "/health, /ready and /metrics stay open")
@@ -55,7 +68,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                      help="largest max_crops a request may ask for (default: the model's max_crops)")
     lim.add_argument("--default-max-tokens", type=int, default=512,
                      help="new tokens when a request sets no max_tokens (default: 512)")
-    p.add_argument("--dtype", default=None, help="bf16, fp16, fp32 (default: the checkpoint's)")
+    p.add_argument("--dtype", default="auto", type=dtype_arg, metavar="DTYPE",
+                   help=f"weight precision: {DTYPE_HELP} (default auto)")
+    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="int8: weight-only int8 decoder for faster CPU decoding (as jvlm infer --quantize)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--image-cache-mb", type=float, default=256, help="image feature cache, MiB; 0 = off (default: 256)")
     p.add_argument("--prefix-cache-mb", type=float, default=1024,
@@ -83,10 +99,19 @@ def build_config(args: argparse.Namespace):
     if args.allowed_local_media_path is not None and not args.allowed_local_media_path.is_dir():
         raise SystemExit(f"jvlm serve: error: --allowed-local-media-path {args.allowed_local_media_path} "
                          "is not a directory")
-    from jvlm.resolve import DEMO_MODEL, resolve_model
+    from jvlm.notices import model_notice
+    from jvlm.resolve import DEFAULT_MODEL, DEMO_MODEL, resolve_model
 
-    resolved = resolve_model(args.model)  # a ModelFolderError reaches the CLI's error handler
-    served_name = args.served_model_name or (DEMO_MODEL if resolved.name == DEMO_MODEL else "jina-vlm")
+    if args.model_positional and args.model and args.model_positional != args.model:
+        raise SystemExit(f"jvlm serve: error: two models given ({args.model_positional!r} and --model "
+                         f"{args.model!r}); pass one")
+    spec = args.model_positional or args.model
+    resolved = resolve_model(spec)  # a ModelFolderError reaches the CLI's error handler
+    given = spec or DEFAULT_MODEL
+    names = list(args.served_model_name or [given])
+    # the model as given is always accepted; "jina-vlm", the earlier default name, too
+    aliases = [n for n in dict.fromkeys([*names[1:], given] + ([] if resolved.name == DEMO_MODEL else ["jina-vlm"]))
+               if n != names[0]]
     media = MediaPolicy(
         allow_private_urls=args.allow_private_urls,
         allowed_domains=tuple(args.allowed_domains) if args.allowed_domains else None,
@@ -97,7 +122,10 @@ def build_config(args: argparse.Namespace):
     )
     return ServerConfig(
         model_dir=resolved.path,
-        served_model_name=served_name,
+        served_model_name=names[0],
+        served_model_aliases=tuple(aliases),
+        quantize=args.quantize,
+        notice=model_notice(resolved),
         api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
         max_batch=args.max_batch,
         max_queue=args.max_queue,
@@ -105,7 +133,7 @@ def build_config(args: argparse.Namespace):
         media=media,
         defaults=GenerationDefaults(max_tokens=args.default_max_tokens),
         max_crops_limit=args.max_crops_limit,
-        dtype=args.dtype,
+        dtype=None if args.dtype == "auto" else args.dtype,
         kernels=args.kernels,
         reasoning_format=args.reasoning_format,
         device=args.device,
@@ -130,6 +158,12 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).warning(
             "--allow-private-urls: image URLs may reach this machine and its private network")
     app = create_app(config)
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    logging.getLogger(__name__).info(
+        "serving %s as %s: playground http://%s:%d/ , API http://%s:%d/v1 , docs http://%s:%d/docs",
+        config.model_dir, ", ".join(repr(n) for n in (config.served_model_name, *config.served_model_aliases)),
+        shown, args.port, shown, args.port, shown, args.port)
+    # a demo model's notice is logged once it has loaded (jvlm.serve.app), in the same words as /v1/models
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
                                            timeout_graceful_shutdown=5))
     state = app.state.serving

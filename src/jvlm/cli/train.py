@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
+import sys
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -45,6 +47,18 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def resume_command(args: argparse.Namespace) -> str:
+    """The command that continues this run from its latest checkpoint, as it must be typed."""
+    argv = ["jvlm", "train", args.config, "--resume"]
+    for item in args.set:
+        argv += ["--set", item]
+    if args.output_dir:
+        argv += ["--output-dir", args.output_dir]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return shlex.join(argv)
+
+
 def run(args: argparse.Namespace) -> int:
     from jvlm.train.loop import train
 
@@ -57,8 +71,16 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("jvlm").setLevel(logging.INFO)
         for noisy in ("httpx", "urllib3", "PIL", "matplotlib"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    from jvlm.train.signals import TrainingInterrupted
+
     resume = args.resume_from or (True if args.resume else None)
-    result = train(args.config, resume=resume, overrides=_overrides(args))
+    try:
+        result = train(args.config, resume=resume, overrides=_overrides(args))
+    except TrainingInterrupted as stopped:
+        if rank == 0:
+            print(f"jvlm train: {stopped}", file=sys.stderr)
+            print(f"resume with: {resume_command(args)}", file=sys.stderr)
+        return stopped.exit_code
     if rank == 0:
         print(f"trained {result.steps} steps, final loss {result.final_loss:.4f}")
         print(f"model: {result.final_model}")

@@ -18,10 +18,14 @@ def split_reasoning(text: str) -> tuple[str | None, str]:
     no answer.
     """
     stripped = text.lstrip()
+    if stripped and OPEN.startswith(stripped):  # the budget ran out inside the opening tag
+        return "", ""
     if not stripped.startswith(OPEN):
         return None, text
     body = stripped[len(OPEN):]
     reasoning, closed, answer = body.partition(CLOSE)
+    if not closed:  # nor is a cut-off closing tag reasoning
+        reasoning = reasoning[:len(reasoning) - _partial_tag_length(reasoning, CLOSE)]
     return reasoning.strip("\n"), answer.strip() if closed else ""
 
 
@@ -77,8 +81,10 @@ class ReasoningSplitter:
     def finish(self) -> tuple[str, str]:
         """Whatever was held back, once the stream has ended."""
         held, self._held = self._held, ""
-        if self._state == "thinking":
-            return held.rstrip("\n"), ""
+        if self._state == "thinking":  # ended inside the block, perhaps inside its closing tag
+            return held[:len(held) - _partial_tag_length(held, CLOSE)].rstrip("\n"), ""
+        if self._state == "start" and OPEN.startswith(held.lstrip()):  # ended inside the opening tag
+            return "", ""
         return "", held if self._state in ("start", "answer") else held.strip()
 
 

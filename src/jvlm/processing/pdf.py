@@ -4,7 +4,7 @@ The model reads pixels, not PDF objects: each page becomes one image of the conv
 This is the one renderer of the project; ``jvlm infer`` (a PDF path or URL with ``--pages``)
 and the server's playground (``POST /v1/jvlm/pdf``, since a browser cannot rasterise a PDF
 without a large script bundle) both call ``render_pdf``. Rendering uses PDFium through
-``pypdfium2``, the optional ``pdf`` extra (``pip install 'jvlm[pdf]'``).
+``pypdfium2``, the optional ``pdf`` extra (``.venv/bin/pip install -e '.[pdf]'``).
 
 Everything a hostile or merely huge file could blow up is capped before work is done: the
 file's bytes, the number of pages rendered (a server reports the rest rather than silently
@@ -157,7 +157,7 @@ def render_pdf(data: bytes, limits: PDFLimits = PDFLimits(), first_page: int = 0
     except ImportError as e:
         raise PDFSupportMissingError(
             f"{subject} cannot be rendered: the 'pypdfium2' package is missing; install it with "
-            "pip install 'jvlm[pdf]', or send the pages as images"
+            ".venv/bin/pip install -e '.[pdf]', or send the pages as images"
         ) from e
 
     with _PDFIUM_LOCK:

@@ -71,6 +71,12 @@ class ServerConfig:
 
     model_dir: Path | None = None
     served_model_name: str = "jina-vlm"
+    #: more names requests may use for the model (vLLM's --served-model-name list; the --model string)
+    served_model_aliases: tuple[str, ...] = ()
+    #: "int8": weight-only int8 decoder (faster CPU decoding), as ``jvlm infer --quantize``
+    quantize: str = "none"
+    #: one line saying what the model is when it is not a real checkpoint (jvlm.notices)
+    notice: str | None = None
     api_key: str | None = None
     max_batch: int = 8  # requests generating together
     max_queue: int = 64  # requests waiting beyond those (then 503 server_overloaded)
@@ -93,6 +99,10 @@ class ServerConfig:
     resolver: Resolver | None = None
     #: replaces the engine (tests that need an engine which fails on purpose)
     engine_factory: EngineFactory | None = None
+
+    def serves(self, name: str) -> bool:
+        """Whether a request's ``model`` names this server's model."""
+        return name == self.served_model_name or name in self.served_model_aliases
 
     @property
     def split_reasoning(self) -> bool:
@@ -151,9 +161,11 @@ class ServingState:
             from jvlm.loading import load
 
             model, processor = load(cfg.model_dir, dtype=cfg.dtype, device=cfg.device)
-            if cfg.kernels == "auto":
-                from jvlm.inference.quantize import use_cpu_kernels
+            from jvlm.inference.quantize import quantize_decoder_int8, use_cpu_kernels
 
+            if cfg.quantize == "int8":
+                quantize_decoder_int8(model, own_kernels=cfg.kernels == "auto")
+            elif cfg.kernels == "auto":
                 use_cpu_kernels(model)  # bf16 on AVX-512 BF16 CPUs: ~2x faster decoding
             feature_cache = FeatureCache(cfg.image_cache_bytes) if cfg.image_cache_bytes > 0 else None
             factory = cfg.engine_factory or _default_engine
@@ -175,6 +187,8 @@ class ServingState:
         self.metrics.model_ready.set(1)
         log.info("model %s ready in %.1f s, serving as %r", cfg.model_dir, time.perf_counter() - t0,
                  cfg.served_model_name)
+        if cfg.notice:
+            log.warning("%s", cfg.notice)
 
     def not_ready_error(self) -> ApiError | None:
         if self.status == "ready":
@@ -349,13 +363,14 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @app.get("/v1/models", response_model=ModelList)
     async def list_models() -> ModelList:
-        return ModelList(data=[_card(state)])
+        return ModelList(data=[_card(state, name) for name in
+                               dict.fromkeys((config.served_model_name, *config.served_model_aliases))])
 
     @app.get("/v1/models/{model}", response_model=ModelCard, responses={404: {"model": ErrorResponse}})
     async def get_model(model: str):
-        if model != config.served_model_name:
+        if not config.serves(model):
             return error_response(_unknown_model(model, config), metrics)
-        return _card(state)
+        return _card(state, model)
 
     @app.post("/v1/chat/completions", openapi_extra=_CHAT_BODY, responses=_ERROR_RESPONSES)
     async def chat_completions(request: Request) -> Response:
@@ -368,13 +383,19 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     mount_playground(app, processor_getter=lambda: state.processor, media_policy=config.media,
                      max_crops_limit=config.max_crops_limit)
+    from jvlm.serve.routes import mount_routes  # /v1/completions, /tokenize, /detokenize, /version, /docs
+
+    mount_routes(app, state)
     app.openapi = lambda: _openapi(app)
     app.add_middleware(Gate, state=state)
     return app
 
 
-def _card(state: ServingState) -> ModelCard:
-    return ModelCard(id=state.config.served_model_name, created=state.created)
+def _card(state: ServingState, name: str | None = None) -> ModelCard:
+    cfg = state.config
+    return ModelCard(id=name or cfg.served_model_name, created=state.created,
+                     root=str(cfg.model_dir) if cfg.model_dir else None, max_model_len=state.context_length or None,
+                     notice=cfg.notice)
 
 
 def _unknown_model(model: str, config: ServerConfig) -> ApiError:
@@ -412,7 +433,7 @@ async def _chat(request: Request, state: ServingState) -> Response:
         req = parse_chat_request(body, max_crops_limit=limit)
     except RecursionError:  # JSON nested deeper than the parser's stack
         raise ApiError(400, "The request body is nested too deeply to be parsed.", code="invalid_json") from None
-    if req.model is not None and req.model != config.served_model_name:
+    if req.model is not None and not config.serves(req.model):
         raise _unknown_model(req.model, config)
     chat.check_text(req, state.reserved_text)
     ticket = state.worker.reserve()

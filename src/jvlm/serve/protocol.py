@@ -298,6 +298,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "jvlm"
+    root: str | None = None  # the model folder (vLLM's field)
+    max_model_len: int | None = None  # context length in tokens, images included
+    notice: str | None = None  # set when the model is not a real checkpoint: what it is
 
 
 class ModelList(BaseModel):

@@ -20,6 +20,8 @@ import logging
 import math
 import random
 import shutil
+import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +52,7 @@ from jvlm.train.optim import (
     build_optimizer,
     enable_activation_checkpointing,
 )
+from jvlm.train.signals import GracefulStop, StepLog, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +276,12 @@ class Trainer:
         timer = Throughput()
         last: dict[str, Any] = {"loss": float("nan")}
         saved_at = self.step if self.resumed else None
+        # off a terminal (nohup, Slurm, CI) the bar is off: a log line per logged step instead
+        step_log = (StepLog(total_steps, self.step)
+                    if ctx.is_main and (progress.bar is None or not sys.stderr.isatty()) else None)
+        stop = GracefulStop()
         try:
+            stop.__enter__()
             while self.step < total_steps:
                 rec = self.train_step()
                 dt = timer.lap()
@@ -284,11 +292,20 @@ class Trainer:
                 if self.metrics and (self.step % cfg.log.every == 0 or self.step == total_steps):
                     self.metrics.write(rec)
                 progress.update(self.step, rec["loss"], rec["tokens_per_s"])
+                if step_log is not None and (self.step % cfg.log.every == 0 or self.step == total_steps):
+                    log.info("%s", step_log.line(rec))
                 if self.step % cfg.checkpoint.every == 0 or self.step == total_steps:
                     self.save()
                     saved_at = self.step
                     timer.lap()  # saving is not training time
+                signalled = stop.signum is not None
+                if ctx.enabled:  # every process stops after the same step, or saving would hang
+                    signalled = ctx.sum([float(signalled)])[0] > 0
+                if signalled and self.step < total_steps:
+                    path = self.save() if saved_at != self.step else ckpt_io.step_dir(self.ckpt_root, self.step)
+                    raise TrainingInterrupted(stop.signum or signal.SIGTERM, self.step, path)
         finally:
+            stop.__exit__()
             progress.close()
             if self.pool:
                 self.pool.shutdown()

@@ -90,7 +90,7 @@ def plot_metrics(metrics_path: Path, out_path: Path) -> Path | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.warning("matplotlib is not installed (pip install 'jvlm[train]'); skipping the plot")
+        log.warning("matplotlib is not installed (.venv/bin/pip install -e '.[train]'); skipping the plot")
         return None
     rows = read_metrics(metrics_path)
     if not rows:

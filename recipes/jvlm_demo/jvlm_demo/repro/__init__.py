@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ReproError(f"--scale, --threads and --batch-size must be positive, got {args.scale}, "
                              f"{args.threads} and {args.batch_size}")
         if importlib.util.find_spec("matplotlib") is None:  # before hours of training, not after
-            raise ReproError("the plots need matplotlib: pip install 'jvlm[train]'")
+            raise ReproError("the plots need matplotlib: .venv/bin/pip install -e '.[train]'")
         import torch
 
         torch.set_num_threads(args.threads)

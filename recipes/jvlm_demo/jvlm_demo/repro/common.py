@@ -269,7 +269,7 @@ def figure(columns: int = 1, width: float = 5.0, height: float = 3.6):
     try:
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise ReproError("the plots need matplotlib: pip install 'jvlm[train]'") from err
+        raise ReproError("the plots need matplotlib: .venv/bin/pip install -e '.[train]'") from err
     fig = Figure(figsize=(width * columns, height))
     return fig, fig.subplots(1, columns, squeeze=False)[0]
 

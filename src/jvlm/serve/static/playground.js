@@ -50,6 +50,10 @@ async function becomeReady() {
   try {
     const models = await (await api("/v1/models")).json();
     if (models.data && models.data[0]) setStatus("ready", `Ready · ${models.data[0].id}`);
+    // a demo or random-weight model says what it is (its answers outside its world are nonsense)
+    if (models.data && models.data[0] && models.data[0].notice) {
+      showNotice({ title: "Demo model.", detail: models.data[0].notice.replace(/^note: /, "") }, "warn");
+    }
     state.settings = await (await api("/v1/jvlm/playground")).json();
     applySettings();
   } catch (err) {
