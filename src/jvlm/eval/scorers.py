@@ -51,7 +51,7 @@ def _edit_distance():
     except ImportError:
         from jvlm.errors import BenchmarkError
 
-        raise BenchmarkError("ANLS scoring needs rapidfuzz; install the eval extra: pip install 'jvlm[eval]'") from None
+        raise BenchmarkError("ANLS scoring needs rapidfuzz; install the eval extra: .venv/bin/pip install -e '.[eval]'") from None
     return Levenshtein.distance
 
 
