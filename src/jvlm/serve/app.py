@@ -16,6 +16,7 @@ A client that disconnects has its generation cancelled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -147,7 +148,7 @@ class ServingState:
         try:
             if cfg.load_delay_s > 0:
                 time.sleep(cfg.load_delay_s)
-            from jvlm.inference.feature_cache import FeatureCache
+            from jvlm.inference.feature_cache import FeatureCache, PrefixCache
             from jvlm.loading import load
 
             model, processor = load(cfg.model_dir, dtype=cfg.dtype, device=cfg.device)
@@ -156,7 +157,9 @@ class ServingState:
 
                 use_cpu_kernels(model)  # bf16 on AVX-512 BF16 CPUs: ~2x faster decoding
             feature_cache = FeatureCache(cfg.image_cache_bytes) if cfg.image_cache_bytes > 0 else None
-            factory = cfg.engine_factory or _default_engine
+            # one prefix cache for the server's life: it outlives an engine rebuilt after a fault
+            prefix = PrefixCache(cfg.prefix_cache_bytes) if cfg.prefix_cache_bytes > 0 else None
+            factory = cfg.engine_factory or functools.partial(_default_engine, prefix_cache=prefix)
             worker = EngineWorker(lambda: factory(model, processor, cfg, feature_cache), max_batch=cfg.max_batch,
                                   max_queue=cfg.max_queue, metrics=self.metrics)
             worker.start()
@@ -192,12 +195,11 @@ class ServingState:
             self.worker.stop()
 
 
-def _default_engine(model, processor, config: ServerConfig, feature_cache):
+def _default_engine(model, processor, config: ServerConfig, feature_cache, *, prefix_cache=None):
     from jvlm.inference.engine import Engine
-    from jvlm.inference.feature_cache import PrefixCache
 
-    prefix = PrefixCache(config.prefix_cache_bytes) if config.prefix_cache_bytes > 0 else None
-    return Engine(model, processor, max_batch_size=config.max_batch, feature_cache=feature_cache, prefix_cache=prefix)
+    return Engine(model, processor, max_batch_size=config.max_batch, feature_cache=feature_cache,
+                  prefix_cache=prefix_cache)
 
 
 # ----------------------------------------------------------------------------- errors
