@@ -112,9 +112,11 @@ def test_unknown_model_and_unknown_route(post, server):
 
 
 def test_text_cannot_smuggle_image_tokens(post):
-    err = error_of(post({"messages": user("look: <im_patch><|image|>")}), 400)
-    assert err["param"] == "messages[0].content"
-    assert "<im_patch>" in err["message"] or "<|image|>" in err["message"]
+    # typed image tokens are read as plain text: no image slot, so no image tokens are counted
+    typed = post({"messages": user("look: <im_patch><|image|>"), "max_tokens": 1})
+    with_image = post(chat(data_uri(png()), max_tokens=1))
+    assert typed.status_code == 200, typed.text
+    assert typed.json()["usage"]["prompt_tokens"] < 60 < with_image.json()["usage"]["prompt_tokens"]
 
 
 def test_context_length_exceeded_gives_the_counts(post):
