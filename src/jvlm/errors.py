@@ -6,6 +6,17 @@ turn it into one clear line or an OpenAI-shaped error object without a traceback
 
 from __future__ import annotations
 
+import re
+
+#: ``<_io.BytesIO object at 0x7f...>``: what some libraries put in their messages; an address
+#: means nothing to a user and tells an attacker about the process
+_OBJECT_REPR = re.compile(r"<(?:[\w.]+\.)?(\w+) object at 0x[0-9a-fA-F]+>")
+
+
+def public_message(text: str) -> str:
+    """An error text fit to show a user: Python object reprs become a plain description."""
+    return _OBJECT_REPR.sub(lambda m: "(in-memory data)" if "IO" in m.group(1) else f"({m.group(1)})", text)
+
 
 class JVLMError(Exception):
     """Base class of every error a user can trigger."""
@@ -96,7 +107,7 @@ def run_reporting_errors(prog: str, run, error_code: int = 1) -> int:
     try:
         return int(run() or 0)
     except JVLMError as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {public_message(str(err))}", file=sys.stderr)
         return error_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

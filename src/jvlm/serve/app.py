@@ -35,9 +35,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError
+from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError, public_message
 from jvlm.serve import chat
 from jvlm.serve.fetch import MediaError, MediaPolicy, Resolver
+from jvlm.serve.guard import HttpLimits, RequestGuard
 from jvlm.serve.metrics import ServerMetrics
 from jvlm.serve.protocol import (
     ChatCompletion,
@@ -77,6 +78,7 @@ class ServerConfig:
     max_queue: int = 64  # requests waiting beyond those (then 503 server_overloaded)
     max_body_bytes: int = 32 * 2**20  # a 20 MiB image is ~27 MiB as base64
     media: MediaPolicy = field(default_factory=MediaPolicy)
+    http: HttpLimits = field(default_factory=HttpLimits)  # header caps, timeouts, Host/Origin allow-lists
     kernels: str = "auto"  # "auto": jvlm's CPU decode kernels where they apply; "torch": PyTorch's only
     #: "split": a reply's <think> block goes to message.reasoning_content; "raw": left in content
     reasoning_format: str = "split"
@@ -106,6 +108,7 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
                  param: str | None = None, headers: dict[str, str] | None = None):
+        message = public_message(message)
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
         self.headers = headers or {}
@@ -129,7 +132,6 @@ class ServingState:
         self.worker: EngineWorker | None = None
         self.feature_cache = None
         self.context_length = 0
-        self.reserved_text: list[str] = []
         self.on_load_failed: Callable[[BaseException], None] | None = None
         self._thread: threading.Thread | None = None
 
@@ -173,7 +175,6 @@ class ServingState:
         if feature_cache is not None:
             self.metrics.track_image_cache(feature_cache)
         self.context_length = processor.model_max_length
-        self.reserved_text = [t for t in processor.config.tokens.structural() if t]
         self.status = "ready"
         self.metrics.model_ready.set(1)
         log.info("model %s ready in %.1f s, serving as %r", cfg.model_dir, time.perf_counter() - t0,
@@ -371,7 +372,8 @@ def create_app(config: ServerConfig) -> FastAPI:
     mount_playground(app, processor_getter=lambda: state.processor, media_policy=config.media,
                      max_crops_limit=config.max_crops_limit)
     app.openapi = lambda: _openapi(app)
-    app.add_middleware(Gate, state=state)
+    app.add_middleware(RequestGuard, limits=config.http, keyed=bool(config.api_key))
+    app.add_middleware(Gate, state=state)  # outermost: counts every answer, the guard's refusals too
     return app
 
 
@@ -416,7 +418,7 @@ async def _chat(request: Request, state: ServingState) -> Response:
         raise ApiError(400, "The request body is nested too deeply to be parsed.", code="invalid_json") from None
     if req.model is not None and req.model != config.served_model_name:
         raise _unknown_model(req.model, config)
-    chat.check_text(req, state.reserved_text)
+    chat.check_text(req, state.context_length)
     ticket = state.worker.reserve()
     try:
         images = await chat.fetch_images(req, config.media, config.resolver)
