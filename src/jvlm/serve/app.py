@@ -144,7 +144,20 @@ class ServingState:
             self._thread.join(timeout_s)
         return self.status == "ready"
 
+    def load_now(self) -> None:
+        """Load on the calling thread and raise what went wrong (``jvlm serve`` loads before it
+        binds its port, so a broken model folder is one error line, not a dead server)."""
+        self._load_model()
+
     def _load(self) -> None:
+        try:
+            self._load_model()
+        except BaseException as exc:  # the port stays open and says why
+            log.exception("loading the model from %s failed", self.config.model_dir)
+            if self.on_load_failed is not None:
+                self.on_load_failed(exc)
+
+    def _load_model(self) -> None:
         cfg = self.config
         t0 = time.perf_counter()
         try:
@@ -165,12 +178,9 @@ class ServingState:
             worker = EngineWorker(lambda: factory(model, processor, cfg, feature_cache), max_batch=cfg.max_batch,
                                   max_queue=cfg.max_queue, metrics=self.metrics)
             worker.start()
-        except BaseException as exc:  # the port stays open and says why
-            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
-            log.exception("loading the model from %s failed", cfg.model_dir)
-            if self.on_load_failed is not None:
-                self.on_load_failed(exc)
-            return
+        except BaseException as exc:
+            self.status, self.error = "failed", public_message(f"{type(exc).__name__}: {exc}")
+            raise
         self.processor, self.worker, self.feature_cache = processor, worker, feature_cache
         if feature_cache is not None:
             self.metrics.track_image_cache(feature_cache)
@@ -313,7 +323,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app):
-        state.start_loading()
+        if state.status == "loading":  # not loaded before the port opened (``load_now``)
+            state.start_loading()
         yield
         await asyncio.to_thread(state.stop)
 
