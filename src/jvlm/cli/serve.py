@@ -54,6 +54,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="pixels per image, checked before decoding (default: 64000000)")
     lim = p.add_argument_group("limits and defaults")
     lim.add_argument("--max-body-mb", type=float, default=32, help="request body cap in MiB, then 413 (default: 32)")
+    lim.add_argument("--pdf-timeout", type=float, default=30.0, metavar="S",
+                     help="seconds one PDF may take to render (in its own process) before it is stopped (default: 30)")
+    lim.add_argument("--pdf-max-memory-mb", type=int, default=2048,
+                     help="memory of the PDF rendering process, MiB (default: 2048)")
     lim.add_argument("--max-crops-limit", type=int, default=None,
                      help="largest max_crops a request may ask for (default: the model's max_crops)")
     lim.add_argument("--default-max-tokens", type=int, default=512,
@@ -126,6 +130,8 @@ def build_config(args: argparse.Namespace):
         image_cache_bytes=int(args.image_cache_mb * 2**20),
         prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),
         load_delay_s=float(os.environ.get(LOAD_DELAY_ENV, "0") or 0),
+        pdf_timeout_s=args.pdf_timeout,
+        pdf_max_memory_bytes=args.pdf_max_memory_mb * 2**20,
         http=HttpLimits(
             max_header_bytes=args.max_header_kb * 1024, header_timeout_s=args.header_timeout,
             request_timeout_s=args.request_timeout, max_connections=args.max_connections,
@@ -147,7 +153,8 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.allowed_local_media_path is not None and not args.allowed_local_media_path.is_dir():
         problems.append(f"--allowed-local-media-path {args.allowed_local_media_path} is not a directory")
     for flag, value, low in (("--max-connections", args.max_connections, 1), ("--max-header-kb", args.max_header_kb, 1),
-                             ("--header-timeout", args.header_timeout, 0.1),
+                             ("--header-timeout", args.header_timeout, 0.1), ("--pdf-timeout", args.pdf_timeout, 0.1),
+                             ("--pdf-max-memory-mb", args.pdf_max_memory_mb, 64),
                              ("--request-timeout", args.request_timeout, args.header_timeout)):
         if not value >= low:
             problems.append(f"{flag} must be at least {low:g}, got {value}")

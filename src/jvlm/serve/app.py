@@ -79,6 +79,8 @@ class ServerConfig:
     max_body_bytes: int = 32 * 2**20  # a 20 MiB image is ~27 MiB as base64
     media: MediaPolicy = field(default_factory=MediaPolicy)
     http: HttpLimits = field(default_factory=HttpLimits)  # header caps, timeouts, Host/Origin allow-lists
+    pdf_timeout_s: float = 30.0  # one PDF rendering call (in its own process), then 413
+    pdf_max_memory_bytes: int = 2 * 2**30  # address space of that process
     kernels: str = "auto"  # "auto": jvlm's CPU decode kernels where they apply; "torch": PyTorch's only
     #: "split": a reply's <think> block goes to message.reasoning_content; "raw": left in content
     reasoning_format: str = "split"
@@ -378,10 +380,14 @@ def create_app(config: ServerConfig) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
             return error_response(to_api_error(exc, config), metrics)
 
+    from jvlm.processing.pdf import PDFLimits
     from jvlm.serve.playground import mount_playground
 
     mount_playground(app, processor_getter=lambda: state.processor, media_policy=config.media,
-                     max_crops_limit=config.max_crops_limit)
+                     max_crops_limit=config.max_crops_limit,
+                     pdf_limits=PDFLimits(max_bytes=config.media.max_bytes, max_pages=config.media.max_images,
+                                          timeout_s=config.pdf_timeout_s,
+                                          max_memory_bytes=config.pdf_max_memory_bytes))
     app.openapi = lambda: _openapi(app)
     app.add_middleware(RequestGuard, limits=config.http, keyed=bool(config.api_key))
     app.add_middleware(Gate, state=state)  # outermost: counts every answer, the guard's refusals too

@@ -78,6 +78,9 @@ class MediaPolicy:
     max_images: int = 8
     #: extra CA certificates to trust (PEM), e.g. for an internal image host
     ca_bundle: Path | None = None
+    #: refuse encodings whose decoder runs in pure Python (RLE-compressed BMP: seconds per
+    #: megapixel, holding a thread every prompt build needs) instead of decoding them
+    refuse_slow_encodings: bool = True
 
 
 class MediaError(JVLMError, ValueError):
@@ -177,6 +180,19 @@ def sniff_image_format(head: bytes) -> str | None:
     return None
 
 
+def slow_encoding(data: bytes) -> str | None:
+    """A name for ``data``'s encoding when its decoder is slow pure Python, else None.
+
+    Pillow decodes run-length-encoded BMP in Python, about a second per 2 megapixels; a
+    20 MB file took 7-10 s of a shared thread. The compression field of the BMP info header
+    (offset 30, when the header is at least 40 bytes long) says 1 for RLE8 and 2 for RLE4.
+    """
+    if data[:2] != b"BM" or len(data) < 34 or int.from_bytes(data[14:18], "little") < 40:
+        return None
+    compression = int.from_bytes(data[30:34], "little")
+    return {1: "a run-length encoded (RLE8) BMP", 2: "a run-length encoded (RLE4) BMP"}.get(compression)
+
+
 def validate_image_bytes(data: bytes, policy: MediaPolicy, *, source: str = "image",
                          param: str | None = None) -> tuple[int, int]:
     """Check signature and header pixel count without decoding pixels; returns (width, height)."""
@@ -197,6 +213,10 @@ def validate_image_bytes(data: bytes, policy: MediaPolicy, *, source: str = "ima
                          f"({type(exc).__name__}: {exc}).", code="invalid_image", param=param) from exc
     if width <= 0 or height <= 0:
         raise MediaError(f"{source} is empty ({width}x{height} pixels).", code="invalid_image", param=param)
+    slow = slow_encoding(data) if policy.refuse_slow_encodings else None
+    if slow is not None:
+        raise MediaError(f"{source} is {slow}, an encoding this server does not decode because its decoder is "
+                         "very slow; send it as PNG or JPEG.", code="invalid_image", param=param)
     if width * height > policy.max_pixels:
         raise MediaError(
             f"{source} is {width}x{height} = {width * height:,} pixels, over the limit of "
