@@ -143,7 +143,7 @@ class PoisonOnText(Engine):
 @pytest.fixture(scope="module")
 def poison_server(tiny_model_dir):
     from jvlm.serve.app import ServerConfig
-    from jvlm.serve.fetch import MediaPolicy
+    from jvlm.media import MediaPolicy
 
     prefix = PrefixCache(64 * 2**20)
 

@@ -28,7 +28,7 @@ from test_pdf import pdf_bytes
 from jvlm.config import JinaVLMConfig
 from jvlm.processing.image import image_layout
 from jvlm.serve.app import ServerConfig
-from jvlm.serve.fetch import MediaPolicy
+from jvlm.media import MediaPolicy
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -28,8 +28,8 @@ from test_server import (
     user,
 )
 
-from jvlm.serve import fetch
-from jvlm.serve.fetch import MediaPolicy
+from jvlm import media as fetch
+from jvlm.media import MediaPolicy
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 BODY_LIMIT = 3 * 2**20

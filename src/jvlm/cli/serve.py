@@ -97,7 +97,7 @@ def build_config(args: argparse.Namespace):
     """A ``ServerConfig`` from parsed arguments (checked here, so mistakes fail before binding)."""
     from jvlm.serve.app import ServerConfig
     from jvlm.serve.chat import GenerationDefaults
-    from jvlm.serve.fetch import MediaPolicy
+    from jvlm.media import MediaPolicy
     from jvlm.serve.guard import HttpLimits
 
     _check_args(args)

@@ -273,23 +273,13 @@ def _template_view(messages) -> list[dict]:
 
 
 def _fetch_if_url(image):
-    """http(s) URLs are downloaded (timeout and size cap); everything else passes through."""
-    if isinstance(image, str) and image.startswith(("http://", "https://")):
-        import urllib.request
+    """http(s) URLs and data: URIs become bytes through ``jvlm.media`` under its local policy
+    (time, byte, redirect and pixel caps; no link-local addresses); everything else passes through."""
+    if isinstance(image, str) and image.startswith(("http://", "https://", "data:")):
+        from jvlm.media import LOCAL_POLICY, MediaError, fetch_media
 
         try:
-            with urllib.request.urlopen(image, timeout=20) as resp:  # noqa: S310 - scheme checked above
-                data = resp.read(50 * 2**20 + 1)
-        except OSError as e:
-            raise InvalidImageError(f"could not download {image}: {e}") from None
-        if len(data) > 50 * 2**20:
-            raise InvalidImageError(f"{image} is larger than 50 MiB")
-        return data
-    if isinstance(image, str) and image.startswith("data:"):
-        import base64
-
-        try:
-            return base64.b64decode(image.split(",", 1)[1], validate=False)
-        except (ValueError, IndexError):
-            raise InvalidImageError("malformed data: URI") from None
+            return fetch_media(image, LOCAL_POLICY)
+        except MediaError as e:
+            raise InvalidImageError(str(e)) from None
     return image

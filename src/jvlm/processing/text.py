@@ -525,6 +525,8 @@ def plain_text_ids(tokenizer, text: str) -> list[int]:
         if plain is None:
             plain = Tokenizer.from_str(backend.to_str())
             plain.encode_special_tokens = True
+            plain.no_padding()
+            plain.no_truncation()
             _plain_backends[tokenizer] = plain
     return plain.encode(text, add_special_tokens=False).ids
 
@@ -582,15 +584,29 @@ def encode_chat(tokenizer, messages: Sequence[dict[str, Any]], add_generation_pr
     pieces = re.split(f"\ue000{nonce}:(\\d+)\ue001", _render(tokenizer, view, add_generation_prompt, template_kwargs))
     if [int(i) for i in pieces[1::2]] != list(range(len(texts))):
         return _encode_rewritten_chat(tokenizer, messages, add_generation_prompt, template_kwargs)
-    ids: list[int] = []
-    for k, piece in enumerate(pieces):
-        if k % 2:
-            ids += plain_text_ids(tokenizer, texts[int(piece)])
-        elif piece:
-            # (a template piece ending in "\n" before text that starts with "\n" splits a
-            # newline run the whole string would have read as one token; it is rare and harmless)
-            ids += tokenizer(piece, add_special_tokens=False)["input_ids"]
+    # (a template piece ending in "\n" before text that starts with "\n" splits a newline run
+    # the whole string would have read as one token; it is rare and harmless)
+    template_ids = _encode_many(tokenizer, pieces[0::2], plain=False)
+    text_ids = _encode_many(tokenizer, texts, plain=True)
+    ids: list[int] = list(template_ids[0])
+    for i, between in enumerate(template_ids[1:]):
+        ids += text_ids[i]
+        ids += between
     return ids
+
+
+def _encode_many(tokenizer, texts: list[str], *, plain: bool) -> list[list[int]]:
+    """Ids of each text in one batched call (a conversation of thousands of short messages
+    would otherwise pay the Python tokenizer wrapper's overhead thousands of times)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or (not plain and (backend.padding is not None or backend.truncation is not None)):
+        # (the wrapper leaves padding or truncation set on its Rust tokenizer after such calls)
+        return [plain_text_ids(tokenizer, t) if plain else tokenizer(t, add_special_tokens=False)["input_ids"]
+                for t in texts]
+    if plain:
+        plain_text_ids(tokenizer, "")  # builds the private copy once
+        backend = _plain_backends[tokenizer]
+    return [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
 
 
 def _render(tokenizer, messages, add_generation_prompt: bool, kwargs: dict) -> str:

@@ -37,7 +37,7 @@ from starlette.requests import ClientDisconnect
 
 from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError, public_message
 from jvlm.serve import chat
-from jvlm.serve.fetch import MediaError, MediaPolicy, Resolver
+from jvlm.media import MediaError, MediaPolicy, Resolver
 from jvlm.serve.guard import HttpLimits, RequestGuard
 from jvlm.serve.metrics import ServerMetrics
 from jvlm.serve.protocol import (

@@ -23,7 +23,7 @@ from jvlm.inference.reasoning import ReasoningSplitter
 from jvlm.inference.reasoning import split_reasoning as _split
 from jvlm.inference.request import Request, SamplingParams, TokenEvent
 from jvlm.processing.text import MAX_CHARS_PER_TOKEN, check_text_budget
-from jvlm.serve.fetch import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
+from jvlm.media import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
 from jvlm.serve.protocol import (
     SSE_DONE,
     ChatCompletion,

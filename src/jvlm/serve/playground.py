@@ -40,7 +40,7 @@ from jvlm.processing.pdf import (
     PDFTooLargeError,
     render_pdf,
 )
-from jvlm.serve.fetch import MediaPolicy
+from jvlm.media import MediaPolicy
 from jvlm.serve.protocol import InvalidRequestError, describe_validation_error, error_body, load_json
 
 log = logging.getLogger(__name__)
