@@ -140,3 +140,12 @@ def test_a_30_mb_prompt_is_refused_in_under_a_second_and_100_mb(server_process):
     assert r.json()["error"]["code"] == "context_length_exceeded"
     assert elapsed < 1.0, f"took {elapsed:.2f} s"
     assert peak_extra_mb < 100, f"peak RSS grew by {peak_extra_mb:.0f} MB"
+
+
+def test_more_messages_than_the_context_could_hold_are_refused_before_rendering(tiny):
+    _, processor = tiny
+    messages = [{"role": "user", "content": "a"}] * (processor.model_max_length // 2 + 1)
+    t0 = time.perf_counter()
+    with pytest.raises(ContextLengthError, match="messages"):
+        build_request(processor, messages, [])
+    assert time.perf_counter() - t0 < 0.2

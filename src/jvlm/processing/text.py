@@ -492,13 +492,22 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
 #: tokenizing: real text averages 1.5-5 characters per token, so only text that could never fit
 #: is refused, and refusing it costs nothing (tokenizing costs ~1 us and ~300 bytes a character)
 MAX_CHARS_PER_TOKEN = 16
+#: the least chat markup one message costs (ChatML: <|im_start|>, role, newline, <|im_end|>, newline = 5)
+MIN_TOKENS_PER_MESSAGE = 2
 
 _plain_lock = threading.Lock()
 _plain_backends: "weakref.WeakKeyDictionary[Any, Tokenizer]" = weakref.WeakKeyDictionary()
 
 
-def check_text_budget(n_chars: int, context_length: int, chars_per_token: float = MAX_CHARS_PER_TOKEN) -> None:
-    """Refuse text that cannot fit the context, before any tokenization (``ContextLengthError``)."""
+def check_text_budget(n_chars: int, context_length: int, chars_per_token: float = MAX_CHARS_PER_TOKEN,
+                      n_messages: int = 0) -> None:
+    """Refuse text (or a number of messages) that cannot fit the context, before any template
+    rendering or tokenization (``ContextLengthError``). A chat turn costs at least
+    ``MIN_TOKENS_PER_MESSAGE`` tokens: its opening and closing markers."""
+    if n_messages * MIN_TOKENS_PER_MESSAGE > context_length:
+        raise ContextLengthError(
+            f"the request has {n_messages:,} messages; each costs at least {MIN_TOKENS_PER_MESSAGE} tokens of chat "
+            f"markup, so they cannot fit the model's context of {context_length:,} tokens; send fewer messages")
     limit = int(context_length * chars_per_token)
     if n_chars > limit:
         raise ContextLengthError(
@@ -580,7 +589,7 @@ def encode_chat(tokenizer, messages: Sequence[dict[str, Any]], add_generation_pr
                        else p for p in content]
         view.append({**message, "content": content})
     if context_length is not None:
-        check_text_budget(sum(len(t) for t in texts), context_length)
+        check_text_budget(sum(len(t) for t in texts), context_length, n_messages=len(messages))
     pieces = re.split(f"\ue000{nonce}:(\\d+)\ue001", _render(tokenizer, view, add_generation_prompt, template_kwargs))
     if [int(i) for i in pieces[1::2]] != list(range(len(texts))):
         return _encode_rewritten_chat(tokenizer, messages, add_generation_prompt, template_kwargs)

@@ -97,7 +97,7 @@ def check_text(req: ChatCompletionRequest, context_length: int,
                 raise InvalidRequestError(
                     f"the text contains {part.text[exc.start]!r} at offset {exc.start}, an unpaired UTF-16 "
                     "surrogate, which is not valid Unicode; send well-formed text.", param=param) from None
-    check_text_budget(total, context_length, chars_per_token)
+    check_text_budget(total, context_length, chars_per_token, n_messages=len(req.messages))
 
 
 async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy,
