@@ -1,11 +1,13 @@
 """The HTTP server: routes, limits, authentication, streaming and error answers.
 
-``create_app(config)`` returns a FastAPI app that opens its port at once and loads the model
-on a background thread (cold start): until the model is ready every ``/v1/*`` call gets 503
+``create_app(config)`` returns a FastAPI app. ``jvlm serve`` loads the model first
+(``ServingState.load_now``) and only then listens; an app started without that loads on a
+background thread (cold start): until the model is ready every ``/v1/*`` call gets 503
 ``model_loading`` with ``Retry-After``, while ``/health`` (liveness) answers 200 and
 ``/ready`` (readiness) 503. Requests then flow:
 
-    gate (auth, readiness, metrics) -> body cap -> schema -> admission (bounded)
+    gate (auth, readiness, metrics) -> request guard (Host, Origin, content type; ``guard``)
+    -> body cap -> schema -> text budget -> admission (bounded)
     -> image fetch (safety gate) -> prompt + images + budget (thread) -> engine worker
     -> JSON answer, or SSE chunks ending in ``data: [DONE]``
 
