@@ -55,13 +55,13 @@ def plain_pdf() -> bytes:
     return buf.getvalue()
 
 
-def rle8_bmp(width: int = 2000, height: int = 2000) -> bytes:
-    """An 8-bit BMP with RLE8 compression (Pillow decodes it in Python)."""
+def rle8_bmp(width: int = 2000, height: int = 2000, shade: int = 0) -> bytes:
+    """An 8-bit BMP with RLE8 compression (Pillow decodes it in Python); ``shade`` varies the palette."""
     row = b""
     for x in range(0, width, 2):  # pairs of pixels alternating colours: nothing to run-length away
         row += b"\x02" + bytes([x % 256])
     pixels = (row + b"\x00\x00") * height + b"\x00\x01"
-    palette = b"".join(bytes([i, i, i, 0]) for i in range(256))
+    palette = b"".join(bytes([i, i, (i + shade) % 256, 0]) for i in range(256))
     header_size = 14 + 40 + len(palette)
     info = (40).to_bytes(4, "little") + width.to_bytes(4, "little") + height.to_bytes(4, "little") \
         + (1).to_bytes(2, "little") + (8).to_bytes(2, "little") + (1).to_bytes(4, "little") \
@@ -157,3 +157,25 @@ def test_error_texts_carry_no_python_object_reprs(server):
     message = r.json()["error"]["message"]
     assert "cannot identify image file" in message  # PIL's text, which names the buffer object
     assert " object at 0x" not in message and "(in-memory data)" in message, message
+
+
+def test_slow_image_decodes_never_hold_up_a_text_request(tiny_model_dir):
+    """With slow encodings allowed, images decode on their own small pool: a text-only request
+    sent while four of them decode is answered at once."""
+    from jvlm.media import MediaPolicy
+
+    config = ServerConfig(model_dir=tiny_model_dir, media=MediaPolicy(refuse_slow_encodings=False), image_workers=2)
+    with serve(config) as (base, state):
+        _chat(base)  # warm up
+        bodies = [{"messages": user("What is it?", data_uri(rle8_bmp(1000, 1000, shade=i), "image/bmp")),
+                   "max_tokens": 1} for i in range(4)]
+        with ThreadPoolExecutor(5) as pool:
+            t0 = time.perf_counter()
+            images = [pool.submit(httpx.post, f"{base}/v1/chat/completions", json=b, timeout=300) for b in bodies]
+            time.sleep(0.3)  # the decodes have started
+            chat_s, _ = _chat(base)
+            answers = [f.result() for f in images]
+            images_s = time.perf_counter() - t0
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    print(f"text request {chat_s:.2f} s while four slow images took {images_s:.2f} s")
+    assert chat_s < images_s / 2, (chat_s, images_s)

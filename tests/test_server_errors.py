@@ -261,6 +261,8 @@ def test_engine_failure_mid_stream_is_an_error_event_and_the_server_survives(tin
         reply = client_for(base).chat.completions.create(model=MODEL, messages=user("Still there?"), max_tokens=2)
         assert reply.usage.completion_tokens == 2
         assert state.worker.stats()["admitted"] == 0
+        metrics = httpx.get(f"{base}/metrics").text  # the fault is counted as the whole batch's
+        assert 'jvlm_engine_failures_total{scope="batch"} 1.0' in metrics
 
 
 # ----------------------------------------------------------------------------- found by fuzzing

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -135,9 +136,23 @@ def build_config(args: argparse.Namespace):
         http=HttpLimits(
             max_header_bytes=args.max_header_kb * 1024, header_timeout_s=args.header_timeout,
             request_timeout_s=args.request_timeout, max_connections=args.max_connections,
-            allowed_hosts=tuple(args.allowed_hosts) if args.allowed_hosts else None,
+            allowed_hosts=_allowed_hosts(args, keyed=bool(args.api_key or os.environ.get(API_KEY_ENV))),
             allowed_origins=tuple(args.allowed_origins) if args.allowed_origins else None),
     )
+
+
+def _allowed_hosts(args: argparse.Namespace, keyed: bool) -> tuple[str, ...] | None:
+    """``--allowed-hosts``, plus the name given to ``--host`` (a server started on a name is
+    meant to be called by it); a keyed server checks no names unless ``--allowed-hosts`` says."""
+    if keyed and not args.allowed_hosts:
+        return None
+    names = list(args.allowed_hosts or ())
+    try:
+        ipaddress.ip_address(args.host.strip("[]"))
+    except ValueError:
+        if args.host not in names:
+            names.append(args.host)
+    return tuple(names) or None
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -18,6 +18,7 @@ A client that disconnects has its generation cancelled.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import hmac
 import json
@@ -81,6 +82,7 @@ class ServerConfig:
     max_body_bytes: int = 32 * 2**20  # a 20 MiB image is ~27 MiB as base64
     media: MediaPolicy = field(default_factory=MediaPolicy)
     http: HttpLimits = field(default_factory=HttpLimits)  # header caps, timeouts, Host/Origin allow-lists
+    image_workers: int = 2  # requests decoding and tiling images at once (their memory is bounded so)
     pdf_timeout_s: float = 30.0  # one PDF rendering call (in its own process), then 413
     pdf_max_memory_bytes: int = 2 * 2**30  # address space of that process
     kernels: str = "auto"  # "auto": jvlm's CPU decode kernels where they apply; "torch": PyTorch's only
@@ -138,6 +140,9 @@ class ServingState:
         self.context_length = 0
         self.on_load_failed: Callable[[BaseException], None] | None = None
         self._thread: threading.Thread | None = None
+        #: where image decoding and tiling run (``image_workers`` at a time)
+        self.image_pool = concurrent.futures.ThreadPoolExecutor(config.image_workers,
+                                                                 thread_name_prefix="jvlm-images")
 
     def start_loading(self) -> None:
         self._thread = threading.Thread(target=self._load, name="jvlm-model-loader", daemon=True)
@@ -208,6 +213,7 @@ class ServingState:
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        self.image_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _default_engine(model, processor, config: ServerConfig, feature_cache, *, prefix_cache=None):
@@ -443,9 +449,13 @@ async def _chat(request: Request, state: ServingState) -> Response:
         images = await chat.fetch_images(req, config.media, config.resolver)
         state.metrics.images.inc(len(images))
         request_id = new_completion_id()
-        engine_request = await asyncio.to_thread(
+        # requests with images decode them on a pool of their own: a slow decoder delays other
+        # image requests at most, never a text-only one, and bounds decoding memory
+        build = functools.partial(
             chat.build, state.processor, req, images, request_id=request_id, defaults=config.defaults,
             context_length=state.context_length, feature_cache=state.feature_cache)
+        engine_request = await asyncio.get_running_loop().run_in_executor(
+            state.image_pool if images else None, build)
         gen = state.worker.submit(engine_request, arrived_s=arrived)
     except BaseException:
         ticket.release()
