@@ -55,6 +55,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
                    help="pixels per image, checked before decoding (default: 64000000)")
     lim = p.add_argument_group("limits and defaults")
     lim.add_argument("--max-body-mb", type=float, default=32, help="request body cap in MiB, then 413 (default: 32)")
+    lim.add_argument("--image-workers", type=int, default=2,
+                     help="requests decoding and tiling images at once; text-only requests never wait for them "
+                          "(default: 2)")
     lim.add_argument("--pdf-timeout", type=float, default=30.0, metavar="S",
                      help="seconds one PDF may take to render (in its own process) before it is stopped (default: 30)")
     lim.add_argument("--pdf-max-memory-mb", type=int, default=2048,
@@ -131,6 +134,7 @@ def build_config(args: argparse.Namespace):
         image_cache_bytes=int(args.image_cache_mb * 2**20),
         prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),
         load_delay_s=float(os.environ.get(LOAD_DELAY_ENV, "0") or 0),
+        image_workers=args.image_workers,
         pdf_timeout_s=args.pdf_timeout,
         pdf_max_memory_bytes=args.pdf_max_memory_mb * 2**20,
         http=HttpLimits(
@@ -167,7 +171,7 @@ def _check_args(args: argparse.Namespace) -> None:
         problems.append("--max-batch must be >= 1 and --max-queue >= 0")
     if args.allowed_local_media_path is not None and not args.allowed_local_media_path.is_dir():
         problems.append(f"--allowed-local-media-path {args.allowed_local_media_path} is not a directory")
-    for flag, value, low in (("--max-connections", args.max_connections, 1), ("--max-header-kb", args.max_header_kb, 1),
+    for flag, value, low in (("--max-connections", args.max_connections, 1), ("--image-workers", args.image_workers, 1), ("--max-header-kb", args.max_header_kb, 1),
                              ("--header-timeout", args.header_timeout, 0.1), ("--pdf-timeout", args.pdf_timeout, 0.1),
                              ("--pdf-max-memory-mb", args.pdf_max_memory_mb, 64),
                              ("--request-timeout", args.request_timeout, args.header_timeout)):
