@@ -25,14 +25,9 @@ import torch
 
 from jvlm.config import JinaVLMConfig
 from jvlm.errors import ContextLengthError, InvalidImageError, PromptError
+from jvlm.processing.chat_text import encode_chat
 from jvlm.processing.image import ProcessedImage, image_block_ids, preprocess_image
-from jvlm.processing.text import (
-    SpecialTokenIds,
-    encode_chat,
-    load_tokenizer,
-    save_tokenizer,
-    special_token_ids,
-)
+from jvlm.processing.text import SpecialTokenIds, load_tokenizer, save_tokenizer, special_token_ids
 
 log = logging.getLogger(__name__)
 

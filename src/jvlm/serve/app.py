@@ -413,7 +413,7 @@ def _unknown_model(model: str, config: ServerConfig) -> ApiError:
 
 # ----------------------------------------------------------------------------- chat completions
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytearray:
     """The body, refusing (413) as soon as it is known to exceed ``limit``."""
     too_large = ApiError(413, f"The request body is larger than the limit of {limit:,} bytes; send smaller "
                          "or fewer images (or an image URL instead of inline data).", code="request_too_large")
@@ -429,7 +429,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise ApiError(499, "The client closed the connection while sending the request.",
                        code="client_closed_request") from None
-    return bytes(body)
+    return body  # (not copied to bytes: the JSON parser reads a bytearray as well)
 
 
 async def _chat(request: Request, state: ServingState) -> Response:
@@ -441,6 +441,7 @@ async def _chat(request: Request, state: ServingState) -> Response:
         req = parse_chat_request(body, max_crops_limit=limit)
     except RecursionError:  # JSON nested deeper than the parser's stack
         raise ApiError(400, "The request body is nested too deeply to be parsed.", code="invalid_json") from None
+    del body  # a large body is not kept alive for the whole generation
     if req.model is not None and req.model != config.served_model_name:
         raise _unknown_model(req.model, config)
     chat.check_text(req, state.context_length)

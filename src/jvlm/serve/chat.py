@@ -22,7 +22,7 @@ from jvlm.inference.prompt import build_request
 from jvlm.inference.reasoning import ReasoningSplitter
 from jvlm.inference.reasoning import split_reasoning as _split
 from jvlm.inference.request import Request, SamplingParams, TokenEvent
-from jvlm.processing.text import MAX_CHARS_PER_TOKEN, check_text_budget
+from jvlm.processing.chat_text import MAX_CHARS_PER_TOKEN, check_text_budget
 from jvlm.media import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
 from jvlm.serve.protocol import (
     SSE_DONE,
@@ -84,20 +84,18 @@ def check_text(req: ChatCompletionRequest, context_length: int,
     spend minutes and gigabytes to learn that it does not fit. Control tokens typed into the
     text need no check here: the prompt builder reads them as plain text.
     """
-    total = 0
-    for i, message in enumerate(req.messages):
-        for j, part in enumerate(message.parts()):
-            if not isinstance(part, TextPart):
-                continue
-            total += len(part.text)
-            param = f"messages[{i}].content" if isinstance(message.content, str) else f"messages[{i}].content[{j}].text"
-            try:
-                part.text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise InvalidRequestError(
-                    f"the text contains {part.text[exc.start]!r} at offset {exc.start}, an unpaired UTF-16 "
-                    "surrogate, which is not valid Unicode; send well-formed text.", param=param) from None
-    check_text_budget(total, context_length, chars_per_token, n_messages=len(req.messages))
+    texts = [(i, j, message, part) for i, message in enumerate(req.messages)
+             for j, part in enumerate(message.parts()) if isinstance(part, TextPart)]
+    check_text_budget(sum(len(part.text) for *_, part in texts), context_length, chars_per_token,
+                      n_messages=len(req.messages))
+    for i, j, message, part in texts:
+        param = f"messages[{i}].content" if isinstance(message.content, str) else f"messages[{i}].content[{j}].text"
+        try:
+            part.text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequestError(
+                f"the text contains {part.text[exc.start]!r} at offset {exc.start}, an unpaired UTF-16 "
+                "surrogate, which is not valid Unicode; send well-formed text.", param=param) from None
 
 
 async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy,
