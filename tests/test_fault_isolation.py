@@ -93,19 +93,25 @@ def test_a_row_whose_sampling_raises_fails_alone_mid_decode(tiny):
     good = build_request(processor, "Keep going.", params=SamplingParams(max_new_tokens=5))
     expected = engine.generate(good).token_ids
 
+    def seeded():
+        return build_request(processor, "A seeded one.", params=SamplingParams(max_new_tokens=5, temperature=1.0,
+                                                                                seed=7))
+
+    seeded_alone = engine.generate(seeded()).token_ids
     params = SamplingParams(max_new_tokens=5, temperature=1.0)
     broken = build_request(processor, "Sample me.", params=params)
     ids = [engine.add_request(build_request(processor, "Keep going.", params=SamplingParams(max_new_tokens=5))),
-           engine.add_request(broken)]
+           engine.add_request(seeded()), engine.add_request(broken)]
     engine.step()  # both admitted, first tokens drawn
-    engine._batch.rows[1].generator = "not a generator"  # the row's own state is now unusable
+    engine._batch.rows[2].generator = "not a generator"  # the row's own state is now unusable
     done = {}
     while engine.has_unfinished():
         for ev in engine.step():
             if ev.finished:
                 done[ev.request_id] = ev
-    assert done[ids[1]].finish_reason == "error" and done[ids[1]].error is not None
+    assert done[ids[2]].finish_reason == "error" and done[ids[2]].error is not None
     assert done[ids[0]].finish_reason == "length" and done[ids[0]].result.token_ids == expected
+    assert done[ids[1]].result.token_ids == seeded_alone  # its generator was rewound before the retry
 
 
 def test_an_id_outside_the_vocabulary_is_refused_before_compute(tiny):

@@ -407,11 +407,17 @@ class Engine:
     def _sample(self, logits: torch.Tensor, seqs: list[_Sequence]) -> tuple[torch.Tensor, dict[int, Exception]]:
         """(B,) next ids and the rows whose sampling raised (their id is a placeholder)."""
         params, gens = [s.request.params for s in seqs], [s.generator for s in seqs]
+        # a failed batch draw is redone row by row: each row's generator restarts where it was,
+        # so a seeded answer does not depend on another row failing
+        states = [g.get_state() if isinstance(g, torch.Generator) else None for g in gens]
         try:
             return sample_rows(logits, params, gens, self._banned), {}
         except Exception as exc:
             if _is_resource_fault(exc):
                 raise
+        for g, state in zip(gens, states):
+            if state is not None:
+                g.set_state(state)
         nxt = torch.full((len(seqs),), self._pad_id, dtype=torch.long, device=logits.device)
         failed: dict[int, Exception] = {}
         for i in range(len(seqs)):  # again row by row: only the rows that raise fail
