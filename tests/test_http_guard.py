@@ -132,3 +132,19 @@ def test_oversized_and_too_many_headers_are_refused(open_server):
     many = {f"X-H{i}": "1" for i in range(60)}
     r = httpx.get(f"{base}/v1/models", headers=many)
     assert r.status_code == 431 and r.json()["error"]["code"] == "too_many_headers"
+
+
+def test_past_the_connection_limit_the_answer_is_a_503_in_the_api_shape(tiny_model_dir):
+    with serve(ServerConfig(model_dir=tiny_model_dir, http=replace(LIMITS, max_connections=4))) as (base, _):
+        port = _port(base)
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+        try:
+            time.sleep(0.2)
+            r = httpx.get(f"{base}/v1/models")
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert r.json()["error"]["code"] == "server_overloaded"
+        finally:
+            for s in held:
+                s.close()
+        time.sleep(0.3)
+        assert httpx.get(f"{base}/v1/models").status_code == 200

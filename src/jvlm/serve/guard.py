@@ -55,8 +55,8 @@ class HttpLimits:
 
 
 def _error(status: int, message: str, code: str) -> tuple[dict, bytes]:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                 "code": code}}).encode()
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    body = json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()
     start = {"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
     return start, body
@@ -141,6 +141,28 @@ class BoundedH11Protocol(H11Protocol):
 
     header_timeout_s = 10.0
     request_timeout_s = 120.0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # uvicorn answers over its concurrency limit in plain text; this answers in the OpenAI
+        # error shape every client of the API parses, with Retry-After
+        self._max_in_flight, self.limit_concurrency = self.limit_concurrency, None
+        self.app = self._limited(self.app)
+
+    def _limited(self, app):
+        async def limited(scope, receive, send):
+            limit = self._max_in_flight  # (this connection and this request's task included)
+            if scope["type"] == "http" and limit is not None and (
+                    len(self.connections) > limit or len(self.tasks) > limit):
+                start, body = _error(503, f"the server has {limit} connections or requests in flight, its limit; "
+                                     "retry after the delay in the Retry-After header", "server_overloaded")
+                start["headers"].append((b"retry-after", b"1"))
+                await send(start)
+                await send({"type": "http.response.body", "body": body})
+                return
+            await app(scope, receive, send)
+
+        return limited
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
