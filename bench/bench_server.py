@@ -59,9 +59,19 @@ def tiny_model(folder: Path) -> Path:
 @contextmanager
 def running_server(model: Path, *extra: str, torch_threads: int = 1, ready_timeout_s: float = 120.0):
     """``jvlm serve`` in a subprocess; yields its base URL once ``/ready`` answers 200."""
+    with running_server_process(model, *extra, torch_threads=torch_threads, ready_timeout_s=ready_timeout_s) as (
+            base, _proc):
+        yield base
+
+
+@contextmanager
+def running_server_process(model: Path, *extra: str, torch_threads: int = 1, ready_timeout_s: float = 120.0,
+                           api_key: str | None = API_KEY):
+    """``jvlm serve`` in a subprocess; yields (base URL, process) once ``/ready`` answers 200."""
     port = free_port()
-    cmd = [sys.executable, "-m", "jvlm", "serve", "--model", str(model), "--port", str(port),
-           "--api-key", API_KEY, "--log-level", "warning", "--torch-threads", str(torch_threads), *extra]
+    key = ["--api-key", api_key] if api_key else []
+    cmd = [sys.executable, "-m", "jvlm", "serve", "--model", str(model), "--port", str(port), *key,
+           "--log-level", "warning", "--torch-threads", str(torch_threads), *extra]
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -79,7 +89,7 @@ def running_server(model: Path, *extra: str, torch_threads: int = 1, ready_timeo
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"server not ready after {ready_timeout_s:g} s")
                 time.sleep(0.1)
-            yield base
+            yield base, proc
         finally:
             proc.terminate()
             try:

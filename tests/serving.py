@@ -10,13 +10,14 @@ from contextlib import contextmanager
 import uvicorn
 
 from jvlm.serve.app import ServerConfig, ServingState, create_app
+from jvlm.serve.guard import uvicorn_config
 
 
 @contextmanager
 def serve(config: ServerConfig, *, wait_ready: bool = True) -> Iterator[tuple[str, ServingState]]:
     """Yields (base URL, serving state); with ``wait_ready`` only once the model has loaded."""
     app = create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+    server = uvicorn.Server(uvicorn_config(app, "127.0.0.1", 0, config.http, log_level="warning",
                                            timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

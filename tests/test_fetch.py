@@ -24,8 +24,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from jvlm.serve import fetch
-from jvlm.serve.fetch import (
+from jvlm import media as fetch
+from jvlm.media import (
     MediaError,
     MediaPolicy,
     check_image_count,

@@ -28,7 +28,7 @@ from test_pdf import pdf_bytes
 from jvlm.config import JinaVLMConfig
 from jvlm.processing.image import image_layout
 from jvlm.serve.app import ServerConfig
-from jvlm.serve.fetch import MediaPolicy
+from jvlm.media import MediaPolicy
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -110,7 +110,7 @@ def test_layout_refuses_bad_input_in_the_openai_error_shape(server):
     r = httpx.post(f"{server}/v1/jvlm/layout", json={"images": [{"width": 9, "height": 9}], "max_crops": 99})
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_crops"
     assert "between 1 and 12" in r.json()["error"]["message"]
-    r = httpx.post(f"{server}/v1/jvlm/layout", content=b"{not json")
+    r = httpx.post(f"{server}/v1/jvlm/layout", content=b"{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
 
 
@@ -130,7 +130,7 @@ def test_pdf_endpoint_answers_pages_and_errors(server):
     assert body["n_pages"] == 2 and body["next_page"] is None
     assert [(p["width"], p["height"]) for p in body["pages"]] == [(600, 400), (400, 600)]
     assert body["pages"][0]["url"].startswith("data:image/png;base64,")
-    r = httpx.post(f"{server}/v1/jvlm/pdf", content=b"hello")
+    r = httpx.post(f"{server}/v1/jvlm/pdf", content=b"hello", headers={"Content-Type": "application/pdf"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_pdf"
 
 

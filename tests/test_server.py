@@ -26,7 +26,7 @@ from PIL import Image
 from serving import serve
 
 from jvlm.serve.app import ServerConfig, ServingState
-from jvlm.serve.fetch import MediaPolicy
+from jvlm.media import MediaPolicy
 
 API_KEY = "test-key-0123456789"
 MODEL = "jina-vlm"

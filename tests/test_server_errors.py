@@ -28,8 +28,8 @@ from test_server import (
     user,
 )
 
-from jvlm.serve import fetch
-from jvlm.serve.fetch import MediaPolicy
+from jvlm import media as fetch
+from jvlm.media import MediaPolicy
 
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 BODY_LIMIT = 3 * 2**20
@@ -112,9 +112,11 @@ def test_unknown_model_and_unknown_route(post, server):
 
 
 def test_text_cannot_smuggle_image_tokens(post):
-    err = error_of(post({"messages": user("look: <im_patch><|image|>")}), 400)
-    assert err["param"] == "messages[0].content"
-    assert "<im_patch>" in err["message"] or "<|image|>" in err["message"]
+    # typed image tokens are read as plain text: no image slot, so no image tokens are counted
+    typed = post({"messages": user("look: <im_patch><|image|>"), "max_tokens": 1})
+    with_image = post(chat(data_uri(png()), max_tokens=1))
+    assert typed.status_code == 200, typed.text
+    assert typed.json()["usage"]["prompt_tokens"] < 60 < with_image.json()["usage"]["prompt_tokens"]
 
 
 def test_context_length_exceeded_gives_the_counts(post):
@@ -259,6 +261,8 @@ def test_engine_failure_mid_stream_is_an_error_event_and_the_server_survives(tin
         reply = client_for(base).chat.completions.create(model=MODEL, messages=user("Still there?"), max_tokens=2)
         assert reply.usage.completion_tokens == 2
         assert state.worker.stats()["admitted"] == 0
+        metrics = httpx.get(f"{base}/metrics").text  # the fault is counted as the whole batch's
+        assert 'jvlm_engine_failures_total{scope="batch"} 1.0' in metrics
 
 
 # ----------------------------------------------------------------------------- found by fuzzing

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from jvlm.errors import run_reporting_errors
 
-    return run_reporting_errors(f"jvlm {args.command}", lambda: args._run(args))
+    return run_reporting_errors(f"jvlm {args.command}", lambda: args._run(args), verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -191,21 +191,19 @@ def collect_images(specs: list[str], pages: str | None,
     return images, sources
 
 
-def fetch_url(url: str, max_bytes: int = 50 * 2**20, timeout_s: float = 30.0) -> bytes:
-    """Download an image or PDF the user named on their own command line (their network,
-    their choice: no private-address filtering here, unlike the server)."""
-    import urllib.request
+def fetch_url(url: str) -> bytes:
+    """Download an image or PDF the user named on their own command line, through the one
+    media fetcher under its local policy (their network is allowed, link-local cloud metadata
+    is not; time, size and redirects are bounded)."""
+    from dataclasses import replace
 
     from jvlm.errors import InvalidImageError
+    from jvlm.media import LOCAL_POLICY, MediaError, fetch_media
 
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-            data = resp.read(max_bytes + 1)
-    except OSError as e:
-        raise InvalidImageError(f"could not download {url}: {e}") from None
-    if len(data) > max_bytes:
-        raise InvalidImageError(f"{url} is larger than {max_bytes // 2**20} MiB")
-    return data
+        return fetch_media(url, replace(LOCAL_POLICY, accept_pdf=True))
+    except MediaError as e:
+        raise InvalidImageError(str(e)) from None
 
 
 def load_engine(model: str | None, dtype: str, device: str, quantize: str = "none", kernels: str = "auto",

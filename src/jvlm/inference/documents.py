@@ -3,7 +3,7 @@
 Rendering itself lives in ``jvlm.processing.pdf`` (shared with the server's playground);
 what is specific here is the command line's trust: the file is the user's own, so neither
 its size nor its page count is capped (``--pages`` narrows it), while the per-page pixel cap
-still holds. The image processor then resizes each page to its pixel budget like any other
+and generous time and memory limits still hold. The image processor then resizes each page to its pixel budget like any other
 image, so pages are handed over as PNG bytes, exactly like an image file read from disk.
 """
 
@@ -14,8 +14,9 @@ from pathlib import Path
 from jvlm.errors import InvalidImageError
 from jvlm.processing.pdf import PDFLimits, is_pdf, render_pdf
 
-#: the user's own file: no byte or page cap; 144 dpi within the default pixel budget per page
-CLI_PDF_LIMITS = PDFLimits(max_bytes=None, max_pages=None)
+#: the user's own file: no byte or page cap; 144 dpi within the default pixel budget per page;
+#: rendering is still stopped after 5 minutes or 4 GiB (a damaged file must not hang the command)
+CLI_PDF_LIMITS = PDFLimits(max_bytes=None, max_pages=None, timeout_s=300.0, max_memory_bytes=4 * 2**30)
 
 
 def expand_bytes(data: bytes, pages: str | None = None, name: str = "PDF") -> list[tuple[int | None, bytes]]:

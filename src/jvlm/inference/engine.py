@@ -15,6 +15,12 @@ in a loop; ``step`` itself must only ever be called from that one thread.
 New requests are prefilled in their own cache (left-padded together, or alone after a
 prefix-cache hit) and then joined to the running batch (``batch.RunningBatch``); a request
 that finishes leaves it at once, so nobody waits for the longest answer.
+
+Faults are confined to the request that causes them. A group prefill that raises is retried
+one request at a time, and a request that still fails alone ends with ``finish_reason ==
+"error"`` (its ``TokenEvent.error`` holds the exception) while the others go on; so does a
+row whose sampling raises. Only what cannot be pinned on one row -- the batched decode
+forward pass, or running out of memory -- propagates out of ``step``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from jvlm.errors import JVLMError, PromptError
 from jvlm.inference.batch import RunningBatch
 from jvlm.inference.detok import IncrementalDetokenizer, StopStringMatcher, make_decoder
 from jvlm.inference.feature_cache import (
@@ -63,6 +70,11 @@ class _Sequence:
         return self.request.params.max_new_tokens - len(self.token_ids)
 
 
+def _is_resource_fault(exc: BaseException) -> bool:
+    """Out of memory is the whole engine's problem (it passes when the load drops), not a row's."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
 class Engine:
     """Generation for one model. See the module docstring for the step loop.
 
@@ -95,6 +107,7 @@ class Engine:
         # Positions are read from the prompt: the first structural token id marks images.
         self._structural = frozenset(int(i) for i in getattr(model, "structural_token_ids", []))
         self._pad_id = int(cfg.pad_token_id if cfg.pad_token_id is not None else 0)
+        self._vocab_size = int(cfg.text.total_rows)  # ids past this have no embedding row
         # The compute dtype; not model.dtype, which is the LM head's and may be int8.
         self._dtype = model.model.language_model.ln_f.weight.dtype
 
@@ -107,9 +120,11 @@ class Engine:
 
     # ------------------------------------------------------------------ queue
     def add_request(self, request: Request) -> str:
-        """Check the token budget (raises ``ContextLengthError``, before any compute) and queue."""
+        """Check the token budget (raises ``ContextLengthError``, before any compute), the ids
+        (``PromptError`` for an id the model has no embedding for) and queue."""
         p = request.params
         check_budget(len(request.prompt_ids), request.n_image_tokens, p.max_new_tokens, self.context_length)
+        self._check_ids(request)
         stop_ids = frozenset(p.stop_token_ids) | (frozenset() if p.ignore_eos else self.stop_token_ids)
         gen = None
         if not p.greedy:
@@ -123,6 +138,16 @@ class Engine:
         with self._lock:
             self._waiting.append(seq)
         return request.request_id
+
+    def _check_ids(self, request: Request) -> None:
+        vocab = self._vocab_size
+        if not request.prompt_ids:
+            raise PromptError("the prompt is empty: a request needs at least one token id")
+        low, high = min(request.prompt_ids), max(request.prompt_ids)
+        if low < 0 or high >= vocab:
+            bad = low if low < 0 else high
+            raise PromptError(f"the prompt holds token id {bad}, outside this model's vocabulary [0, {vocab}); "
+                              "build prompts with the model's own processor")
 
     def abort(self, request_id: str) -> None:
         """Stop a request at the next step (it ends with finish_reason "abort")."""
@@ -223,17 +248,37 @@ class Engine:
         if misses:
             groups.append(misses)
         events = []
-        for group in groups:
-            logits, cache, mask = self._prefill(group)
-            nxt = self._sample(logits, group)
+        while groups:
+            group = groups.pop(0)
+            try:
+                logits, cache, mask = self._prefill(group)
+                nxt, failed = self._sample(logits, group)
+            except Exception as exc:
+                if _is_resource_fault(exc):
+                    raise
+                if len(group) > 1:  # find the culprit: each request again on its own
+                    groups[:0] = [[s] for s in group]
+                    continue
+                events.append(self._fail(group[0], exc))
+                continue
             now = time.perf_counter()
             for s in group:
                 s.t_first = now
             capacity = max(cache.length, self._batch.cache.length if self._batch.rows else 0)
             capacity += max(x.remaining for x in self._batch.rows + group)
             self._batch.join(group, cache, mask, nxt, capacity)
-            events += self._after_sampling(group, nxt)
+            events += self._after_sampling(group, nxt, failed)
         return events
+
+    def _fail(self, seq: _Sequence, exc: Exception) -> TokenEvent:
+        """The last event of a request that failed on its own (the others carry on)."""
+        self.counters["request_failures"] += 1
+        if isinstance(exc, JVLMError):
+            log.info("request %s failed: %s", seq.request.request_id, exc)
+        else:
+            log.error("request %s failed inside the engine; the other requests continue",
+                      seq.request.request_id, exc_info=exc)
+        return TokenEvent(seq.request.request_id, None, "", "error", self._result(seq, "error"), error=exc)
 
     def _prefix_entry(self, seq: _Sequence):
         if self.prefix_cache is None or not seq.request.images:
@@ -355,18 +400,45 @@ class Engine:
     def _decode_step(self) -> list[TokenEvent]:
         ids, mask = self._batch.decode_inputs()
         out = self.model(ids, attention_mask=mask, past_key_values=self._batch.cache, logits_to_keep=1)
-        nxt = self._sample(out.logits[:, -1], self._batch.rows)
+        nxt, failed = self._sample(out.logits[:, -1], self._batch.rows)
         self._batch.next_ids = nxt
-        return self._after_sampling(self._batch.rows, nxt)
+        return self._after_sampling(self._batch.rows, nxt, failed)
 
-    def _sample(self, logits: torch.Tensor, seqs: list[_Sequence]) -> torch.Tensor:
-        return sample_rows(logits, [s.request.params for s in seqs], [s.generator for s in seqs], self._banned)
+    def _sample(self, logits: torch.Tensor, seqs: list[_Sequence]) -> tuple[torch.Tensor, dict[int, Exception]]:
+        """(B,) next ids and the rows whose sampling raised (their id is a placeholder)."""
+        params, gens = [s.request.params for s in seqs], [s.generator for s in seqs]
+        # a failed batch draw is redone row by row: each row's generator restarts where it was,
+        # so a seeded answer does not depend on another row failing
+        states = [g.get_state() if isinstance(g, torch.Generator) else None for g in gens]
+        try:
+            return sample_rows(logits, params, gens, self._banned), {}
+        except Exception as exc:
+            if _is_resource_fault(exc):
+                raise
+        for g, state in zip(gens, states):
+            if state is not None:
+                g.set_state(state)
+        nxt = torch.full((len(seqs),), self._pad_id, dtype=torch.long, device=logits.device)
+        failed: dict[int, Exception] = {}
+        for i in range(len(seqs)):  # again row by row: only the rows that raise fail
+            try:
+                nxt[i] = sample_rows(logits[i:i + 1], params[i:i + 1], gens[i:i + 1], self._banned)[0]
+            except Exception as exc:
+                if _is_resource_fault(exc):
+                    raise
+                failed[i] = exc
+        return nxt, failed
 
-    def _after_sampling(self, seqs: list[_Sequence], nxt: torch.Tensor) -> list[TokenEvent]:
-        """Record each row's new token, emit events, drop finished rows from the batch."""
+    def _after_sampling(self, seqs: list[_Sequence], nxt: torch.Tensor,
+                        failed: dict[int, Exception] | None = None) -> list[TokenEvent]:
+        """Record each row's new token, emit events, drop finished (and failed) rows from the batch."""
         ids = nxt.tolist()
         events, finished = [], []
         for i, (s, tok) in enumerate(zip(seqs, ids)):
+            if failed and i in failed:
+                events.append(self._fail(s, failed[i]))
+                finished.append(i)
+                continue
             s.token_ids.append(tok)
             reason = "stop" if tok in s.stop_ids else None
             text = ""

@@ -91,16 +91,17 @@ def build_request(processor, prompt: str | list[dict], images=(), *, max_crops: 
         messages = user_message(prompt, len(images))
     else:
         messages = prompt
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    context = context_length or processor.model_max_length
+    # typed control tokens stay text; text that cannot fit is refused before tokenizing
+    prompt_ids = processor.chat_ids(messages, add_generation_prompt=True, context_length=context)
     prepared = [prepare_image(processor, img, max_crops, feature_cache) for img in images]
-    enc = processor.encode(text, processed=[p for p, _ in prepared])
+    enc = processor.encode(prompt_ids, processed=[p for p, _ in prepared])
     inputs = []
     row = 0
     for _, im in prepared:  # the processor concatenates every image's crops; split them back
         im.image_input_idx = enc.image_input_idx[row:row + im.n_crops]
         row += im.n_crops
         inputs.append(im)
-    context = context_length or processor.model_max_length
     check_budget(len(enc.input_ids), enc.n_image_tokens, params.max_new_tokens, context)
     req = Request(prompt_ids=list(enc.input_ids), images=inputs, params=params)
     if request_id is not None:

@@ -11,6 +11,7 @@ builds a request (the engine calls it again when a request is added).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,9 @@ import torch
 from jvlm.errors import ContextLengthError, PromptError
 
 _ids = itertools.count()
+
+#: any integer seed is folded into [0, 2**63), the range every torch generator accepts
+SEED_MODULUS = 2**63
 
 
 def new_request_id() -> str:
@@ -50,12 +54,14 @@ class SamplingParams:
         self.stop_token_ids = tuple(int(i) for i in self.stop_token_ids)
         if self.max_new_tokens < 1:
             raise PromptError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise PromptError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise PromptError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:  # (NaN fails this too)
             raise PromptError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise PromptError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.seed is not None:
+            self.seed = int(self.seed) % SEED_MODULUS  # torch generators take seeds in [0, 2**64)
 
     @property
     def greedy(self) -> bool:
@@ -104,7 +110,8 @@ class TokenEvent:
     """One step of one request: a new token and the text it completed (may be "").
 
     The last event of a request has ``finish_reason`` set ("stop" or "length"; "abort" when
-    cancelled); its ``token_id`` may be None when it only flushes held-back text.
+    cancelled; "error" when this request alone failed, with the exception in ``error``); its
+    ``token_id`` may be None when it only flushes held-back text.
     """
 
     request_id: str
@@ -112,6 +119,7 @@ class TokenEvent:
     text: str
     finish_reason: str | None = None
     result: Result | None = None  # set on the last event
+    error: BaseException | None = None  # set when finish_reason == "error"
 
     @property
     def finished(self) -> bool:

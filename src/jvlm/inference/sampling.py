@@ -1,4 +1,10 @@
-"""Next-token selection: pure functions over a (B, V) logits tensor."""
+"""Next-token selection: pure functions over a (B, V) logits tensor.
+
+Every filter keeps the most likely token, whatever the settings: a ``top_p`` that rounds to
+zero against float32 probabilities, a ``top_k`` of 1 on a row of ties, or a temperature so
+small that dividing by it overflows all leave at least that one token, so sampling always
+has something to draw and degrades to greedy instead of failing.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
         probs = sorted_logits.softmax(-1)
         # Drop a token when the mass strictly before it already reaches top_p (the best stays).
         drop = (probs.cumsum(-1) - probs) >= top_p
+        drop[..., 0] = False  # top_p may round to 0 in float32; the best token always stays
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return logits
@@ -34,8 +41,13 @@ def select_next(logits: torch.Tensor, *, do_sample: bool = False, temperature: f
         logits = logits.index_fill(-1, keep.to(logits.device), float("-inf"))
     if not do_sample or temperature <= 0:
         return logits.argmax(-1)
+    best = logits.argmax(-1)
     logits = filter_logits(logits / temperature, top_k=top_k, top_p=top_p)
     probs = logits.softmax(-1)
+    usable = torch.isfinite(probs).all(-1) & (probs.sum(-1) > 0)
+    if not bool(usable.all()):  # e.g. a temperature so small that logits / temperature overflows
+        probs = torch.where(usable[:, None], probs, torch.nn.functional.one_hot(best, probs.shape[-1]).float())
+        probs = torch.nan_to_num(probs, nan=0.0, posinf=0.0, neginf=0.0)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
 
 

@@ -9,7 +9,10 @@ without a large script bundle) both call ``render_pdf``. Rendering uses PDFium t
 Everything a hostile or merely huge file could blow up is capped before work is done: the
 file's bytes, the number of pages rendered (a server reports the rest rather than silently
 dropping them), and every page's pixel count, which is reached by choosing the render scale
-from the page's size in points rather than rendering first and shrinking after. The model
+from the page's size in points rather than rendering first and shrinking after. What cannot
+be known before rendering -- how long a page's drawing takes, how much memory PDFium needs
+for it -- is bounded by rendering in a child process (``processing.bounded``) that is killed
+at ``PDFLimits.timeout_s`` or when it passes ``max_memory_bytes``, or when ``cancel`` is set. The model
 resizes any input to at most ``ImageProcessingConfig.max_pixels`` anyway, so the default
 page budget of twice that keeps text legible without paying for pixels it would discard.
 """
@@ -17,6 +20,7 @@ page budget of twice that keeps text legible without paying for pixels it would 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import logging
 import math
@@ -66,6 +70,11 @@ class PDFLimits:
     max_pages: int | None = 8
     dpi: float = 144.0  # upper bound on resolution; small pages get this, big ones less
     max_page_pixels: int = 2_007_040  # 2 x ImageProcessingConfig.max_pixels
+    #: wall-clock budget of one rendering call; a page of 300k vector strokes renders for
+    #: minutes in a few KB of file, so the bytes cap alone bounds nothing. None: no child process
+    timeout_s: float | None = 30.0
+    #: address-space cap of the rendering process (None: no cap)
+    max_memory_bytes: int | None = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,7 @@ def page_scale(width_pt: float, height_pt: float, limits: PDFLimits) -> float:
 
 
 def render_pdf(data: bytes, limits: PDFLimits = PDFLimits(), first_page: int = 0, *,
-               pages: str | None = None, name: str | None = None) -> RenderedPDF:
+               pages: str | None = None, name: str | None = None, cancel=None) -> RenderedPDF:
     """Render pages of the PDF in ``data`` to PNG bytes.
 
     Without ``pages``: consecutive pages from ``first_page`` (0-based), at most
@@ -139,8 +148,10 @@ def render_pdf(data: bytes, limits: PDFLimits = PDFLimits(), first_page: int = 0
     ``PDFTooLargeError`` when they are more than ``limits.max_pages``. ``name`` (a file name
     or URL) replaces "the PDF" in error messages.
 
-    Raises ``PDFTooLargeError`` above ``limits.max_bytes``, ``PDFError`` for anything PDFium
-    cannot open or a bad selection, and ``PDFSupportMissingError`` without ``pypdfium2``.
+    Raises ``PDFTooLargeError`` above ``limits.max_bytes`` or past the time and memory limits
+    (rendering runs in a child process then; ``cancel``, a ``threading.Event``, stops it early
+    with ``bounded.Cancelled``), ``PDFError`` for anything PDFium cannot open or a bad
+    selection, and ``PDFSupportMissingError`` without ``pypdfium2``.
     """
     subject = name or "the PDF"
     if pages is not None and first_page != 0:
@@ -160,6 +171,16 @@ def render_pdf(data: bytes, limits: PDFLimits = PDFLimits(), first_page: int = 0
             ".venv/bin/pip install -e '.[pdf]', or send the pages as images"
         ) from e
 
+    if limits.timeout_s is not None or limits.max_memory_bytes is not None:
+        from jvlm.processing.bounded import ResourceLimitError, run_bounded
+
+        here = dataclasses.replace(limits, timeout_s=None, max_memory_bytes=None)
+        try:
+            return run_bounded(render_pdf, data, here, first_page, pages=pages, name=name,
+                               timeout_s=limits.timeout_s, max_memory_bytes=limits.max_memory_bytes,
+                               cancel=cancel, what=f"rendering {subject}")
+        except ResourceLimitError as exc:
+            raise PDFTooLargeError(f"{exc}; send fewer or simpler pages, or the pages as images") from None
     with _PDFIUM_LOCK:
         try:
             doc = pdfium.PdfDocument(data)
@@ -172,6 +193,8 @@ def render_pdf(data: bytes, limits: PDFLimits = PDFLimits(), first_page: int = 0
                 raise PDFError(f"{subject} has no pages")
             indices, next_page = _select(n_pages, limits, first_page, pages, subject)
             rendered = [_render_page(doc, i, limits, subject, pdfium.PdfiumError) for i in indices]
+        except pdfium.PdfiumError as e:  # e.g. a page tree that refers to itself
+            raise PDFError(f"{subject} is damaged ({e}); check that the file is complete and valid") from e
         finally:
             doc.close()
     log.info("rendered %d of %d PDF pages", len(rendered), n_pages)

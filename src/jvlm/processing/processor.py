@@ -25,6 +25,7 @@ import torch
 
 from jvlm.config import JinaVLMConfig
 from jvlm.errors import ContextLengthError, InvalidImageError, PromptError
+from jvlm.processing.chat_text import encode_chat
 from jvlm.processing.image import ProcessedImage, image_block_ids, preprocess_image
 from jvlm.processing.text import SpecialTokenIds, load_tokenizer, save_tokenizer, special_token_ids
 
@@ -173,7 +174,7 @@ class JinaVLMProcessor:
             data = {k: torch.from_numpy(v) for k, v in data.items()}
         return BatchFeature(data=data)
 
-    def __call__(self, text: str | list[str] | None = None, images=None, return_tensors: str | None = "pt",
+    def __call__(self, text: str | list[str] | list[list[int]] | None = None, images=None, return_tensors: str | None = "pt",
                  max_crops: int | None = None, **_ignored):
         """``processor(text=..., images=...)``: one prompt or a list; images per prompt."""
         if text is None:
@@ -204,10 +205,21 @@ class JinaVLMProcessor:
         if not tokenize:
             return texts if batched else texts[0]
         images = [extract_images(c) for c in conversations]
-        batch = self.__call__(text=texts, images=images, return_tensors=return_tensors or "pt", max_crops=max_crops)
+        ids = [self.chat_ids(c, add_generation_prompt=add_generation_prompt, **kwargs) for c in conversations]
+        batch = self.__call__(text=ids, images=images, return_tensors=return_tensors or "pt", max_crops=max_crops)
         if return_dict:
             return batch
         return batch["input_ids"] if return_tensors else batch["input_ids"].tolist()
+
+    def chat_ids(self, conversation, add_generation_prompt: bool = True, context_length: int | None = None,
+                 **kwargs) -> list[int]:
+        """Token ids of one conversation (before BOS and image blocks; ``encode`` adds them).
+
+        Control tokens typed in message text stay plain text (``text.encode_chat``), and text
+        that could not fit the context (default: the model's) is refused before it is tokenized.
+        """
+        return encode_chat(self.tokenizer, _template_view(conversation), add_generation_prompt,
+                           context_length=context_length or self.model_max_length, **kwargs)
 
     # ----------------------------------------------------------------- decode
     def decode(self, ids, skip_special_tokens: bool = True, **kwargs) -> str:
@@ -256,23 +268,13 @@ def _template_view(messages) -> list[dict]:
 
 
 def _fetch_if_url(image):
-    """http(s) URLs are downloaded (timeout and size cap); everything else passes through."""
-    if isinstance(image, str) and image.startswith(("http://", "https://")):
-        import urllib.request
+    """http(s) URLs and data: URIs become bytes through ``jvlm.media`` under its local policy
+    (time, byte, redirect and pixel caps; no link-local addresses); everything else passes through."""
+    if isinstance(image, str) and image.startswith(("http://", "https://", "data:")):
+        from jvlm.media import LOCAL_POLICY, MediaError, fetch_media
 
         try:
-            with urllib.request.urlopen(image, timeout=20) as resp:  # noqa: S310 - scheme checked above
-                data = resp.read(50 * 2**20 + 1)
-        except OSError as e:
-            raise InvalidImageError(f"could not download {image}: {e}") from None
-        if len(data) > 50 * 2**20:
-            raise InvalidImageError(f"{image} is larger than 50 MiB")
-        return data
-    if isinstance(image, str) and image.startswith("data:"):
-        import base64
-
-        try:
-            return base64.b64decode(image.split(",", 1)[1], validate=False)
-        except (ValueError, IndexError):
-            raise InvalidImageError("malformed data: URI") from None
+            return fetch_media(image, LOCAL_POLICY)
+        except MediaError as e:
+            raise InvalidImageError(str(e)) from None
     return image

@@ -1,11 +1,13 @@
 """The HTTP server: routes, limits, authentication, streaming and error answers.
 
-``create_app(config)`` returns a FastAPI app that opens its port at once and loads the model
-on a background thread (cold start): until the model is ready every ``/v1/*`` call gets 503
+``create_app(config)`` returns a FastAPI app. ``jvlm serve`` loads the model first
+(``ServingState.load_now``) and only then listens; an app started without that loads on a
+background thread (cold start): until the model is ready every ``/v1/*`` call gets 503
 ``model_loading`` with ``Retry-After``, while ``/health`` (liveness) answers 200 and
 ``/ready`` (readiness) 503. Requests then flow:
 
-    gate (auth, readiness, metrics) -> body cap -> schema -> admission (bounded)
+    gate (auth, readiness, metrics) -> request guard (Host, Origin, content type; ``guard``)
+    -> body cap -> schema -> text budget -> admission (bounded)
     -> image fetch (safety gate) -> prompt + images + budget (thread) -> engine worker
     -> JSON answer, or SSE chunks ending in ``data: [DONE]``
 
@@ -16,6 +18,8 @@ A client that disconnects has its generation cancelled.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import functools
 import hmac
 import json
 import logging
@@ -34,9 +38,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError
+from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError, public_message
 from jvlm.serve import chat
-from jvlm.serve.fetch import MediaError, MediaPolicy, Resolver
+from jvlm.media import MediaError, MediaPolicy, Resolver
+from jvlm.serve.guard import HttpLimits, RequestGuard
 from jvlm.serve.metrics import ServerMetrics
 from jvlm.serve.protocol import (
     ChatCompletion,
@@ -82,6 +87,10 @@ class ServerConfig:
     max_queue: int = 64  # requests waiting beyond those (then 503 server_overloaded)
     max_body_bytes: int = 32 * 2**20  # a 20 MiB image is ~27 MiB as base64
     media: MediaPolicy = field(default_factory=MediaPolicy)
+    http: HttpLimits = field(default_factory=HttpLimits)  # header caps, timeouts, Host/Origin allow-lists
+    image_workers: int = 2  # requests decoding and tiling images at once (their memory is bounded so)
+    pdf_timeout_s: float = 30.0  # one PDF rendering call (in its own process), then 413
+    pdf_max_memory_bytes: int = 2 * 2**30  # address space of that process
     kernels: str = "auto"  # "auto": jvlm's CPU decode kernels where they apply; "torch": PyTorch's only
     #: "split": a reply's <think> block goes to message.reasoning_content; "raw": left in content
     reasoning_format: str = "split"
@@ -115,6 +124,7 @@ class ApiError(Exception):
 
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
                  param: str | None = None, headers: dict[str, str] | None = None):
+        message = public_message(message)
         super().__init__(message)
         self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
         self.headers = headers or {}
@@ -138,9 +148,11 @@ class ServingState:
         self.worker: EngineWorker | None = None
         self.feature_cache = None
         self.context_length = 0
-        self.reserved_text: list[str] = []
         self.on_load_failed: Callable[[BaseException], None] | None = None
         self._thread: threading.Thread | None = None
+        #: where image decoding and tiling run (``image_workers`` at a time)
+        self.image_pool = concurrent.futures.ThreadPoolExecutor(config.image_workers,
+                                                                 thread_name_prefix="jvlm-images")
 
     def start_loading(self) -> None:
         self._thread = threading.Thread(target=self._load, name="jvlm-model-loader", daemon=True)
@@ -151,13 +163,26 @@ class ServingState:
             self._thread.join(timeout_s)
         return self.status == "ready"
 
+    def load_now(self) -> None:
+        """Load on the calling thread and raise what went wrong (``jvlm serve`` loads before it
+        binds its port, so a broken model folder is one error line, not a dead server)."""
+        self._load_model()
+
     def _load(self) -> None:
+        try:
+            self._load_model()
+        except BaseException as exc:  # the port stays open and says why
+            log.exception("loading the model from %s failed", self.config.model_dir)
+            if self.on_load_failed is not None:
+                self.on_load_failed(exc)
+
+    def _load_model(self) -> None:
         cfg = self.config
         t0 = time.perf_counter()
         try:
             if cfg.load_delay_s > 0:
                 time.sleep(cfg.load_delay_s)
-            from jvlm.inference.feature_cache import FeatureCache
+            from jvlm.inference.feature_cache import FeatureCache, PrefixCache
             from jvlm.loading import load
 
             model, processor = load(cfg.model_dir, dtype=cfg.dtype, device=cfg.device)
@@ -168,21 +193,19 @@ class ServingState:
             elif cfg.kernels == "auto":
                 use_cpu_kernels(model)  # bf16 on AVX-512 BF16 CPUs: ~2x faster decoding
             feature_cache = FeatureCache(cfg.image_cache_bytes) if cfg.image_cache_bytes > 0 else None
-            factory = cfg.engine_factory or _default_engine
+            # one prefix cache for the server's life: it outlives an engine rebuilt after a fault
+            prefix = PrefixCache(cfg.prefix_cache_bytes) if cfg.prefix_cache_bytes > 0 else None
+            factory = cfg.engine_factory or functools.partial(_default_engine, prefix_cache=prefix)
             worker = EngineWorker(lambda: factory(model, processor, cfg, feature_cache), max_batch=cfg.max_batch,
                                   max_queue=cfg.max_queue, metrics=self.metrics)
             worker.start()
-        except BaseException as exc:  # the port stays open and says why
-            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
-            log.exception("loading the model from %s failed", cfg.model_dir)
-            if self.on_load_failed is not None:
-                self.on_load_failed(exc)
-            return
+        except BaseException as exc:
+            self.status, self.error = "failed", public_message(f"{type(exc).__name__}: {exc}")
+            raise
         self.processor, self.worker, self.feature_cache = processor, worker, feature_cache
         if feature_cache is not None:
             self.metrics.track_image_cache(feature_cache)
         self.context_length = processor.model_max_length
-        self.reserved_text = [t for t in processor.config.tokens.structural() if t]
         self.status = "ready"
         self.metrics.model_ready.set(1)
         log.info("model %s ready in %.1f s, serving as %r", cfg.model_dir, time.perf_counter() - t0,
@@ -204,14 +227,14 @@ class ServingState:
     def stop(self) -> None:
         if self.worker is not None:
             self.worker.stop()
+        self.image_pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _default_engine(model, processor, config: ServerConfig, feature_cache):
+def _default_engine(model, processor, config: ServerConfig, feature_cache, *, prefix_cache=None):
     from jvlm.inference.engine import Engine
-    from jvlm.inference.feature_cache import PrefixCache
 
-    prefix = PrefixCache(config.prefix_cache_bytes) if config.prefix_cache_bytes > 0 else None
-    return Engine(model, processor, max_batch_size=config.max_batch, feature_cache=feature_cache, prefix_cache=prefix)
+    return Engine(model, processor, max_batch_size=config.max_batch, feature_cache=feature_cache,
+                  prefix_cache=prefix_cache)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -324,7 +347,8 @@ def create_app(config: ServerConfig) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app):
-        state.start_loading()
+        if state.status == "loading":  # not loaded before the port opened (``load_now``)
+            state.start_loading()
         yield
         await asyncio.to_thread(state.stop)
 
@@ -379,15 +403,20 @@ def create_app(config: ServerConfig) -> FastAPI:
         except Exception as exc:  # noqa: BLE001 - every failure becomes an OpenAI error object
             return error_response(to_api_error(exc, config), metrics)
 
+    from jvlm.processing.pdf import PDFLimits
     from jvlm.serve.playground import mount_playground
 
     mount_playground(app, processor_getter=lambda: state.processor, media_policy=config.media,
-                     max_crops_limit=config.max_crops_limit)
+                     max_crops_limit=config.max_crops_limit,
+                     pdf_limits=PDFLimits(max_bytes=config.media.max_bytes, max_pages=config.media.max_images,
+                                          timeout_s=config.pdf_timeout_s,
+                                          max_memory_bytes=config.pdf_max_memory_bytes))
     from jvlm.serve.routes import mount_routes  # /v1/completions, /tokenize, /detokenize, /version, /docs
 
     mount_routes(app, state)
     app.openapi = lambda: _openapi(app)
-    app.add_middleware(Gate, state=state)
+    app.add_middleware(RequestGuard, limits=config.http, keyed=bool(config.api_key))
+    app.add_middleware(Gate, state=state)  # outermost: counts every answer, the guard's refusals too
     return app
 
 
@@ -405,7 +434,7 @@ def _unknown_model(model: str, config: ServerConfig) -> ApiError:
 
 # ----------------------------------------------------------------------------- chat completions
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytearray:
     """The body, refusing (413) as soon as it is known to exceed ``limit``."""
     too_large = ApiError(413, f"The request body is larger than the limit of {limit:,} bytes; send smaller "
                          "or fewer images (or an image URL instead of inline data).", code="request_too_large")
@@ -421,7 +450,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise ApiError(499, "The client closed the connection while sending the request.",
                        code="client_closed_request") from None
-    return bytes(body)
+    return body  # (not copied to bytes: the JSON parser reads a bytearray as well)
 
 
 async def _chat(request: Request, state: ServingState) -> Response:
@@ -433,17 +462,22 @@ async def _chat(request: Request, state: ServingState) -> Response:
         req = parse_chat_request(body, max_crops_limit=limit)
     except RecursionError:  # JSON nested deeper than the parser's stack
         raise ApiError(400, "The request body is nested too deeply to be parsed.", code="invalid_json") from None
+    del body  # a large body is not kept alive for the whole generation
     if req.model is not None and not config.serves(req.model):
         raise _unknown_model(req.model, config)
-    chat.check_text(req, state.reserved_text)
+    chat.check_text(req, state.context_length)
     ticket = state.worker.reserve()
     try:
         images = await chat.fetch_images(req, config.media, config.resolver)
         state.metrics.images.inc(len(images))
         request_id = new_completion_id()
-        engine_request = await asyncio.to_thread(
+        # requests with images decode them on a pool of their own: a slow decoder delays other
+        # image requests at most, never a text-only one, and bounds decoding memory
+        build = functools.partial(
             chat.build, state.processor, req, images, request_id=request_id, defaults=config.defaults,
             context_length=state.context_length, feature_cache=state.feature_cache)
+        engine_request = await asyncio.get_running_loop().run_in_executor(
+            state.image_pool if images else None, build)
         gen = state.worker.submit(engine_request, arrived_s=arrived)
     except BaseException:
         ticket.release()

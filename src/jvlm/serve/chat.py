@@ -3,7 +3,7 @@ from engine events back to OpenAI responses. No routes and no HTTP here (see ``a
 
 The steps, in the order they run, each failing with a typed error the app turns into a 400:
 
-1. text checks (well-formed Unicode, no structural image tokens typed into the prompt);
+1. text checks (well-formed Unicode, a length that can fit the context);
 2. image count, then every image fetched concurrently through ``fetch`` (the safety gate);
 3. chat template, image preprocessing (or the feature cache) and the token budget, all in
    ``jvlm.inference.prompt.build_request`` on a worker thread, because decoding and tiling
@@ -22,7 +22,8 @@ from jvlm.inference.prompt import build_request
 from jvlm.inference.reasoning import ReasoningSplitter
 from jvlm.inference.reasoning import split_reasoning as _split
 from jvlm.inference.request import Request, SamplingParams, TokenEvent
-from jvlm.serve.fetch import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
+from jvlm.processing.chat_text import MAX_CHARS_PER_TOKEN, check_text_budget
+from jvlm.media import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
 from jvlm.serve.protocol import (
     SSE_DONE,
     ChatCompletion,
@@ -73,29 +74,28 @@ def hf_messages(req: ChatCompletionRequest) -> list[dict]:
     return out
 
 
-def check_text(req: ChatCompletionRequest, reserved: list[str]) -> None:
-    """Refuse text the tokenizer cannot take, or that spells a token only the processor may place.
+def check_text(req: ChatCompletionRequest, context_length: int,
+               chars_per_token: float = MAX_CHARS_PER_TOKEN) -> None:
+    """Refuse text the tokenizer cannot take, or too much of it to ever fit the context.
 
     JSON may carry unpaired UTF-16 surrogates (``"\\udc00"``), which are not Unicode text at
-    all. A typed ``<im_patch>`` would become a real image slot with no features behind it,
-    and the model would then refuse the whole batch it shares with other users' requests.
+    all. The length check runs before anything is fetched or tokenized: tokenizing costs about
+    a microsecond and a few hundred bytes per character, so a 30 MB message would otherwise
+    spend minutes and gigabytes to learn that it does not fit. Control tokens typed into the
+    text need no check here: the prompt builder reads them as plain text.
     """
-    for i, message in enumerate(req.messages):
-        for j, part in enumerate(message.parts()):
-            if not isinstance(part, TextPart):
-                continue
-            param = f"messages[{i}].content" if isinstance(message.content, str) else f"messages[{i}].content[{j}].text"
-            try:
-                part.text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise InvalidRequestError(
-                    f"the text contains {part.text[exc.start]!r} at offset {exc.start}, an unpaired UTF-16 "
-                    "surrogate, which is not valid Unicode; send well-formed text.", param=param) from None
-            found = next((tok for tok in reserved if tok in part.text), None)
-            if found is not None:
-                raise InvalidRequestError(
-                    f"the text contains {found!r}, a token reserved for images; send images as image_url "
-                    "parts and remove the token from the text.", param=param, code="invalid_value")
+    texts = [(i, j, message, part) for i, message in enumerate(req.messages)
+             for j, part in enumerate(message.parts()) if isinstance(part, TextPart)]
+    check_text_budget(sum(len(part.text) for *_, part in texts), context_length, chars_per_token,
+                      n_messages=len(req.messages))
+    for i, j, message, part in texts:
+        param = f"messages[{i}].content" if isinstance(message.content, str) else f"messages[{i}].content[{j}].text"
+        try:
+            part.text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidRequestError(
+                f"the text contains {part.text[exc.start]!r} at offset {exc.start}, an unpaired UTF-16 "
+                "surrogate, which is not valid Unicode; send well-formed text.", param=param) from None
 
 
 async def fetch_images(req: ChatCompletionRequest, policy: MediaPolicy,

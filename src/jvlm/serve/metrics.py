@@ -45,6 +45,9 @@ class ServerMetrics:
                               ["code"], registry=r)
         self.completions = Counter("jvlm_completions", "Generations that reached the engine, by how they ended",
                                    ["finish_reason"], registry=r)
+        self.engine_failures = Counter(
+            "jvlm_engine_failures", "Faults inside the engine: 'request' failed one request only, 'batch' "
+            "failed every request in flight and rebuilt the engine", ["scope"], registry=r)
         self.cancelled = Counter("jvlm_cancelled_requests",
                                  "Generations stopped because the client went away", registry=r)
         self.queue_depth = Gauge("jvlm_queue_depth", "Requests admitted and waiting for a batch slot", registry=r)

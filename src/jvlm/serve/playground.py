@@ -19,8 +19,9 @@ readiness check to them exactly as to the chat route.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from importlib import resources
 from typing import Annotated, Any
@@ -39,8 +40,8 @@ from jvlm.processing.pdf import (
     PDFTooLargeError,
     render_pdf,
 )
-from jvlm.serve.fetch import MediaPolicy
-from jvlm.serve.protocol import describe_validation_error, error_body
+from jvlm.media import MediaPolicy
+from jvlm.serve.protocol import InvalidRequestError, describe_validation_error, error_body, load_json
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +237,9 @@ def mount_playground(
             return _error(413, f"a layout request is at most {_MAX_LAYOUT_BODY_BYTES:,} bytes; it carries image "
                           "sizes, not images", code="request_too_large")
         try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return _error(400, f"the request body is not valid JSON ({e})", code="invalid_json")
+            data = load_json(raw)
+        except InvalidRequestError as e:
+            return _error(400, e.message, code="invalid_json")
         try:
             body = LayoutRequest.model_validate(data)
         except ValidationError as e:
@@ -260,7 +261,9 @@ def mount_playground(
                                  "split it or send the pages as images")
             return _error(413, str(e), code=e.code)
         try:
-            rendered = await run_in_threadpool(render_pdf, data, limits, first_page)
+            rendered = await _render_unless_disconnected(request, data, limits, first_page)
+            if rendered is None:  # the client left: the rendering process was stopped
+                return Response(status_code=499)
         except PDFSupportMissingError as e:
             return _error(501, str(e), code=e.code, type="not_implemented_error")
         except PDFTooLargeError as e:
@@ -273,3 +276,25 @@ def mount_playground(
             "pages": [{"index": p.index, "width": p.width, "height": p.height, "url": p.data_url()}
                       for p in rendered.pages],
         })
+
+
+async def _render_unless_disconnected(request: Request, data: bytes, limits: PDFLimits, first_page: int):
+    """The rendered pages, or None when the client disconnects first (rendering is stopped)."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(run_in_threadpool(render_pdf, data, limits, first_page, cancel=cancel))
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            cancel.set()  # the child process is killed within a poll interval
+    if not task.done():
+        task.add_done_callback(lambda t: t.exception())  # read it: Cancelled is expected
+        return None
+    return task.result()

@@ -413,13 +413,25 @@ def _expected_type(kind: str, msg: str) -> str:
     return msg.removeprefix("Input should be ")  # "a valid integer"
 
 
+def load_json(body: bytes | bytearray | str) -> Any:
+    """A request body as JSON, or :class:`InvalidRequestError` (never another exception): bad
+    syntax or encoding, an integer too long to convert (Python refuses more than 4300 digits,
+    which would otherwise cost quadratic time), or nesting deeper than the parser's stack."""
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON ({exc}).", code="invalid_json") from None
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise InvalidRequestError("The request body holds a number with too many digits; numbers must fit "
+                                  "the ranges the fields document.", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequestError("The request body is nested too deeply to be parsed.", code="invalid_json") from None
+
+
 def parse_chat_request(body: bytes | str | dict, *, max_crops_limit: int | None = None) -> ChatCompletionRequest:
     """Parse a request body, raising :class:`InvalidRequestError` with message and JSON path."""
-    if isinstance(body, (bytes, str)):
-        try:
-            body = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InvalidRequestError(f"The request body is not valid JSON ({exc}).", code="invalid_json") from exc
+    if isinstance(body, (bytes, bytearray, str)):
+        body = load_json(body)
     try:
         return ChatCompletionRequest.model_validate(body, context={"max_crops_limit": max_crops_limit})
     except ValidationError as exc:

@@ -55,7 +55,8 @@ class ServerOverloaded(JVLMError):
 
 
 class EngineFailure(JVLMError):
-    """The engine raised while generating; every request in flight at that moment fails.
+    """The engine raised while generating. When the fault could be pinned on one request
+    only that one fails; otherwise every request in flight at that moment does.
 
     ``retryable`` is true for out-of-memory, which passes when the load drops.
     """
@@ -268,7 +269,7 @@ class EngineWorker:
                     del self._jobs[ev.request_id]
                     self._running.discard(ev.request_id)
                     self._record_finish(ev, gen, now)
-                outbox.setdefault(loop, []).append((gen, ev))
+                outbox.setdefault(loop, []).append((gen, _request_failure(ev) if ev.finish_reason == "error" else ev))
             self._update_gauges()
         for loop, items in outbox.items():
             _deliver(loop, items)
@@ -276,6 +277,9 @@ class EngineWorker:
     def _record_finish(self, ev: TokenEvent, gen: Generation, now: float) -> None:
         m = self.metrics
         m.completions.labels(finish_reason=ev.finish_reason).inc()
+        if ev.finish_reason == "error":
+            m.engine_failures.labels(scope="request").inc()
+            return
         if ev.finish_reason == "abort":
             self.cancelled += 1
             m.cancelled.inc()
@@ -290,6 +294,7 @@ class EngineWorker:
         """Fail every request in flight and start over with a fresh engine."""
         oom = isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
         log.exception("engine step failed; failing %d request(s) and rebuilding the engine", len(self._jobs))
+        self.metrics.engine_failures.labels(scope="batch").inc()
         failure = EngineFailure(
             ("the server ran out of memory while generating; retry later or send a shorter request"
              if oom else f"generation failed inside the server ({type(exc).__name__}); the request was not completed"),
@@ -304,6 +309,16 @@ class EngineWorker:
             self._update_gauges()
         for gen, loop in jobs:
             _deliver(loop, [(gen, failure)])
+
+
+def _request_failure(ev: TokenEvent) -> BaseException:
+    """What the handler of a request that failed alone receives: a user's error as it is (the
+    server answers 400), anything else as an ``EngineFailure`` naming only this request."""
+    if isinstance(ev.error, JVLMError):
+        return ev.error
+    kind = type(ev.error).__name__ if ev.error is not None else "unknown error"
+    return EngineFailure(f"generation of this request failed inside the server ({kind}); other requests "
+                         "were not affected, and the error was logged")
 
 
 def _deliver(loop: asyncio.AbstractEventLoop, items: list[tuple[Generation, TokenEvent | BaseException]]) -> None:

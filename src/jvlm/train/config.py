@@ -218,7 +218,34 @@ class TrainConfig:
 # ------------------------------------------------------------------- parsing
 def _build(klass, raw: Any, where: str):
     """Dataclass from a mapping, refusing unknown keys (a typo must not be silently ignored)."""
-    return dataclass_from_dict(klass, raw, where, error=TrainConfigError)
+    obj = dataclass_from_dict(klass, raw, where, error=TrainConfigError)
+    _check_scalar_types(obj, where)
+    return obj
+
+
+_SCALARS = {"int": ((int,), "an integer"), "float": ((int, float), "a number"), "str": ((str,), "a string"),
+            "bool": ((bool,), "true or false")}
+
+
+def _check_scalar_types(obj, where: str) -> None:
+    """Scalar fields hold what their annotation says (``--set optim.steps=abc`` is an error
+    here, not a TypeError deep inside validation or training)."""
+    for f in dataclasses.fields(obj):
+        annotation = str(f.type).replace(" ", "")
+        optional = annotation.endswith("|None")
+        kind = _SCALARS.get(annotation.removesuffix("|None"))
+        value = getattr(obj, f.name)
+        if kind is None or (value is None and optional):
+            continue
+        types, wanted = kind
+        if wanted == "a number" and isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                value = float(value)
+                setattr(obj, f.name, value)
+            except ValueError:
+                pass
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise TrainConfigError(f"{where}.{f.name} must be {wanted}, found {value!r}")
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> TrainConfig:
