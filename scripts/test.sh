@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --test
+# vLLM's CPU build in its own environment (.venv-vllm), for tests/test_vllm.py.
+bash scripts/install_vllm.sh
 set +e
 .venv/bin/python -m pytest -q "$@"
 rc=$?
