@@ -58,7 +58,8 @@ def server(checkpoint):
         vllm_python()
     except FileNotFoundError as e:
         pytest.fail(str(e), pytrace=False)
-    with vllm_server(checkpoint) as base:
+    # --trust-request-mm-kwargs: per-request max_crops is tested below (vLLM refuses them by default).
+    with vllm_server(checkpoint, "--trust-request-mm-kwargs") as base:
         yield base
 
 
@@ -78,10 +79,10 @@ def reference(checkpoint):
 
     model, processor = jvlm.load(checkpoint, dtype="fp32")
 
-    def run(images: list[str], question: str):
+    def run(images: list[str], question: str, max_crops: int | None = None):
         messages = [{"role": "user", "content": [{"type": "image", "image": IMAGES[i]} for i in images]
                      + [{"type": "text", "text": question}]}]
-        inputs = processor.apply_chat_template(messages, tokenize=True, return_dict=True)
+        inputs = processor.apply_chat_template(messages, tokenize=True, return_dict=True, max_crops=max_crops)
         prompt = inputs["input_ids"][0].tolist()
         out = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
         tokens = out[0, len(prompt):].tolist()
@@ -91,8 +92,9 @@ def reference(checkpoint):
         logprobs = logits.log_softmax(-1).gather(-1, torch.tensor(tokens)[:, None])[:, 0].tolist()
         return prompt, tokens, logprobs
 
-    return {name: run(*case) for name, case in CASES.items()} | {"other image": run(["other"], CASES[
-        "one multi-crop image"][1])}
+    question = CASES["one multi-crop image"][1]
+    return {name: run(*case) for name, case in CASES.items()} | {
+        "other image": run(["other"], question), "one crop budget": run(["wide"], question, max_crops=1)}
 
 
 def ask(client, images, question, **kw):
@@ -112,6 +114,16 @@ def test_greedy_tokens_and_prompt_ids_equal_jvlm(client, reference, case):
     assert choice.model_extra["token_ids"] == tokens
     got = [t.logprob for t in choice.logprobs.content]
     assert all(math.isclose(a, b, abs_tol=2e-3) for a, b in zip(got, logprobs, strict=True)), (got, logprobs)
+
+
+def test_max_crops_from_the_request_sets_the_tiling(client, reference):
+    """``mm_processor_kwargs={"max_crops": 1}``: the 2x2 image becomes one tile, as jvlm's max_crops does."""
+    prompt, tokens, _ = reference["one crop budget"]
+    r = ask(client, *CASES["one multi-crop image"],
+            extra_body={"return_token_ids": True, "mm_processor_kwargs": {"max_crops": 1}})
+    assert r.model_extra["prompt_token_ids"] == prompt
+    assert len(prompt) < len(reference["one multi-crop image"][0])
+    assert r.choices[0].model_extra["token_ids"] == tokens
 
 
 def test_cases_exercise_tiling_and_image_content(checkpoint, reference):
@@ -160,3 +172,10 @@ def test_bad_image_is_a_client_error(client):
             messages=[{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"no image").decode()}},
                 {"type": "text", "text": "?"}]}])
+
+
+def test_bad_crop_budget_is_a_client_error(client):
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError, match="max_crops"):
+        ask(client, *CASES["one multi-crop image"], extra_body={"mm_processor_kwargs": {"max_crops": 0}})

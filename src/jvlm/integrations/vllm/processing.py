@@ -38,6 +38,7 @@ from vllm.multimodal.processing import (
     PromptUpdateDetails,
 )
 
+from jvlm.errors import PromptError
 from jvlm.inference.prompt import check_max_crops
 from jvlm.processing.image import image_block_ids, image_layout
 from jvlm.processing.processor import JinaVLMProcessor
@@ -51,12 +52,16 @@ def load_processor(folder: str) -> JinaVLMProcessor:
     return JinaVLMProcessor.from_pretrained(folder)
 
 
-def _max_crops(kwargs: Mapping[str, object]) -> int | None:
-    value = kwargs.get("max_crops")
+def _max_crops(info: BaseProcessingInfo, kwargs: Mapping[str, object]) -> int:
+    """The tile budget: request ``mm_processor_kwargs`` over launch ``--mm-processor-kwargs``
+    over the folder's ``max_crops``."""
+    value = info.ctx.get_merged_mm_kwargs(kwargs).get("max_crops")
     if value is None:
-        return None
-    check_max_crops(int(value))  # PromptError (a ValueError) -> vLLM answers 400
-    return int(value)
+        return info.get_hf_processor().image_config.max_crops
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PromptError(f"max_crops must be an integer, got {value!r}")
+    check_max_crops(value)  # PromptError (a ValueError): vLLM answers 400
+    return value
 
 
 class JinaVLMProcessingInfo(BaseProcessingInfo):
@@ -66,11 +71,11 @@ class JinaVLMProcessingInfo(BaseProcessingInfo):
     def get_supported_mm_limits(self) -> Mapping[str, int | None]:
         return {"image": None}
 
-    def get_image_size_with_most_features(self, max_crops: int | None = None) -> tuple[int, int]:
-        """(height, width) of the image whose block is longest: the tiled grid that fills the
-        crop budget, at exactly its stretched size (so the smart resize keeps it)."""
+    def get_image_size_with_most_features(self) -> tuple[int, int]:
+        """(height, width) of the image whose block is longest under the launch-time crop budget:
+        the tiled grid that fills it, at exactly its stretched size (so the smart resize keeps it)."""
         cfg = self.get_hf_processor().image_config
-        budget = cfg.max_crops if max_crops is None else max_crops
+        budget = _max_crops(self, {})
         best, best_hw = -1, (cfg.crop_size, cfg.crop_size)
         for rows in range(1, budget + 1):
             for cols in range(1, budget // rows + 1):
@@ -98,7 +103,7 @@ class JinaVLMMultiModalProcessor(BaseMultiModalProcessor[JinaVLMProcessingInfo])
     def _call_hf_processor(self, hf_data: Mapping[str, object], hf_kwargs: Mapping[str, object]) -> BatchFeature:
         """Every image through jvlm's image pipeline; crops of all images concatenated."""
         processor = self.info.get_hf_processor()
-        max_crops = _max_crops(hf_kwargs)
+        max_crops = _max_crops(self.info, hf_kwargs)
         images = hf_data.get("images") or []
         processed = [processor.process_image(img, max_crops) for img in images]
         if not processed:
@@ -109,7 +114,8 @@ class JinaVLMMultiModalProcessor(BaseMultiModalProcessor[JinaVLMProcessingInfo])
             # relative to the start of the image's own block; (sum crops, tokens per crop)
             "image_input_idx": torch.from_numpy(np.concatenate([p.image_input_idx for p in processed])),
             "num_crops": torch.tensor([p.layout.n_crops for p in processed]),
-            "image_hw": torch.tensor([p.layout.input_hw for p in processed]),  # (n_images, 2) as decoded
+            # (n_images, 3): height and width as decoded, and the crop budget -- what image_layout needs
+            "image_layout": torch.tensor([(*p.layout.input_hw, max_crops) for p in processed]),
         })
 
     def _get_mm_fields_config(self, hf_inputs: BatchFeature,
@@ -120,17 +126,16 @@ class JinaVLMMultiModalProcessor(BaseMultiModalProcessor[JinaVLMProcessingInfo])
             "image_masks": MultiModalFieldConfig.flat_from_sizes("image", num_crops),
             "image_input_idx": MultiModalFieldConfig.flat_from_sizes("image", num_crops),
             "num_crops": MultiModalFieldConfig.batched("image", keep_on_cpu=True),
-            "image_hw": MultiModalFieldConfig.batched("image", keep_on_cpu=True),
+            "image_layout": MultiModalFieldConfig.batched("image", keep_on_cpu=True),
         }
 
     def _get_prompt_updates(self, mm_items: MultiModalDataItems, hf_processor_mm_kwargs: Mapping[str, object],
                             out_mm_kwargs: MultiModalKwargsItems) -> Sequence[PromptUpdate]:
         processor = self.info.get_hf_processor()
         ids = processor.token_ids
-        max_crops = _max_crops(hf_processor_mm_kwargs)
 
         def block(item_idx: int) -> PromptUpdateDetails:
-            h, w = (int(v) for v in out_mm_kwargs["image"][item_idx]["image_hw"].data.tolist())
+            h, w, max_crops = (int(v) for v in out_mm_kwargs["image"][item_idx]["image_layout"].data.tolist())
             layout = image_layout(h, w, processor.image_config, max_crops)
             tokens = _block_ids(processor, layout)
             # Only <im_patch> positions take a feature; <im_start>/<im_col>/<im_end> stay text.
