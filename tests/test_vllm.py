@@ -5,6 +5,10 @@ The server is ``python -m vllm.entrypoints.openai.api_server --model DIR`` from 
 with jvlm's own engine (``jvlm.load`` + ``generate``) on the same folder and conversation:
 the prompt token ids (image blocks, BOS and all), the greedy tokens and their log-probabilities.
 A missing vLLM environment fails the module; it never skips.
+
+The server runs with tensor parallelism 2 (one rank per core) wherever two CPUs are free, so
+the sharded weight loading (fused q/k/v, swapped SwiGLU halves, the vocabulary-parallel
+embedding) is what every comparison goes through; with a single CPU it runs unsharded.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,6 +26,7 @@ from PIL import Image
 from vllm_server import vllm_python, vllm_server
 
 MAX_NEW = 12
+TENSOR_PARALLEL = 2 if len(os.sched_getaffinity(0)) >= 2 else 1
 pytestmark = pytest.mark.slow
 
 
@@ -59,7 +65,7 @@ def server(checkpoint):
     except FileNotFoundError as e:
         pytest.fail(str(e), pytrace=False)
     # --trust-request-mm-kwargs: per-request max_crops is tested below (vLLM refuses them by default).
-    with vllm_server(checkpoint, "--trust-request-mm-kwargs") as base:
+    with vllm_server(checkpoint, "--trust-request-mm-kwargs", tensor_parallel=TENSOR_PARALLEL) as base:
         yield base
 
 

@@ -36,15 +36,24 @@ def free_port() -> int:
 
 
 @contextmanager
-def vllm_server(model: Path, *extra: str, served_name: str = "jvlm-tiny", ready_timeout_s: float = 600.0,
-                kv_cache_gib: int = 1) -> Iterator[str]:
-    """``python -m vllm.entrypoints.openai.api_server --model DIR`` on loopback; yields the base URL."""
+def vllm_server(model: Path, *extra: str, served_name: str = "jvlm-tiny", tensor_parallel: int = 1,
+                ready_timeout_s: float = 600.0, kv_cache_gib: int = 1) -> Iterator[str]:
+    """``python -m vllm.entrypoints.openai.api_server --model DIR`` on loopback; yields the base URL.
+
+    With ``tensor_parallel`` > 1 each rank's threads are bound to one core of this process's
+    CPUs (vLLM's automatic binding wants one NUMA node per rank).
+    """
     port = free_port()
     cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
            "--served-model-name", served_name, "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", "float32", "--max-model-len", "4096", *extra]
+           "--dtype", "float32", "--max-model-len", "4096", "--tensor-parallel-size", str(tensor_parallel), *extra]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib), "HF_HUB_OFFLINE": "1",
            "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+    if tensor_parallel > 1:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < tensor_parallel:
+            raise RuntimeError(f"tensor parallel size {tensor_parallel} needs as many CPUs; this process has {len(cpus)}")
+        env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(c) for c in cpus[:tensor_parallel])
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
