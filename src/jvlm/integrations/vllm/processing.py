@@ -47,9 +47,12 @@ log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=4)
-def load_processor(folder: str) -> JinaVLMProcessor:
-    """jvlm's processor for a model folder (tokenizer, image settings, special ids)."""
-    return JinaVLMProcessor.from_pretrained(folder)
+def load_processor(model: str, revision: str | None = None) -> JinaVLMProcessor:
+    """jvlm's processor (tokenizer, image settings, special ids) for vLLM's ``--model``: a folder,
+    or a Hub repository whose non-weight files vLLM fetches into its cache."""
+    from vllm.transformers_utils.repo_utils import get_non_weight_snapshot_path
+
+    return JinaVLMProcessor.from_pretrained(get_non_weight_snapshot_path(model, revision=revision))
 
 
 def _max_crops(info: BaseProcessingInfo, kwargs: Mapping[str, object]) -> int:
@@ -66,7 +69,8 @@ def _max_crops(info: BaseProcessingInfo, kwargs: Mapping[str, object]) -> int:
 
 class JinaVLMProcessingInfo(BaseProcessingInfo):
     def get_hf_processor(self, **kwargs: object) -> JinaVLMProcessor:
-        return load_processor(self.ctx.model_config.model)
+        config = self.ctx.model_config
+        return load_processor(config.model, config.tokenizer_revision)
 
     def get_supported_mm_limits(self) -> Mapping[str, int | None]:
         return {"image": None}
