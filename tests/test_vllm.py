@@ -185,3 +185,5 @@ def test_bad_crop_budget_is_a_client_error(client):
 
     with pytest.raises(BadRequestError, match="max_crops"):
         ask(client, *CASES["one multi-crop image"], extra_body={"mm_processor_kwargs": {"max_crops": 0}})
+    with pytest.raises(BadRequestError, match="max_crop"):  # a misspelt option is refused, not ignored
+        ask(client, *CASES["one multi-crop image"], extra_body={"mm_processor_kwargs": {"max_crop": 2}})

@@ -58,7 +58,12 @@ def load_processor(model: str, revision: str | None = None) -> JinaVLMProcessor:
 def _max_crops(info: BaseProcessingInfo, kwargs: Mapping[str, object]) -> int:
     """The tile budget: request ``mm_processor_kwargs`` over launch ``--mm-processor-kwargs``
     over the folder's ``max_crops``."""
-    value = info.ctx.get_merged_mm_kwargs(kwargs).get("max_crops")
+    merged = info.ctx.get_merged_mm_kwargs(kwargs)
+    unknown = sorted(k for k, v in merged.items() if k != "max_crops" and v not in (None, {}))
+    if unknown:
+        raise PromptError(f"mm_processor_kwargs {unknown} are not understood; Jina-VLM's processor takes "
+                          "only max_crops (tiles per image)")
+    value = merged.get("max_crops")
     if value is None:
         return info.get_hf_processor().image_config.max_crops
     if isinstance(value, bool) or not isinstance(value, int):
