@@ -33,6 +33,13 @@ def register() -> None:
     # Inside vLLM, model_type "jvlm" reads as the flat-named config (jvlm's Transformers classes
     # are not used there).
     AutoConfig.register("jvlm", JinaVLMVllmConfig, exist_ok=True)
+    try:  # vLLM's own table re-registers the class before every config load, so a later
+        # registration of model_type "jvlm" (jvlm's Transformers integration) cannot displace it
+        from vllm.transformers_utils.config import _CONFIG_REGISTRY
+
+        _CONFIG_REGISTRY["jvlm"] = JinaVLMVllmConfig
+    except (ImportError, AttributeError, TypeError):  # another vLLM version: AutoConfig alone
+        pass
     AutoProcessor.register(JinaVLMVllmConfig, JinaVLMChatProcessor, exist_ok=True)
     if ARCHITECTURE not in ModelRegistry.get_supported_archs():
         # A "module:Class" string: vLLM imports the model lazily, in the worker that runs it.
