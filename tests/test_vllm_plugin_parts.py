@@ -53,3 +53,25 @@ def test_chat_template_gives_the_ids_jvlm_builds(folder, n_images):
     jvlm_ids = [processor.token_ids.bos] + processor.tokenizer(plain, add_special_tokens=False)["input_ids"]
     assert vllm_ids == jvlm_ids
     assert vllm_ids.count(processor.token_ids.image) == n_images
+
+
+def test_the_plugin_is_declared_where_vllm_looks_for_it():
+    """vLLM finds out-of-tree models only through the ``vllm.general_plugins`` entry point."""
+    import importlib
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    target = project["project"]["entry-points"]["vllm.general_plugins"]["jvlm"]
+    module, _, name = target.partition(":")
+    assert callable(getattr(importlib.import_module(module), name))
+    assert not any(dep.split("[")[0].strip().startswith("vllm") for dep in project["project"]["dependencies"])
+
+
+def test_a_missing_vllm_environment_is_named_with_the_fix(tmp_path, monkeypatch):
+    """tests/test_vllm.py fails (never skips) with this message when .venv-vllm is absent."""
+    from vllm_server import VLLM_VENV_ENV, vllm_python
+
+    monkeypatch.setenv(VLLM_VENV_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="scripts/install_vllm.sh"):
+        vllm_python()
