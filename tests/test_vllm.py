@@ -45,9 +45,12 @@ CASES = {  # name -> (images, question)
 }
 
 
+def data_url(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
 def openai_messages(images: list[str], question: str) -> list[dict]:
-    parts = [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(IMAGES[i]).decode()}}
-             for i in images]
+    parts = [{"type": "image_url", "image_url": {"url": data_url(IMAGES[i])}} for i in images]
     return [{"role": "user", "content": parts + [{"type": "text", "text": question}]}]
 
 
@@ -176,7 +179,7 @@ def test_bad_image_is_a_client_error(client):
         client.chat.completions.create(
             model="jvlm-tiny", max_tokens=4,
             messages=[{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"no image").decode()}},
+                {"type": "image_url", "image_url": {"url": data_url(b"no image")}},
                 {"type": "text", "text": "?"}]}])
 
 

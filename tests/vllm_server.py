@@ -52,7 +52,8 @@ def vllm_server(model: Path, *extra: str, served_name: str = "jvlm-tiny", tensor
     if tensor_parallel > 1:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < tensor_parallel:
-            raise RuntimeError(f"tensor parallel size {tensor_parallel} needs as many CPUs; this process has {len(cpus)}")
+            raise RuntimeError(f"tensor parallel size {tensor_parallel} needs as many CPUs; "
+                               f"this process has {len(cpus)}")
         env["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(str(c) for c in cpus[:tensor_parallel])
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryFile() as log:
