@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 echo "test.sh: installing the test requirements into .venv; with apt-get, if missing: chromium and the fonts" \
      "fonts-dejavu-core fonts-noto-ui-core fonts-wqy-microhei libfribidi0 fontconfig"
 bash scripts/install.sh --test
+# vLLM's CPU build in its own environment (.venv-vllm), for tests/test_vllm.py.
+bash scripts/install_vllm.sh
 set +e
 .venv/bin/python -m pytest -q "$@"
 rc=$?
