@@ -1,7 +1,7 @@
 """``jvlm serve`` and vLLM (CPU build, with the jvlm plugin) under the same load.
 
 Not a test. Both servers load the same checkpoint (default: the tiny checkpoint of
-``jvlm.integrations.vllm.testing``, which vLLM's CPU kernels accept) and run side by side;
+``jvlm.tools.vllm_checkpoint``, which vLLM's CPU kernels accept) and run side by side;
 they take turns, ``--rounds`` short rounds each, so what else the machine is doing affects
 both alike. In every round ``--clients`` streaming clients send chat completions back to back:
 three text-only questions for every question about an image (4 images in rotation, so both
@@ -138,7 +138,7 @@ def main() -> int:
     args = ap.parse_args()
 
     if args.model is None:
-        from jvlm.integrations.vllm.testing import write_vllm_test_checkpoint
+        from jvlm.tools.vllm_checkpoint import write_vllm_test_checkpoint
 
         args.model = Path(tempfile.gettempdir()) / "jvlm-bench-vllm-tiny"
         if not (args.model / "config.json").exists():

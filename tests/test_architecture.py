@@ -23,7 +23,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 #: (module prefix, layer): the longest matching prefix decides
 LAYERS: tuple[tuple[str, int], ...] = (
-    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0),
+    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0), ("jvlm.media", 0),
     ("jvlm.processing", 1),
     ("jvlm.model", 2),
     ("jvlm.weights", 3), ("jvlm.loading", 3),

@@ -56,7 +56,7 @@ def openai_messages(images: list[str], question: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    from jvlm.integrations.vllm.testing import write_vllm_test_checkpoint
+    from jvlm.tools.vllm_checkpoint import write_vllm_test_checkpoint
 
     return write_vllm_test_checkpoint(tmp_path_factory.mktemp("jvlm-vllm-tiny"))
 

@@ -12,7 +12,7 @@ from jvlm.config import JinaVLMConfig
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    from jvlm.integrations.vllm.testing import write_vllm_test_checkpoint
+    from jvlm.tools.vllm_checkpoint import write_vllm_test_checkpoint
 
     return write_vllm_test_checkpoint(tmp_path_factory.mktemp("vllm-parts"))
 

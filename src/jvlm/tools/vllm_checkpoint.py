@@ -10,7 +10,7 @@ changes that a plugin test needs:
   gets the same answer, so a test could not tell a misplaced feature from a correct one; here
   different images give different greedy tokens.
 
-    python -m jvlm.integrations.vllm.testing /tmp/jvlm-tiny     # then: --model /tmp/jvlm-tiny
+    python -m jvlm.tools.vllm_checkpoint /tmp/jvlm-tiny     # then: --model /tmp/jvlm-tiny
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def write_vllm_test_checkpoint(folder: str | Path, seed: int = 0) -> Path:
     """Write the checkpoint folder (config, safetensors, tokenizer, template) and return it."""
     from jvlm.loading import save_pretrained
     from jvlm.model.vlm import init_connector_fan_in
-    from jvlm.random_model import build_random_model
+    from jvlm.tools.random_model import build_random_model
 
     model, processor = build_random_model("tiny", seed, config=vllm_test_config())
     init_connector_fan_in(model, seed)
@@ -47,5 +47,5 @@ def write_vllm_test_checkpoint(folder: str | Path, seed: int = 0) -> Path:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m jvlm.integrations.vllm.testing DIR")
+        sys.exit("usage: python -m jvlm.tools.vllm_checkpoint DIR")
     print(write_vllm_test_checkpoint(sys.argv[1]))
