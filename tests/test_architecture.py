@@ -23,8 +23,8 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 #: (module prefix, layer): the longest matching prefix decides
 LAYERS: tuple[tuple[str, int], ...] = (
-    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0), ("jvlm.media", 0),
-    ("jvlm.processing", 1),
+    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0),
+    ("jvlm.processing", 1), ("jvlm.media", 1),
     ("jvlm.model", 2),
     ("jvlm.weights", 3), ("jvlm.loading", 3),
     ("jvlm.inference", 4), ("jvlm.efficiency", 4),
@@ -41,8 +41,8 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
 }
 #: build-time tooling, and the layers that run a served or loaded model, which must not use it
 TOOLS = ("jvlm.tools", "jvlm.random_model")
-RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.processing", "jvlm.model", "jvlm.weights",
-           "jvlm.loading", "jvlm.inference", "jvlm.serve", "jvlm.hf", "jvlm.integrations")
+RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.processing", "jvlm.media", "jvlm.model",
+           "jvlm.weights", "jvlm.loading", "jvlm.inference", "jvlm.serve", "jvlm.hf", "jvlm.integrations")
 
 
 def _under(module: str, prefixes: tuple[str, ...] | str) -> bool:

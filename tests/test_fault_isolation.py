@@ -217,3 +217,21 @@ def test_a_poisoned_request_among_concurrent_streams_fails_alone(poison_server):
     assert 'scope="batch"' not in metrics
     reply = client_for(base).chat.completions.create(model="jina-vlm", messages=questions[0], max_tokens=12)
     assert reply.choices[0].message.content == normal[0][0]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_a_poisoned_raw_completion_fails_alone_with_an_error_object(poison_server, stream):
+    """/v1/completions answers a request that fails alone as chat does: its own error object
+    (an error status, since it failed before its first token), never a broken connection."""
+    base, state, _ = poison_server
+    engine_before = state.worker.engine
+    body = {"prompt": f"{POISON} and more", "max_tokens": 6, "stream": stream}
+    r = httpx.post(f"{base}/v1/completions", json=body, headers=AUTH, timeout=120)
+    assert r.status_code == 500, r.text
+    error = r.json()["error"]
+    assert error["code"] == "internal_error" and "other requests were not affected" in error["message"]
+    assert state.worker.engine is engine_before
+    ok = httpx.post(f"{base}/v1/completions", json={"prompt": "Count to three.", "max_tokens": 6, "stream": stream},
+                    headers=AUTH, timeout=120)
+    assert ok.status_code == 200 and (ok.text.rstrip().endswith("data: [DONE]") if stream else
+                                      ok.json()["choices"][0]["finish_reason"] in ("stop", "length"))

@@ -142,6 +142,37 @@ def test_a_30_mb_prompt_is_refused_in_under_a_second_and_100_mb(server_process):
     assert peak_extra_mb < 100, f"peak RSS grew by {peak_extra_mb:.0f} MB"
 
 
+_PROMPT_30_MB = "word " * 6_000_000
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/completions", {"prompt": _PROMPT_30_MB, "max_tokens": 4}, "prompt"),
+    ("/tokenize", {"prompt": _PROMPT_30_MB}, "prompt"),
+    ("/tokenize", {"messages": [{"role": "user", "content": _PROMPT_30_MB}]}, "messages"),
+], ids=["completions", "tokenize-prompt", "tokenize-messages"])
+def test_the_other_text_routes_hold_the_same_budget(server_process, path, body, param):
+    """/v1/completions and /tokenize take text too: the same character budget refuses it
+    before tokenizing (tokenizing 30 MB alone would take seconds and gigabytes)."""
+    base, proc = server_process
+    content = json.dumps(body).encode()
+    assert len(content) > 30_000_000
+    with httpx.Client(timeout=60) as client:
+        assert client.post(f"{base}/tokenize", json={"prompt": "warm up"}).status_code == 200
+        before = _rss_kb(proc.pid, "VmRSS")
+        Path(f"/proc/{proc.pid}/clear_refs").write_text("5")
+        t0 = time.perf_counter()
+        r = client.post(f"{base}{path}", content=content, headers={"Content-Type": "application/json"})
+        elapsed = time.perf_counter() - t0
+    peak_extra_mb = (_rss_kb(proc.pid, "VmHWM") - before) / 1024
+    print(f"30 MB to {path}: {r.status_code} in {elapsed:.3f} s, peak RSS +{peak_extra_mb:.0f} MB")
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == "context_length_exceeded" and error["param"] == param
+    assert "30,000,000 characters" in error["message"]
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+    assert peak_extra_mb < 100, f"peak RSS grew by {peak_extra_mb:.0f} MB"
+
+
 def test_more_messages_than_the_context_could_hold_are_refused_before_rendering(tiny):
     _, processor = tiny
     messages = [{"role": "user", "content": "a"}] * (processor.model_max_length // 2 + 1)

@@ -32,10 +32,11 @@ _plain_backends: "weakref.WeakKeyDictionary[Any, Tokenizer]" = weakref.WeakKeyDi
 
 
 def check_text_budget(n_chars: int, context_length: int, chars_per_token: float = MAX_CHARS_PER_TOKEN,
-                      n_messages: int = 0) -> None:
+                      n_messages: int = 0, what: str = "the messages hold") -> None:
     """Refuse text (or a number of messages) that cannot fit the context, before any template
     rendering or tokenization (``ContextLengthError``). A chat turn costs at least
-    ``MIN_TOKENS_PER_MESSAGE`` tokens: its opening and closing markers."""
+    ``MIN_TOKENS_PER_MESSAGE`` tokens: its opening and closing markers. ``what`` names the
+    text in the message (a raw prompt: "the prompt holds")."""
     if n_messages * MIN_TOKENS_PER_MESSAGE > context_length:
         raise ContextLengthError(
             f"the request has {n_messages:,} messages; each costs at least {MIN_TOKENS_PER_MESSAGE} tokens of chat "
@@ -43,7 +44,7 @@ def check_text_budget(n_chars: int, context_length: int, chars_per_token: float 
     limit = int(context_length * chars_per_token)
     if n_chars > limit:
         raise ContextLengthError(
-            f"the messages hold {n_chars:,} characters of text, more than the {limit:,} that could fit the "
+            f"{what} {n_chars:,} characters of text, more than the {limit:,} that could fit the "
             f"model's context of {context_length:,} tokens ({chars_per_token:g} characters per token at "
             "most); send a shorter text"
         )

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-import hmac
-import json
 import logging
 import threading
 import time
@@ -36,33 +34,38 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
-from jvlm.errors import ContextLengthError, InvalidImageError, JVLMError, PromptError, public_message
+from jvlm.errors import public_message
+from jvlm.media import MediaPolicy, Resolver
 from jvlm.serve import chat
-from jvlm.media import MediaError, MediaPolicy, Resolver
 from jvlm.serve.guard import HttpLimits, RequestGuard
 from jvlm.serve.metrics import ServerMetrics
+from jvlm.serve.plumbing import (  # (ApiError, error_response, to_api_error: importable from here too)
+    ERROR_RESPONSES,
+    ApiError,
+    api_key_error,
+    check_not_aborted,
+    error_event,
+    error_response,
+    last_event,
+    read_body,
+    to_api_error,
+    unknown_model,
+    unless_disconnected,
+)
 from jvlm.serve.protocol import (
     ChatCompletion,
     ChatCompletionRequest,
     ErrorResponse,
-    InvalidRequestError,
     ModelCard,
     ModelList,
-    error_body,
     new_completion_id,
     parse_chat_request,
     unix_now,
 )
-from jvlm.serve.worker import (
-    EngineFailure,
-    EngineWorker,
-    Generation,
-    ServerOverloaded,
-    Ticket,
-    WorkerStopped,
-)
+from jvlm.serve.worker import EngineWorker, Generation, Ticket
+
+__all__ = ["ApiError", "ServerConfig", "ServingState", "create_app", "error_response", "to_api_error"]
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +120,6 @@ class ServerConfig:
     def split_reasoning(self) -> bool:
         """Whether replies return a ``<think>`` block in ``reasoning_content`` (``reasoning_format``)."""
         return self.reasoning_format == "split"
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, OpenAI error object fields, extra headers."""
-
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None):
-        message = public_message(message)
-        super().__init__(message)
-        self.status, self.message, self.type, self.code, self.param = status, message, type, code, param
-        self.headers = headers or {}
-
-    def body(self) -> dict:
-        return error_body(self.message, self.type, self.param, self.code)
 
 
 # ----------------------------------------------------------------------------- model state
@@ -237,53 +226,6 @@ def _default_engine(model, processor, config: ServerConfig, feature_cache, *, pr
                   prefix_cache=prefix_cache)
 
 
-# ----------------------------------------------------------------------------- errors
-
-def to_api_error(exc: BaseException, config: ServerConfig) -> ApiError:
-    """The answer for an exception; unknown ones are logged and become 500 ``internal_error``."""
-    if isinstance(exc, ApiError):
-        return exc
-    if isinstance(exc, InvalidRequestError):
-        return ApiError(400, exc.message, code=exc.code, param=exc.param)
-    if isinstance(exc, MediaError):
-        return ApiError(exc.status_code, exc.message, code=exc.code, param=exc.param)
-    if isinstance(exc, ContextLengthError):
-        return ApiError(400, str(exc), code="context_length_exceeded", param="messages")
-    if isinstance(exc, InvalidImageError):
-        return ApiError(400, f"an image could not be used: {exc}", code="invalid_image", param="messages")
-    if isinstance(exc, PromptError):
-        return ApiError(400, str(exc), code="invalid_value", param="messages")
-    if isinstance(exc, ServerOverloaded):
-        n = config.overload_retry_after_s
-        return ApiError(503, f"{exc} ({n} s).", type="server_error", code="server_overloaded",
-                        headers={"Retry-After": str(n)})
-    if isinstance(exc, WorkerStopped):
-        return ApiError(503, str(exc), type="server_error", code=exc.code, headers={"Retry-After": "5"})
-    if isinstance(exc, EngineFailure):
-        if exc.retryable:
-            return ApiError(503, str(exc), type="server_error", code="out_of_memory",
-                            headers={"Retry-After": str(config.overload_retry_after_s)})
-        return ApiError(500, str(exc), type="server_error", code="internal_error")
-    if isinstance(exc, JVLMError):  # every other error a user can cause
-        return ApiError(400, str(exc), code=exc.code)
-    log.error("unexpected error while answering a request", exc_info=exc)
-    return ApiError(500, f"The server failed to answer ({type(exc).__name__}); the error was logged.",
-                    type="server_error", code="internal_error")
-
-
-class _AsciiJSONResponse(JSONResponse):
-    """JSON with every non-ASCII character escaped: an error message may quote client input,
-    and input can hold unpaired surrogates that no UTF-8 encoder accepts."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
-
-
-def error_response(err: ApiError, metrics: ServerMetrics) -> JSONResponse:
-    metrics.errors.labels(code=err.code or str(err.status)).inc()
-    return _AsciiJSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-
 # ----------------------------------------------------------------------------- gate
 
 _ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions")
@@ -323,19 +265,7 @@ class Gate:
             self.state.metrics.observe_response(route, status.get("code", 500))
 
     def _check(self, scope) -> ApiError | None:
-        if self._key is not None:
-            given = b""
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    scheme, _, token = value.partition(b" ")
-                    given = token.strip() if scheme.lower() == b"bearer" else b""
-                    break
-            # compare_digest: the time taken does not reveal how much of the key matched
-            if not hmac.compare_digest(given, self._key):
-                what = "No API key was provided" if not given else "The API key is not valid"
-                return ApiError(401, f"{what}; send 'Authorization: Bearer <key>'.", code="invalid_api_key",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return self.state.not_ready_error()
+        return api_key_error(scope["headers"], self._key) or self.state.not_ready_error()
 
 
 # ----------------------------------------------------------------------------- app
@@ -393,10 +323,10 @@ def create_app(config: ServerConfig) -> FastAPI:
     @app.get("/v1/models/{model}", response_model=ModelCard, responses={404: {"model": ErrorResponse}})
     async def get_model(model: str):
         if not config.serves(model):
-            return error_response(_unknown_model(model, config), metrics)
+            return error_response(unknown_model(model, config), metrics)
         return _card(state, model)
 
-    @app.post("/v1/chat/completions", openapi_extra=_CHAT_BODY, responses=_ERROR_RESPONSES)
+    @app.post("/v1/chat/completions", openapi_extra=_CHAT_BODY, responses=ERROR_RESPONSES)
     async def chat_completions(request: Request) -> Response:
         try:
             return await _chat(request, state)
@@ -427,36 +357,12 @@ def _card(state: ServingState, name: str | None = None) -> ModelCard:
                      notice=cfg.notice)
 
 
-def _unknown_model(model: str, config: ServerConfig) -> ApiError:
-    return ApiError(404, f"The model {model!r} does not exist on this server; it serves "
-                    f"{config.served_model_name!r}.", code="model_not_found", param="model")
-
-
 # ----------------------------------------------------------------------------- chat completions
-
-async def _read_body(request: Request, limit: int) -> bytearray:
-    """The body, refusing (413) as soon as it is known to exceed ``limit``."""
-    too_large = ApiError(413, f"The request body is larger than the limit of {limit:,} bytes; send smaller "
-                         "or fewer images (or an image URL instead of inline data).", code="request_too_large")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    try:
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise too_large
-    except ClientDisconnect:
-        raise ApiError(499, "The client closed the connection while sending the request.",
-                       code="client_closed_request") from None
-    return body  # (not copied to bytes: the JSON parser reads a bytearray as well)
-
 
 async def _chat(request: Request, state: ServingState) -> Response:
     arrived = time.perf_counter()
     config = state.config
-    body = await _read_body(request, config.max_body_bytes)
+    body = await read_body(request, config.max_body_bytes)
     limit = config.max_crops_limit or state.processor.image_config.max_crops
     try:
         req = parse_chat_request(body, max_crops_limit=limit)
@@ -464,7 +370,7 @@ async def _chat(request: Request, state: ServingState) -> Response:
         raise ApiError(400, "The request body is nested too deeply to be parsed.", code="invalid_json") from None
     del body  # a large body is not kept alive for the whole generation
     if req.model is not None and not config.serves(req.model):
-        raise _unknown_model(req.model, config)
+        raise unknown_model(req.model, config)
     chat.check_text(req, state.context_length)
     ticket = state.worker.reserve()
     try:
@@ -483,7 +389,7 @@ async def _chat(request: Request, state: ServingState) -> Response:
         ticket.release()
         raise
     try:
-        first = await _unless_disconnected(request, gen.next_event())
+        first = await unless_disconnected(request, gen.next_event())
     except BaseException:
         gen.cancel()
         ticket.release()
@@ -498,49 +404,15 @@ async def _chat(request: Request, state: ServingState) -> Response:
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        last = await _unless_disconnected(request, _last_event(gen, first))
+        last = await unless_disconnected(request, last_event(gen, first))
         if last is None:
             gen.cancel()
             return Response(status_code=499)
     finally:
         ticket.release()
-    _check_not_aborted(last)
+    check_not_aborted(last)
     return JSONResponse(chat.completion(request_id, config.served_model_name, created, last,
                                         split_reasoning=config.split_reasoning).model_dump(mode="json"))
-
-
-async def _unless_disconnected(request: Request, awaitable):
-    """The awaitable's result, or None if the client disconnects first."""
-    task = asyncio.ensure_future(awaitable)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except BaseException:  # this handler itself is cancelled (shutdown): take both along
-        watcher.cancel()
-        task.cancel()
-        raise
-    watcher.cancel()
-    if not task.done():
-        task.cancel()  # takes effect at the next loop iteration: do not read the task after
-        return None
-    return task.result()
-
-
-async def _last_event(gen: Generation, event):
-    while not event.finished:
-        event = await gen.next_event()
-    return event
-
-
-async def _disconnected(request: Request) -> None:
-    # the body has been read, so the next ASGI message can only be the disconnect
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-def _check_not_aborted(event) -> None:
-    if event.finish_reason not in ("stop", "length"):
-        raise EngineFailure(f"the generation ended unexpectedly ({event.finish_reason})")
 
 
 async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionRequest, state: ServingState,
@@ -552,14 +424,10 @@ async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionReques
     writer = chat.ChunkWriter(request_id, state.config.served_model_name, created,
                               split_reasoning=state.config.split_reasoning)
 
-    def error_event(exc: Exception) -> str:
-        err = to_api_error(exc, state.config)
-        state.metrics.errors.labels(code=err.code or str(err.status)).inc()
-        return f"data: {json.dumps(err.body(), ensure_ascii=True)}\n\n"
-
     try:
-        async for piece in chat.stream_chunks(gen, first, writer, include_usage=req.include_usage,
-                                              error_event=error_event):
+        async for piece in chat.stream_chunks(
+                gen, first, writer, include_usage=req.include_usage,
+                error_event=functools.partial(error_event, config=state.config, metrics=state.metrics)):
             yield piece
     finally:  # runs on normal end, on error, and when the client disconnects (cancellation)
         gen.cancel()
@@ -570,12 +438,6 @@ async def _sse(gen: Generation, first, ticket: Ticket, req: ChatCompletionReques
 
 _CHAT_BODY = {"requestBody": {"required": True, "content": {"application/json": {
     "schema": {"$ref": "#/components/schemas/ChatCompletionRequest"}}}}}
-_ERROR_RESPONSES: dict[int | str, dict] = {
-    status: {"model": ErrorResponse, "description": what} for status, what in (
-        (400, "Invalid request"), (404, "Unknown model"), (413, "Body too large"),
-        (503, "Model loading or server overloaded"))}
-
-
 def _openapi(app: FastAPI) -> dict:
     """The generated schema, completed with what the routes do by hand: the chat request body
     (parsed by the route, for exact error paths), both answer forms of chat completions, the

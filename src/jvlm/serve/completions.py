@@ -19,9 +19,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jvlm.inference.prompt import prepare_image
+from jvlm.errors import ContextLengthError
 from jvlm.inference.request import Request, SamplingParams, check_budget
+from jvlm.media import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
+from jvlm.processing.chat_text import check_text_budget
 from jvlm.serve.chat import MIN_SAMPLING_TEMPERATURE
-from jvlm.serve.fetch import MediaPolicy, Resolver, check_image_count, fetch_image_bytes
 from jvlm.serve.protocol import InvalidRequestError, Usage, describe_validation_error
 
 #: OpenAI's default for the completions API (short: it was made for continuing text)
@@ -77,8 +79,20 @@ def parse(body: bytes) -> CompletionRequest:
     return req
 
 
-def check_text(text: str, processor) -> None:
-    """Text may hold ``<|image|>`` placeholders, but no other token only the processor places."""
+def check_text_length(text: str, context_length: int) -> None:
+    """Refuse a prompt too long to ever fit the context, before it is tokenized: the character
+    budget of chat text (``check_text_budget``), answered as 400 ``context_length_exceeded``."""
+    try:
+        check_text_budget(len(text), context_length, what="the prompt holds")
+    except ContextLengthError as e:
+        raise InvalidRequestError(str(e), param="prompt", code="context_length_exceeded") from None
+
+
+def check_text(text: str, processor, context_length: int) -> None:
+    """A prompt that can fit the context (checked first: it is the cheap check) and is
+    well-formed text; it may hold ``<|image|>`` placeholders, but no other token only the
+    processor places."""
+    check_text_length(text, context_length)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:

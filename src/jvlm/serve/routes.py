@@ -6,14 +6,16 @@
 - ``GET /version``: the jvlm version;
 - ``GET /docs``: interactive API documentation (Swagger UI over ``/openapi.json``).
 
-``mount_routes(app, state)`` is the one hook ``app.create_app`` calls. Errors use the app's
-OpenAI error objects; ``/tokenize`` and ``/detokenize`` are outside ``/v1`` (as in vLLM) but
+``mount_routes(app, state)`` is the one hook ``app.create_app`` calls. Errors are the OpenAI
+error objects of ``plumbing``, as for chat; text is held to the same character budget as chat
+text (``check_text_budget``) before it is tokenized; ``/tokenize`` and ``/detokenize`` are outside ``/v1`` (as in vLLM) but
 check the API key and readiness the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Any
@@ -23,7 +25,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from jvlm import __version__
+from jvlm.processing.chat_text import check_text_budget, message_texts
 from jvlm.serve import completions
+from jvlm.serve.plumbing import (
+    ERROR_RESPONSES,
+    api_key_error,
+    check_not_aborted,
+    error_event,
+    error_response,
+    last_event,
+    read_body,
+    to_api_error,
+    unknown_model,
+    unless_disconnected,
+)
 from jvlm.serve.protocol import InvalidRequestError, Usage, describe_validation_error
 
 _TOKENS_BODY_LIMIT = 4 * 2**20
@@ -82,19 +97,18 @@ class DetokenizeRequest(BaseModel):
 
 
 def mount_routes(app: FastAPI, state) -> None:
-    from jvlm.serve import app as server  # the error helpers and the request plumbing of chat
-
     config = state.config
+    key = config.api_key.encode() if config.api_key else None
 
     def fail(exc: BaseException) -> Response:
-        return server.error_response(server.to_api_error(exc, config), state.metrics)
+        return error_response(to_api_error(exc, config), state.metrics)
 
     def check_model(name: str | None) -> None:
         if name is not None and not config.serves(name):
-            raise server._unknown_model(name, config)
+            raise unknown_model(name, config)
 
-    async def read(request: Request, model_cls):
-        raw = await server._read_body(request, _TOKENS_BODY_LIMIT)
+    async def read(request: Request, model_cls, limit: int):
+        raw = await read_body(request, limit)
         try:
             return model_cls.model_validate(json.loads(raw))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -103,9 +117,14 @@ def mount_routes(app: FastAPI, state) -> None:
             message, param = describe_validation_error(e)
             raise InvalidRequestError(message, param=param) from None
 
+    def key_error(request: Request) -> Response | None:
+        """The API key check of ``/v1`` for routes outside it (the gate only guards ``/v1``)."""
+        err = api_key_error(request.scope["headers"], key)
+        return error_response(err, state.metrics) if err is not None else None
+
     def not_ready() -> Response | None:
         err = state.not_ready_error()
-        return server.error_response(err, state.metrics) if err is not None else None
+        return error_response(err, state.metrics) if err is not None else None
 
     @app.get("/version")
     async def version() -> dict:
@@ -119,10 +138,10 @@ def mount_routes(app: FastAPI, state) -> None:
     @app.post("/tokenize")
     async def tokenize(request: Request) -> Response:
         """Token ids of ``prompt`` (as given) or of ``messages`` (as the chat template writes them)."""
-        if (gate := _key_error(request, server, state)) is not None or (gate := not_ready()) is not None:
+        if (gate := key_error(request)) is not None or (gate := not_ready()) is not None:
             return gate
         try:
-            req = await read(request, TokenizeRequest)
+            req = await read(request, TokenizeRequest, config.max_body_bytes)
             check_model(req.model)
             processor = state.processor
             if (req.prompt is None) == (req.messages is None):
@@ -130,9 +149,12 @@ def mount_routes(app: FastAPI, state) -> None:
                                           param="prompt")
             if req.messages is not None:
                 _check_text_messages(req.messages)
+                check_text_budget(sum(map(len, message_texts(req.messages))), state.context_length,
+                                  n_messages=len(req.messages))
                 text = processor.apply_chat_template(req.messages, add_generation_prompt=req.add_generation_prompt,
                                                      tokenize=False)
             else:
+                completions.check_text_length(req.prompt, state.context_length)
                 text = req.prompt
             ids = processor.tokenizer(text, add_special_tokens=req.add_special_tokens)["input_ids"]
             return JSONResponse({"count": len(ids), "max_model_len": state.context_length, "tokens": ids})
@@ -142,10 +164,10 @@ def mount_routes(app: FastAPI, state) -> None:
     @app.post("/detokenize")
     async def detokenize(request: Request) -> Response:
         """The text of token ids."""
-        if (gate := _key_error(request, server, state)) is not None or (gate := not_ready()) is not None:
+        if (gate := key_error(request)) is not None or (gate := not_ready()) is not None:
             return gate
         try:
-            req = await read(request, DetokenizeRequest)
+            req = await read(request, DetokenizeRequest, _TOKENS_BODY_LIMIT)
             check_model(req.model)
             vocab = len(state.processor.tokenizer)
             bad = next((t for t in req.tokens if not 0 <= t < vocab), None)
@@ -156,11 +178,11 @@ def mount_routes(app: FastAPI, state) -> None:
         except Exception as exc:  # noqa: BLE001
             return fail(exc)
 
-    @app.post("/v1/completions", responses=server._ERROR_RESPONSES)
+    @app.post("/v1/completions", responses=ERROR_RESPONSES)
     async def create_completion(request: Request) -> Response:
         """Continue a raw prompt (no chat template); images in the extra field ``images``."""
         try:
-            return await _complete(request, state, server)
+            return await _complete(request, state)
         except Exception as exc:  # noqa: BLE001
             return fail(exc)
 
@@ -184,71 +206,78 @@ def _check_text_messages(messages: list[dict[str, Any]]) -> None:
                     "/v1/jvlm/layout for its token cost", param=f"messages[{i}].content[{j}]")
 
 
-def _key_error(request: Request, server, state) -> Response | None:
-    """The API key check of ``/v1`` for routes outside it (the gate only guards ``/v1``)."""
-    err = server.Gate(None, state)._check(request.scope)
-    if err is not None and err.status == 401:
-        return server.error_response(err, state.metrics)
-    return None
-
-
-async def _complete(request: Request, state, server) -> Response:
+async def _complete(request: Request, state) -> Response:
     arrived = time.perf_counter()
     config = state.config
-    req = completions.parse(await server._read_body(request, config.max_body_bytes))
+    req = completions.parse(await read_body(request, config.max_body_bytes))
     if req.model is not None and not config.serves(req.model):
-        raise server._unknown_model(req.model, config)
+        raise unknown_model(req.model, config)
     limit = config.max_crops_limit or state.processor.image_config.max_crops
     if req.max_crops is not None and req.max_crops > limit:
         raise InvalidRequestError(f"max_crops is {req.max_crops}; this server allows at most {limit}",
                                   param="max_crops")
-    completions.check_text(req.text(), state.processor)
+    completions.check_text(req.text(), state.processor, state.context_length)
     ticket = state.worker.reserve()
     try:
         images = await completions.fetch_images(req, config.media, config.resolver)
-        engine_request = await asyncio.to_thread(
-            completions.build, state.processor, req, images, default_max_tokens=None,
-            context_length=state.context_length, feature_cache=state.feature_cache)
+        state.metrics.images.inc(len(images))
+        build = functools.partial(completions.build, state.processor, req, images, default_max_tokens=None,
+                                  context_length=state.context_length, feature_cache=state.feature_cache)
+        # images decode on the server's image pool, as chat's do (a text-only request never waits on it)
+        engine_request = await asyncio.get_running_loop().run_in_executor(
+            state.image_pool if images else None, build)
         gen = state.worker.submit(engine_request, arrived_s=arrived)
     except BaseException:
         ticket.release()
         raise
+    try:  # a request that fails alone before its first token gets its own error status
+        first = await unless_disconnected(request, gen.next_event())
+    except BaseException:
+        gen.cancel()
+        ticket.release()
+        raise
+    if first is None:
+        gen.cancel()
+        ticket.release()
+        return Response(status_code=499)
     request_id, created, model = engine_request.request_id, completions.now(), config.served_model_name
     if req.stream:
-        return StreamingResponse(_stream(gen, ticket, request_id, model, created, completions.include_usage(req)),
-                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(_stream(gen, first, ticket, request_id, model, created,
+                                         completions.include_usage(req), state),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     try:
-        event = await server._unless_disconnected(request, gen.next_event())
-        if event is not None:
-            event = await server._unless_disconnected(request, server._last_event(gen, event))
+        event = await unless_disconnected(request, last_event(gen, first))
         if event is None:
             gen.cancel()
             return Response(status_code=499)
     finally:
         ticket.release()
-    server._check_not_aborted(event)
+    check_not_aborted(event)
     usage = Usage.of(event.result.prompt_tokens, event.result.completion_tokens)
     return JSONResponse(completions.body(request_id, model, created, event.result.text, event.finish_reason, usage))
 
 
-async def _stream(gen, ticket, request_id: str, model: str, created: int, with_usage: bool):
+async def _stream(gen, event, ticket, request_id: str, model: str, created: int, with_usage: bool, state):
+    """Chunks of text, the usage chunk if asked, ``[DONE]``; a failure after the first byte
+    (this request's alone: the worker isolates it) ends the stream with one error event."""
     try:
         while True:
-            event = await gen.next_event()
-            if event.finished and event.finish_reason not in ("stop", "length"):
-                yield "data: " + json.dumps({"error": {"message": f"the generation ended ({event.finish_reason})",
-                                                       "type": "server_error", "code": "internal_error"}}) + "\n\n"
-                return
+            if event.finished:
+                check_not_aborted(event)
             if event.text or event.finished:
                 chunk = completions.body(request_id, model, created, event.text, event.finish_reason)
                 yield "data: " + json.dumps(chunk, ensure_ascii=False) + "\n\n"
             if event.finished:
                 break
+            event = await gen.next_event()
         if with_usage:  # as OpenAI: a last chunk with no choices and the token counts
             usage = Usage.of(event.result.prompt_tokens, event.result.completion_tokens)
             final = {**completions.body(request_id, model, created, "", None, usage), "choices": []}
             yield "data: " + json.dumps(final) + "\n\n"
         yield "data: [DONE]\n\n"
+    except Exception as exc:  # noqa: BLE001 - the status is sent: report in-stream
+        yield error_event(exc, state.config, state.metrics)
     finally:
         gen.cancel()
         ticket.release()
