@@ -19,6 +19,10 @@ from jvlm.errors import InvalidImageError
 #: the default of ``--max-image-pixels``: the processor's own cap (``ImageProcessingConfig``)
 DEFAULT_MAX_PIXELS = 64_000_000
 
+#: above this many pixels an image is refused, not downscaled: decoding it would take gigabytes
+#: (a 48 KB bilevel PNG can claim 400 megapixels). PIL's own hard decompression-bomb limit.
+MAX_DECODE_PIXELS = 2 * 89_478_485
+
 #: first bytes of the formats users send, to name a file whose header is cut off
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"RIFF", "WebP"),
           (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
@@ -54,6 +58,10 @@ def check_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS):
                 im = Image.open(io.BytesIO(data))
                 fmt = im.format or fmt
                 w, h = im.size
+                if w * h > MAX_DECODE_PIXELS:
+                    raise InvalidImageError(
+                        f"{name} is too large to decode safely: {w}×{h} = {w * h:,} pixels, above the "
+                        f"{MAX_DECODE_PIXELS:,}-pixel limit (a decompression bomb?); shrink it before sending it")
                 if max_pixels <= 0 or w * h <= max_pixels:
                     im.load()  # a truncated or corrupt file fails here, before the weights load
                     return data, None
@@ -69,6 +77,8 @@ def check_image(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS):
                 return small, Downscaled(name, (w, h), small.size, max_pixels)
             finally:
                 Image.MAX_IMAGE_PIXELS = previous
+    except InvalidImageError:
+        raise
     except UnidentifiedImageError:
         if fmt:
             raise InvalidImageError(f"{name} is a truncated or damaged {fmt} image (its header cannot be read); "

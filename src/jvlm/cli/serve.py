@@ -252,13 +252,6 @@ def run(args: argparse.Namespace) -> int:
             "--allow-private-urls: image URLs may reach this machine and its private network")
     sock = _bind(args.host, args.port)  # refused now if taken, before minutes of loading
     app = create_app(config)
-    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
-    port = sock.getsockname()[1]  # the real one when --port 0 asked for any free port
-    logging.getLogger(__name__).info(
-        "serving %s as %s: playground http://%s:%d/ , API http://%s:%d/v1 , docs http://%s:%d/docs",
-        config.model_dir, ", ".join(repr(n) for n in (config.served_model_name, *config.served_model_aliases)),
-        shown, port, shown, port, shown, port)
-    # a demo model's notice is logged once it has loaded (jvlm.serve.app), in the same words as /v1/models
     state = app.state.serving
     if config.load_delay_s <= 0:  # (the delay is for tests of the cold-start answers)
         try:
@@ -266,6 +259,12 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             sock.close()
             raise
+    shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+    port = sock.getsockname()[1]  # the real one when --port 0 asked for any free port
+    logging.getLogger(__name__).info(
+        "serving %s as %s: playground http://%s:%d/ , API http://%s:%d/v1 , docs http://%s:%d/docs",
+        config.model_dir, ", ".join(repr(n) for n in (config.served_model_name, *config.served_model_aliases)),
+        shown, port, shown, port, shown, port)
     server = uvicorn.Server(uvicorn_config(app, args.host, args.port, config.http, log_level=args.log_level,
                                            timeout_graceful_shutdown=5))
 
