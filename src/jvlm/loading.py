@@ -74,6 +74,8 @@ def load_model(folder: str | Path, dtype=None, device=None, progress: bool = Fal
             sd = weights.read_tensors(files, dtype, on_tensor=lambda _k: bar.advance(task))
     else:
         sd = weights.read_tensors(files, dtype)
+    if dtype is None:
+        weights.unify_float_dtype(sd)
     weights.load_into(model, sd)
     leftover = [n for n, p in model.named_parameters() if p.is_meta]
     if leftover:  # cannot happen after a strict load; guard against silent garbage
