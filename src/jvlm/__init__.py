@@ -16,7 +16,8 @@ from jvlm.errors import JVLMError  # noqa: E402
 
 
 def load(folder, dtype=None, device=None, progress: bool = False):
-    """``(model, processor)`` from a model folder (official safetensors layout)."""
+    """``(model, processor)`` from a model folder (official safetensors layout), a bundled
+    name (``jvlm-demo``) or a Hugging Face repo id (cache first, else downloaded)."""
     from jvlm.loading import load as _load
 
     return _load(folder, dtype=dtype, device=device, progress=progress)
@@ -24,9 +25,13 @@ def load(folder, dtype=None, device=None, progress: bool = False):
 
 def _register_with_transformers() -> None:
     try:
-        from jvlm.hf import register
-    except ImportError:  # transformers missing or too old: the plain API still works
+        import transformers  # noqa: F401
+    except ImportError:  # transformers missing: the plain API still works
         return
+    # Importable at any point of jvlm's own import (it needs no jvlm module that imports
+    # Transformers), so registering never fails half-way; a real error surfaces.
+    from jvlm.integrations.transformers import register
+
     register()
 
 

@@ -1,0 +1,1 @@
+"""The ecosystem's doors: Transformers classes and the vLLM plugin."""
