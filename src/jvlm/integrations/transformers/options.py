@@ -42,7 +42,11 @@ class LoadOptions:
             raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
         opts.dtype = _dtype(dtype if dtype is not None else torch_dtype)
         opts.device_map = kw.pop("device_map", None)
-        opts.attn_implementation = _attn(kw.pop("attn_implementation", None))
+        attn = kw.pop("attn_implementation", None)
+        given = kw.get("config")  # the auto classes move attn_implementation into the config
+        if attn is None and given is not None:
+            attn = getattr(given, "_attn_implementation_internal", None)
+        opts.attn_implementation = _attn(attn)
         if kw.pop("load_in_8bit", False) or kw.pop("load_in_4bit", False):
             raise ValueError("load_in_8bit/load_in_4bit (bitsandbytes) are not supported by jvlm; for int8 "
                              "weights pass quantization_config=TorchAoConfig(Int8WeightOnlyConfig())")
