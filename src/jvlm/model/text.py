@@ -124,6 +124,15 @@ class KVCache:
         self.v = self.v.index_select(1, idx)
 
 
+def linear_plus_bias(layer: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``layer(x) + bias`` for a bias-free projection whose bias is kept apart (official
+    layout). A plain ``nn.Linear`` takes the fused ``F.linear``; a wrapped one (a LoRA layer
+    from PEFT, a quantized layer) is called as a module so that its own forward runs."""
+    if type(layer) is nn.Linear:
+        return F.linear(x, layer.weight, bias)
+    return layer(x) + bias
+
+
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
     """(B, T) integer positions -> cos, sin of shape (B, 1, T, head_dim) (rotate-half layout)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
@@ -158,7 +167,7 @@ class TextAttention(nn.Module):
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         b, t, _ = x.shape
         h, kvh, d = self.n_heads, self.n_kv, self.head_dim
-        qkv = F.linear(x, self.qkv_w.weight, torch.cat([self.q_b, self.k_b, self.v_b]))
+        qkv = linear_plus_bias(self.qkv_w, x, torch.cat([self.q_b, self.k_b, self.v_b]))
         q, k, v = qkv.split([h * d, kvh * d, kvh * d], dim=-1)
         q = self.q_lnorm(q.view(b, t, h, d)).transpose(1, 2)  # (B, H, T, D)
         k = self.k_lnorm(k.view(b, t, kvh, d)).transpose(1, 2)  # (B, KV, T, D)
