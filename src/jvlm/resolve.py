@@ -119,6 +119,11 @@ def resolve_model(spec: str | os.PathLike | None = None, *, revision: str | None
                            f"Hugging Face repo id (owner/name, e.g. {RELEASED_MODEL})")
 
 
+def is_model_name(spec: str) -> bool:
+    """A bundled name or something shaped like a Hugging Face repo id (not checked further)."""
+    return spec in (DEMO_MODEL, TINY_RANDOM) or bool(_REPO_ID.match(spec))
+
+
 #: What a download fetches: configs, weights, tokenizer and template; never pickles or remote code.
 _DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "*.tiktoken", "*.md"]
 

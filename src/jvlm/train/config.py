@@ -274,8 +274,18 @@ def _resolve_paths(cfg: TrainConfig, base: Path) -> None:
         path = Path(p).expanduser()
         return str(path if path.is_absolute() else (base / path).resolve())
 
+    def res_model(p: str | None) -> str | None:
+        """A folder relative to the config, else a model name (jvlm-demo, owner/name) as given:
+        ``jvlm.resolve`` finds it when the run starts."""
+        if p is None or Path(p).expanduser().is_absolute() or (base / p).exists():
+            return res(p)
+        from jvlm.resolve import is_model_name
+
+        return p if is_model_name(p) else res(p)
+
     m = cfg.model
-    m.checkpoint, m.vision, m.text, m.tokenizer = res(m.checkpoint), res(m.vision), res(m.text), res(m.tokenizer)
+    m.checkpoint = res_model(m.checkpoint)
+    m.vision, m.text, m.tokenizer = res(m.vision), res(m.text), res(m.tokenizer)
     for s in cfg.data.sources:
         s.path = res(s.path)
     cfg.output_dir = res(cfg.output_dir)

@@ -72,7 +72,14 @@ def build_model(cfg: TrainConfig, resume_from: Path | None):
     from jvlm.processing.processor import JinaVLMProcessor
 
     m = cfg.model
-    folder = resume_from / "model" if resume_from is not None else (Path(m.checkpoint) if m.checkpoint else None)
+    if resume_from is not None:
+        folder = resume_from / "model"
+    elif m.checkpoint:
+        from jvlm.resolve import resolve_model
+
+        folder = resolve_model(m.checkpoint).path  # a folder, jvlm-demo, or a Hugging Face repo id
+    else:
+        folder = None
     if folder is not None:
         model = load_model(folder, dtype="fp32", device="cpu")
         processor = JinaVLMProcessor.from_pretrained(folder)
