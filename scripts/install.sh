@@ -14,7 +14,7 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 # Pin torch first: an unpinned requirement would pull a multi-GB CUDA build. 2.13.0 has a CPU wheel.
 "${PIP[@]}" "torch==2.13.0"
 if [ "$WITH_TEST" = 1 ]; then
-  "${PIP[@]}" -e ".[serve,pdf,train,eval,test]"
+  "${PIP[@]}" -e ".[serve,pdf,train,eval,transformers,test]"
   # The real Qwen BPE ranks (Apache-2.0) ship inside this wheel; only that one file is used.
   "${PIP[@]}" --no-deps "qwen-agent"
   if [ -f scripts/install_test_extras.sh ]; then bash scripts/install_test_extras.sh; fi

@@ -23,6 +23,14 @@ def load(folder, dtype=None, device=None, progress: bool = False):
     return _load(folder, dtype=dtype, device=device, progress=progress)
 
 
+def resolve_model(name):
+    """The local folder a model name means: a folder, a bundled name (``jvlm-demo``), or a
+    Hugging Face repo id (from the cache, else downloaded). See ``jvlm.resolve``."""
+    from jvlm.resolve import resolve_model as _resolve
+
+    return _resolve(name).path
+
+
 def _register_with_transformers() -> None:
     try:
         import transformers  # noqa: F401
@@ -78,4 +86,4 @@ if "transformers" in sys.modules:
 else:
     sys.meta_path.insert(0, _RegisterOnImport())
 
-__all__ = ["JinaVLMConfig", "JVLMError", "load", "__version__"]
+__all__ = ["JinaVLMConfig", "JVLMError", "load", "resolve_model", "__version__"]
