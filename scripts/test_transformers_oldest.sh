@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run the Transformers tests against the oldest Transformers that pyproject.toml allows
-# (5.0.0), in its own venv (.venv-hf-old); the main suite covers the newest.
+# (5.5.0, the first whose auto classes prefer a registered class over a folder's remote code),
+# in its own venv (.venv-hf-old); the main suite covers the newest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OLDEST=5.0.0
+OLDEST=5.5.0
 PY=${PYTHON:-python3}
 if [ ! -x .venv-hf-old/bin/python ]; then
   "$PY" -m venv .venv-hf-old

@@ -17,7 +17,8 @@ from jvlm.processing.image import load_image, preprocess_image
 @pytest.fixture(scope="module")
 def processors(tiny_model_dir):
     import jvlm  # noqa: F401 - registers the auto classes
-    from transformers import AutoImageProcessor, AutoProcessor
+    from transformers import AutoProcessor
+    from transformers.models.auto.image_processing_auto import AutoImageProcessor  # no torchvision needed
 
     return AutoProcessor.from_pretrained(str(tiny_model_dir)), AutoImageProcessor.from_pretrained(str(tiny_model_dir))
 

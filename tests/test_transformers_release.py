@@ -118,7 +118,8 @@ def test_seed_snippet_with_a_hub_id_from_the_hf_home_cache(hf_home, photo, refer
 def test_auto_classes_load_with_either_import_order_and_trust_flag(release_dir):
     """Remote code never runs (the placeholders raise), and nothing falls back to a bare tokenizer."""
     check = textwrap.dedent(f"""
-        from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoProcessor
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoProcessor
+        from transformers.models.auto.image_processing_auto import AutoImageProcessor
         from transformers import AutoModelForImageTextToText, ProcessorMixin, PreTrainedModel
         for trust in (None, True, False):
             kw = {{}} if trust is None else {{"trust_remote_code": trust}}

@@ -20,8 +20,9 @@ JinaVLMForCausalLM = JinaVLMForConditionalGeneration
 
 def register() -> None:
     """Register every class with the auto classes (idempotent)."""
-    from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoModelForCausalLM,
-                              AutoModelForImageTextToText, AutoProcessor)
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+    # from its module: some 5.x releases export a placeholder that demands torchvision
+    from transformers.models.auto.image_processing_auto import AutoImageProcessor
 
     AutoConfig.register("jvlm", JinaVLMConfig, exist_ok=True)
     AutoModelForCausalLM.register(JinaVLMConfig, JinaVLMForConditionalGeneration, exist_ok=True)

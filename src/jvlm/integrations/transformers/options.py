@@ -41,6 +41,9 @@ class LoadOptions:
         if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
             raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; pass one of them")
         opts.dtype = _dtype(dtype if dtype is not None else torch_dtype)
+        if dtype is None and torch_dtype is None and isinstance(getattr(kw.get("config"), "dtype", None), torch.dtype):
+            # some 5.x auto classes move dtype= into the config they pass on
+            opts.dtype = kw["config"].dtype
         opts.device_map = kw.pop("device_map", None)
         attn = kw.pop("attn_implementation", None)
         given = kw.get("config")  # the auto classes move attn_implementation into the config
