@@ -37,10 +37,19 @@ def _register_with_transformers() -> None:
     except ImportError:  # transformers missing: the plain API still works
         return
     # Importable at any point of jvlm's own import (it needs no jvlm module that imports
-    # Transformers), so registering never fails half-way; a real error surfaces.
-    from jvlm.integrations.transformers import register
+    # Transformers), so registering does not fail half-way. An unsupported Transformers
+    # (pyproject.toml names the range) is reported, and the plain API keeps working.
+    try:
+        from jvlm.integrations.transformers import register
 
-    register()
+        register()
+    except Exception as e:  # noqa: BLE001 - never break `import jvlm` over the auto classes
+        import logging
+
+        logging.getLogger("jvlm").warning(
+            "jvlm could not register with Transformers %s (%s: %s); AutoModelForCausalLM/AutoProcessor will "
+            "not know model_type 'jvlm'. jvlm.load() still works. Supported: transformers>=5.5,<6",
+            getattr(sys.modules.get("transformers"), "__version__", "?"), type(e).__name__, e)
 
 
 class _RegisterOnImport:

@@ -154,8 +154,8 @@ def _from_hub(repo_id: str, revision, cache_dir, token, local_files_only) -> Pat
     except Exception as e:  # network, auth, missing repo: one line with the cause
         raise ModelFolderError(
             f"could not download {repo_id!r} from the Hugging Face hub ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else 'no details'}); check the name and your network, set HF_TOKEN "
-            "for a gated repo, or pass a local folder"
+            f"{str(e).splitlines()[0] if str(e) else 'no details'}); check the name and your network (or run "
+            f"`hf download {repo_id}` where the hub is reachable), set HF_TOKEN for a gated repo, or pass a local folder"
         ) from None
 
 
