@@ -138,6 +138,9 @@ def test_auto_classes_load_with_either_import_order_and_trust_flag(release_dir):
         assert "OK" in _run(first + check).stdout
     # jvlm imported from inside its own package first (the tokenizer module imports Transformers)
     assert "OK" in _run("import jvlm.processing.processor\n" + check).stdout
+    for first in ("import jvlm.hf\n", "import jvlm.integrations.transformers\n"):
+        out = _run(first + "from transformers import CONFIG_MAPPING\nassert 'jvlm' in CONFIG_MAPPING\nprint('REG')").stdout
+        assert "REG" in out, first
     for name in REMOTE_FILES:
         assert (release_dir / name).read_text().startswith("raise RuntimeError")
 

@@ -39,6 +39,9 @@ def _register_with_transformers() -> None:
     # Importable at any point of jvlm's own import (it needs no jvlm module that imports
     # Transformers), so registering does not fail half-way. An unsupported Transformers
     # (pyproject.toml names the range) is reported, and the plain API keeps working.
+    pending = sys.modules.get("jvlm.integrations.transformers")
+    if pending is not None and not hasattr(pending, "register"):
+        return  # that module is being imported right now and registers itself at its end
     try:
         from jvlm.integrations.transformers import register
 

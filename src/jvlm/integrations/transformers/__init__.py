@@ -34,3 +34,6 @@ def register() -> None:
 
 __all__ = ["JinaVLMConfig", "JinaVLMForCausalLM", "JinaVLMForConditionalGeneration", "JinaVLMImageProcessor",
            "JinaVLMPreTrainedModel", "JinaVLMProcessor", "register"]
+
+
+register()  # importing this module (or jvlm.hf) directly registers too, whatever was imported first
