@@ -129,3 +129,28 @@ def test_compositing_on_white_is_opt_in(processors):
     dropped = preprocess_image(rgba, ip.image_config).crops
     assert not np.array_equal(white, dropped)
     np.testing.assert_array_equal(dropped, preprocess_image(rgba[..., :3].copy(), ip.image_config).crops)
+
+
+def test_a_url_gives_the_same_pixels_as_the_file(processors, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    proc, ip = processors
+    stored = np.random.default_rng(6).integers(0, 256, (50, 90, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: files and URLs get the EXIF orientation applied
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(stored).save(path, "JPEG", exif=exif.tobytes(), quality=95)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/photo.jpg"
+        msgs = [{"role": "user", "content": [{"type": "image", "url": url}, {"type": "text", "text": "What?"}]}]
+        via_url = proc.apply_chat_template(msgs, tokenize=True, return_dict=True, return_tensors="pt")
+    finally:
+        server.shutdown()
+    via_file = ip.preprocess(str(path))["images"]
+    assert torch.equal(via_url["images"][0], via_file)
+    assert ip.process(str(path)).layout.resized_hw[0] > ip.process(str(path)).layout.resized_hw[1]  # upright
