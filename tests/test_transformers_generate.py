@@ -13,6 +13,16 @@ from transformers.generation.streamers import BaseStreamer
 import jvlm
 from release_folder import write_release_folder
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    """In-process CLI tests defer the registration for the whole process (as the jvlm command
+    does); register explicitly, as any program that uses the auto classes after it would."""
+    import jvlm
+
+    jvlm._register_with_transformers()
+
+
 PROMPT = "Translate the word red into Turkish and then count"
 
 

@@ -14,6 +14,15 @@ import jvlm
 from jvlm.errors import ModelFolderError
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    """In-process CLI tests defer the registration for the whole process (as the jvlm command
+    does); register explicitly, as any program that uses the auto classes after it would."""
+    import jvlm
+
+    jvlm._register_with_transformers()
+
+
 @pytest.fixture(scope="module")
 def folder(tiny_model_dir):
     return str(tiny_model_dir)

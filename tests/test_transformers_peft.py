@@ -12,6 +12,16 @@ from transformers import AutoModelForCausalLM
 
 import jvlm
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    """In-process CLI tests defer the registration for the whole process (as the jvlm command
+    does); register explicitly, as any program that uses the auto classes after it would."""
+    import jvlm
+
+    jvlm._register_with_transformers()
+
+
 DECODER = r"model\.language_model\.layers\.\d+\.(attn\.(qkv_w|out)|ffn\.(up|down))"
 CONNECTOR = r"model\.vision_model\.vl_connector\.(pooling\.(q_w|kv_w|out)|projector\.\w+)"
 

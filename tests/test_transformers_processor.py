@@ -14,6 +14,15 @@ from PIL import Image
 from jvlm.processing.image import load_image, preprocess_image
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    """In-process CLI tests defer the registration for the whole process (as the jvlm command
+    does); register explicitly, as any program that uses the auto classes after it would."""
+    import jvlm
+
+    jvlm._register_with_transformers()
+
+
 @pytest.fixture(scope="module")
 def processors(tiny_model_dir):
     import jvlm  # noqa: F401 - registers the auto classes

@@ -19,6 +19,16 @@ from PIL import Image
 import jvlm
 from release_folder import REMOTE_FILES, hf_cache_snapshot, write_release_folder
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _registered():
+    """In-process CLI tests defer the registration for the whole process (as the jvlm command
+    does); register explicitly, as any program that uses the auto classes after it would."""
+    import jvlm
+
+    jvlm._register_with_transformers()
+
+
 REPO_ID = "jinaai/jina-vlm"
 
 # The model card's snippet, verbatim but for MODEL/IMAGE and with trust_remote_code=True;
@@ -75,15 +85,22 @@ def _run_seed(model: str, image: Path, out: Path, env=None, transformers_first: 
     return torch.load(out, weights_only=False)
 
 
-def _reference(folder, image: Path):
-    """What jvlm.load on the folder computes for the same conversation."""
-    model, processor = jvlm.load(folder, dtype="bf16")
-    messages = [{"role": "user", "content": [{"type": "image", "image": str(image)},
-                                             {"type": "text", "text": "Describe this image."}]}]
-    inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
-                                           return_tensors="pt")
-    generated = model.generate(**inputs, max_new_tokens=256, do_sample=False)
-    return inputs, generated
+def _reference(folder, image: Path, out: Path):
+    """What jvlm.load on the folder computes for the same conversation, in a fresh interpreter
+    too (so both run with the same number of threads)."""
+    code = textwrap.dedent(f"""
+        import jvlm, torch
+        model, processor = jvlm.load({str(folder)!r}, dtype="bf16")
+        messages = [{{"role": "user", "content": [{{"type": "image", "image": {str(image)!r}}},
+                                                 {{"type": "text", "text": "Describe this image."}}]}}]
+        inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                               return_dict=True, return_tensors="pt")
+        generated = model.generate(**inputs, max_new_tokens=256, do_sample=False)
+        torch.save({{"inputs": dict(inputs), "generated_ids": generated}}, {str(out)!r})
+    """)
+    _run(code)
+    ref = torch.load(out, weights_only=False)
+    return ref["inputs"], ref["generated_ids"]
 
 
 def _assert_same(got, inputs, generated):
@@ -95,8 +112,8 @@ def _assert_same(got, inputs, generated):
 
 
 @pytest.fixture(scope="module")
-def reference(release_dir, photo):
-    return _reference(release_dir, photo)
+def reference(release_dir, photo, tmp_path_factory):
+    return _reference(release_dir, photo, tmp_path_factory.mktemp("ref") / "ref.pt")
 
 
 def test_seed_snippet_on_a_release_folder_matches_jvlm_load(release_dir, photo, reference, tmp_path):
