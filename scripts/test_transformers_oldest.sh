@@ -16,5 +16,5 @@ PIP=(.venv-hf-old/bin/python -m pip install --disable-pip-version-check -q)
   rich pyyaml pytest accelerate peft torchao
 .venv-hf-old/bin/python -c "import transformers; assert transformers.__version__ == '$OLDEST', transformers.__version__"
 PYTHONPATH="$PWD/src" .venv-hf-old/bin/python -m pytest -q -p no:cacheprovider \
-  tests/test_transformers_release.py tests/test_transformers_generate.py tests/test_transformers_options.py \
-  tests/test_transformers_processor.py tests/test_transformers_peft.py tests/test_hf_api.py "$@"
+  tests/test_hf_release.py tests/test_hf_generate.py tests/test_hf_options.py \
+  tests/test_hf_processor.py tests/test_hf_peft.py tests/test_hf_api.py "$@"
