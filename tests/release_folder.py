@@ -83,3 +83,24 @@ def hf_cache_snapshot(hf_home: str | Path, repo_id: str, source: str | Path, rev
             link.unlink()
         os.symlink(os.path.relpath(blob, snap), link)
     return snap
+
+
+def restore_auto_processor():
+    """Undo mlx-vlm's patch of ``AutoProcessor.from_pretrained`` for model_type "jvlm" (its
+    Jina-VLM port installs one when imported, as the MLX parity test does at collection);
+    returns a function that puts the patch back."""
+    from transformers import AutoProcessor
+
+    current = AutoProcessor.__dict__["from_pretrained"]
+    fn = getattr(current, "__func__", current)
+    if fn.__module__.startswith("transformers"):
+        return lambda: None
+    original = None
+    for cell in fn.__closure__ or ():
+        value = cell.cell_contents
+        target = getattr(value, "__func__", None)
+        if target is not None and target.__module__.startswith("transformers"):
+            original = target
+    assert original is not None, "cannot find Transformers' own AutoProcessor.from_pretrained"
+    AutoProcessor.from_pretrained = classmethod(original)
+    return lambda: setattr(AutoProcessor, "from_pretrained", current)

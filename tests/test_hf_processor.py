@@ -19,8 +19,12 @@ def _registered():
     """In-process CLI tests defer the registration for the whole process (as the jvlm command
     does); register explicitly, as any program that uses the auto classes after it would."""
     import jvlm
+    from release_folder import restore_auto_processor
 
     jvlm._register_with_transformers()
+    put_back = restore_auto_processor()
+    yield
+    put_back()
 
 
 @pytest.fixture(scope="module")
