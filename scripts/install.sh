@@ -29,7 +29,7 @@ pip_install() {
 # Pin torch first: an unpinned requirement would pull a multi-GB CUDA build. 2.13.0 has a CPU wheel.
 pip_install "torch==2.13.0"
 if [ "$WITH_TEST" = 1 ]; then
-  pip_install -e ".[serve,pdf,train,eval,test]"
+  pip_install -e ".[serve,pdf,train,eval,transformers,test]"
   # The jvlm-demo recipe (recipes/jvlm_demo): its own package on top of the library; --no-deps
   # because its only requirement is the jvlm just installed.
   pip_install --no-deps -e recipes/jvlm_demo

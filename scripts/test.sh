@@ -19,4 +19,8 @@ if [ "$rc" = 5 ]; then
   echo "error: pytest collected no tests" >&2
   exit 1
 fi
+if [ "$rc" = 0 ] && [ "$#" = 0 ]; then
+  # the Transformers tests once more, on the oldest Transformers pyproject.toml allows
+  bash scripts/test_transformers_oldest.sh || rc=$?
+fi
 exit "$rc"

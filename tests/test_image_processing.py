@@ -254,7 +254,8 @@ def test_thumbnail_comes_from_the_smart_resized_image():
     rh, rw = p.layout.resized_hw
     assert (rh, rw) != (1400, 1100)
     src = torch.from_numpy(img).permute(2, 0, 1)[None]
-    resized_u8 = F.interpolate(src, size=(rh, rw), mode="bilinear", align_corners=False)  # uint8 result
+    # the release's uint8 smart resize: float interpolation, rounded, cast back to 8 bits
+    resized_u8 = F.interpolate(src.float(), size=(rh, rw), mode="bilinear", align_corners=False).round().to(torch.uint8)
     via_resized = F.interpolate(resized_u8.float() / 255, size=(378, 378), mode="bilinear", align_corners=False)
     direct = F.interpolate(src.float() / 255, size=(378, 378), mode="bilinear", align_corners=False)
 
@@ -354,16 +355,19 @@ def test_exif_rotated_jpeg_comes_out_upright():
     assert out[35, 10, 2] > 200 and out[35, 10, 0] < 60  # bottom is blue
 
 
-def test_rgba_is_composited_on_white():
+def test_alpha_is_dropped_like_pil_convert_rgb_and_compositing_is_opt_in():
+    # The release converts with PIL's convert("RGB"): a transparent pixel keeps its colour.
     rgba = np.zeros((2, 2, 4), np.uint8)
     rgba[0, 0] = (10, 20, 30, 255)  # opaque
-    rgba[0, 1] = (10, 20, 30, 0)  # fully transparent -> white
-    rgba[1, 0] = (0, 0, 0, 128)  # half-transparent black -> mid grey
-    for src in (rgba, _encode(Image.fromarray(rgba, "RGBA"), "PNG")):
+    rgba[0, 1] = (10, 20, 30, 0)  # fully transparent
+    rgba[1, 0] = (0, 0, 0, 128)  # half-transparent black
+    for src in (rgba, Image.fromarray(rgba, "RGBA"), _encode(Image.fromarray(rgba, "RGBA"), "PNG")):
         out = load_image(src)
-        assert tuple(out[0, 0]) == (10, 20, 30)
-        assert tuple(out[0, 1]) == (255, 255, 255)
-        assert all(abs(int(v) - 127) <= 1 for v in out[1, 0])
+        np.testing.assert_array_equal(out, rgba[..., :3])
+        white = load_image(src, composite_on_white=True)
+        assert tuple(white[0, 0]) == (10, 20, 30)
+        assert tuple(white[0, 1]) == (255, 255, 255)
+        assert all(abs(int(v) - 127) <= 1 for v in white[1, 0])
 
 
 def test_other_modes_become_rgb():
@@ -380,4 +384,4 @@ def test_other_modes_become_rgb():
     assert load_image(_encode(pal, "PNG", transparency=0)).shape == (8, 8, 3)
     deep = Image.fromarray(np.array([[65535, 256], [0, 32896]], np.uint16))  # 16-bit grey
     out = load_image(_encode(deep, "PNG"))
-    assert [int(v) for v in out[..., 0].ravel()] == [255, 1, 0, 128]  # scaled, not clipped at 255
+    assert [int(v) for v in out[..., 0].ravel()] == [255, 255, 0, 255]  # clipped, as PIL's convert("RGB")

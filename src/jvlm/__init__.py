@@ -16,18 +16,43 @@ from jvlm.errors import JVLMError  # noqa: E402
 
 
 def load(folder, dtype=None, device=None, progress: bool = False):
-    """``(model, processor)`` from a model folder (official safetensors layout)."""
+    """``(model, processor)`` from a model folder (official safetensors layout), a bundled
+    name (``jvlm-demo``) or a Hugging Face repo id (cache first, else downloaded)."""
     from jvlm.loading import load as _load
 
     return _load(folder, dtype=dtype, device=device, progress=progress)
 
 
+def resolve_model(name):
+    """The local folder a model name means: a folder, a bundled name (``jvlm-demo``), or a
+    Hugging Face repo id (from the cache, else downloaded). See ``jvlm.resolve``."""
+    from jvlm.resolve import resolve_model as _resolve
+
+    return _resolve(name).path
+
+
 def _register_with_transformers() -> None:
     try:
-        from jvlm.hf import register
-    except ImportError:  # transformers missing or too old: the plain API still works
+        import transformers  # noqa: F401
+    except ImportError:  # transformers missing: the plain API still works
         return
-    register()
+    # Importable at any point of jvlm's own import (it needs no jvlm module that imports
+    # Transformers), so registering does not fail half-way. An unsupported Transformers
+    # (pyproject.toml names the range) is reported, and the plain API keeps working.
+    pending = sys.modules.get("jvlm.integrations.transformers")
+    if pending is not None and not hasattr(pending, "register"):
+        return  # that module is being imported right now and registers itself at its end
+    try:
+        from jvlm.integrations.transformers import register
+
+        register()
+    except Exception as e:  # noqa: BLE001 - never break `import jvlm` over the auto classes
+        import logging
+
+        logging.getLogger("jvlm").warning(
+            "jvlm could not register with Transformers %s (%s: %s); AutoModelForCausalLM/AutoProcessor will "
+            "not know model_type 'jvlm'. jvlm.load() still works. Supported: transformers>=5.5,<6",
+            getattr(sys.modules.get("transformers"), "__version__", "?"), type(e).__name__, e)
 
 
 class _RegisterOnImport:
@@ -73,4 +98,4 @@ if "transformers" in sys.modules:
 else:
     sys.meta_path.insert(0, _RegisterOnImport())
 
-__all__ = ["JinaVLMConfig", "JVLMError", "load", "__version__"]
+__all__ = ["JinaVLMConfig", "JVLMError", "load", "resolve_model", "__version__"]

@@ -109,7 +109,10 @@ class TextConfig:
     embedding_size: int | None = None
     additional_vocab_size: int = 128
     rope_theta: float = 1_000_000.0
+    # Block norms (attn_lnorm, ffn_lnorm, ln_f) read block_config.lnorm_config; the per-head
+    # q/k norms read attn_config.lnorm_config (an eps of null means 1e-5 in both).
     norm_eps: float = 1e-6
+    qk_norm_eps: float = 1e-6
     max_sequence_length: int = 40960
     # Decided by text_config.tie_word_embeddings (official default True). The loader unties
     # whenever the checkpoint stores lm_head.weight (spec, Corrections 2).
@@ -147,6 +150,8 @@ class ImageProcessingConfig:
     resize_in_float32: bool = False
     # Reproduce the official mask quirk (last tile's mask row is -1, so it gets pad_embed[1]).
     last_tile_mask_quirk: bool = True
+    # Opt-in: blend transparent pixels onto white. The release drops alpha (PIL convert("RGB")).
+    composite_alpha_on_white: bool = False
     # Safety: refuse images whose header announces more pixels than this, before decoding.
     max_input_pixels: int = 64_000_000
 
@@ -256,6 +261,7 @@ class JinaVLMConfig:
         v, c, t, im = self.vision, self.connector, self.text, self.image
         ln_v = {"type": "default", "eps": v.norm_eps, "bias": v.norm_bias, "with_affine": True}
         ln_t = {"type": "rms", "eps": t.norm_eps, "bias": False, "with_affine": True}
+        ln_qk = {**ln_t, "eps": t.qk_norm_eps}
         return {
             "model_type": "jvlm",
             "architectures": ["JinaVLMForConditionalGeneration"],
@@ -345,7 +351,7 @@ class JinaVLMConfig:
                         "k_bias": False,
                         "v_bias": False,
                         "o_bias": False,
-                        "lnorm_config": ln_t,
+                        "lnorm_config": ln_qk,
                     },
                     "ffn_config": {
                         "size": t.mlp_size,
@@ -403,7 +409,8 @@ class JinaVLMConfig:
         tb = tc.get("block_config") or {}
         ta = tb.get("attn_config") or {}
         tf = tb.get("ffn_config") or {}
-        tln = ta.get("lnorm_config") or tb.get("lnorm_config") or {}
+        tln_block = tb.get("lnorm_config")
+        tln_attn = ta.get("lnorm_config")
         t.n_layers = tc.get("n_layers", t.n_layers)
         t.hidden_size = tc.get("hidden_size", t.hidden_size)
         t.vocab_size = tc.get("vocab_size", t.vocab_size)
@@ -416,8 +423,14 @@ class JinaVLMConfig:
         t.n_kv_heads = ta.get("n_kv_heads") or t.n_heads
         t.head_dim = ta.get("head_dim", t.head_dim)
         t.mlp_size = tf.get("size", t.mlp_size)
-        if tln:
-            t.norm_eps = 1e-5 if tln.get("eps") is None else float(tln["eps"])
+        # Corrections 5, as the release reads it: block norms take the block's lnorm_config,
+        # the q/k norms the attention's; eps null means 1e-5. A config with only one of the
+        # two sections uses it for both.
+        tln_block, tln_attn = tln_block or tln_attn, tln_attn or tln_block
+        if tln_block:
+            t.norm_eps = 1e-5 if tln_block.get("eps") is None else float(tln_block["eps"])
+        if tln_attn:
+            t.qk_norm_eps = 1e-5 if tln_attn.get("eps") is None else float(tln_attn["eps"])
 
         for key in ("bos_token_id", "eos_token_id", "pad_token_id", "image_token_index"):
             if key in d:

@@ -1,7 +1,7 @@
 """Load and save whole model folders: config.json + safetensors + tokenizer + processor files.
 
 ``load(folder)`` returns ``(model, processor)`` for people who don't use Transformers; the
-Transformers auto classes (``jvlm.hf``) call the same functions.
+Transformers auto classes (``jvlm.integrations.transformers``) call the same functions.
 """
 
 from __future__ import annotations
@@ -51,18 +51,21 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
-def load_model(folder: str | Path, dtype=None, device=None, progress: bool = False) -> JinaVLMForConditionalGeneration:
+def load_model(folder: str | Path, dtype=None, device=None, progress: bool = False,
+               build=JinaVLMForConditionalGeneration) -> JinaVLMForConditionalGeneration:
     """Build the model from ``folder`` and load its weights strictly.
 
     The module tree is created on the meta device, then every parameter is assigned from the
-    checkpoint, so peak memory is one copy of the weights.
+    checkpoint, so peak memory is one copy of the weights. ``build(cfg)`` makes the module
+    tree (the Transformers class passes its own); a checkpoint whose tensors mix dtypes loads
+    into the widest of them unless ``dtype`` is given.
     """
     folder = Path(folder)
     cfg = JinaVLMConfig.load(folder)
     dtype = parse_dtype(dtype)
     files = weights.checkpoint_files(folder)
     with torch.device("meta"):
-        model = JinaVLMForConditionalGeneration(cfg)
+        model = build(cfg)
     if progress:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -74,6 +77,8 @@ def load_model(folder: str | Path, dtype=None, device=None, progress: bool = Fal
             sd = weights.read_tensors(files, dtype, on_tensor=lambda _k: bar.advance(task))
     else:
         sd = weights.read_tensors(files, dtype)
+    if dtype is None:
+        weights.unify_float_dtype(sd)
     weights.load_into(model, sd)
     leftover = [n for n, p in model.named_parameters() if p.is_meta]
     if leftover:  # cannot happen after a strict load; guard against silent garbage
@@ -82,10 +87,12 @@ def load_model(folder: str | Path, dtype=None, device=None, progress: bool = Fal
 
 
 def load(folder: str | Path, dtype=None, device=None, progress: bool = False):
-    """``(model, processor)`` from a model folder, with the tokenizer's special ids wired in."""
+    """``(model, processor)`` for a model folder, a bundled name (``jvlm-demo``) or a Hugging
+    Face repo id (``jvlm.resolve``), with the tokenizer's special ids wired in."""
     from jvlm.processing.processor import JinaVLMProcessor
+    from jvlm.resolve import resolve_model
 
-    folder = Path(folder)
+    folder = resolve_model(folder).path
     if (folder / "trainer_state.json").is_file() and (folder / "model").is_dir():
         raise ModelFolderError(f"{folder} is a training checkpoint, not a model folder; "
                                f"its model is in {folder / 'model'}")

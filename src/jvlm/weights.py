@@ -192,6 +192,23 @@ def read_tensors(files: Iterable[Path], dtype: torch.dtype | None = None,
     return out
 
 
+def unify_float_dtype(sd: dict[str, torch.Tensor]) -> torch.dtype | None:
+    """Cast a state dict whose floating tensors mix dtypes (e.g. bf16 and fp32 in one file) to
+    the widest of them, in place, so the model has one dtype. Returns that dtype (None when
+    there are no floating tensors)."""
+    found = {t.dtype for t in sd.values() if t.is_floating_point()}
+    if not found:
+        return None
+    if len(found) == 1:
+        return found.pop()
+    widest = torch.float64 if torch.float64 in found else torch.float32  # holds bf16 and fp16 exactly
+    log.info("checkpoint mixes %s; loading every tensor as %s", sorted(map(str, found)), widest)
+    for k, t in sd.items():
+        if t.is_floating_point() and t.dtype != widest:
+            sd[k] = t.to(widest)
+    return widest
+
+
 def count_tensors(files: Iterable[Path]) -> int:
     n = 0
     for f in files:
@@ -254,7 +271,7 @@ def load_into(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
     on_meta = any(p.is_meta for p in model.parameters())
     model.load_state_dict(sd, strict=False, assign=on_meta)
     if not has_head:
-        model.tie_weights()
+        model.tie_lm_head()
 
 
 def save_official(model: torch.nn.Module, folder: str | Path, max_shard_bytes: int | None = None,

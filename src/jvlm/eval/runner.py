@@ -104,9 +104,12 @@ class InProcessBackend:
     def from_folder(cls, folder: PathLike, *, dtype=None, device=None, batch_size: int = 8,
                     progress: bool = False) -> InProcessBackend:
         from jvlm.loading import load
+        from jvlm.resolve import resolve_model
 
+        resolved = resolve_model(folder)  # a folder, jvlm-demo, or a Hugging Face repo id
+        folder = resolved.path
         model, processor = load(folder, dtype=dtype, device=device, progress=progress)
-        return cls(model, processor, name=Path(folder).name, key=folder_key(folder, str(model.dtype)),
+        return cls(model, processor, name=Path(resolved.name).name, key=folder_key(folder, str(model.dtype)),
                    batch_size=batch_size)
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Completion]:

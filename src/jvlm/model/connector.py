@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jvlm.config import POOLING_TYPES, JinaVLMConfig
+from jvlm.model.text import linear_plus_bias
 
 
 class AttentionPooling(nn.Module):
@@ -41,8 +42,8 @@ class AttentionPooling(nn.Module):
         h, d = self.n_heads, self.head_dim
         # Zero-padded members count in the mean (spec §6 step 5).
         query = windows.mean(dim=1, keepdim=True)  # (M, 1, C)
-        q = F.linear(query, self.q_w.weight, self.q_b).view(m, 1, h, d).transpose(1, 2)  # (M, H, 1, D)
-        kv = F.linear(windows, self.kv_w.weight, torch.cat([self.k_b, self.v_b]))  # (M, K, 2*H*D)
+        q = linear_plus_bias(self.q_w, query, self.q_b).view(m, 1, h, d).transpose(1, 2)  # (M, H, 1, D)
+        kv = linear_plus_bias(self.kv_w, windows, torch.cat([self.k_b, self.v_b]))  # (M, K, 2*H*D)
         kv = kv.view(m, k, 2, h, d).permute(2, 0, 3, 1, 4)  # (2, M, H, K, D): K first, then V
         # Softmax over only K=4 keys: an explicit product is cheaper than a fused kernel call here.
         scores = (q @ kv[0].transpose(-1, -2)) * (1.0 / math.sqrt(d))  # (M, H, 1, K)

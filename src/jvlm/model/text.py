@@ -51,6 +51,28 @@ class ExtendedEmbedding(nn.Module):
         return out
 
 
+class ExternalCache:
+    """A Transformers ``Cache`` (``DynamicCache`` and friends) behind ``KVCache``'s interface.
+
+    Transformers' ``generate`` owns that cache (it grows it, reorders it for beam search,
+    crops it for assisted decoding); the decoder only writes each layer's new keys/values
+    through ``update`` and reads back the whole history.
+    """
+
+    def __init__(self, cache):
+        self.cache = cache
+        self.length = int(cache.get_seq_length())
+
+    def reserve(self, extra: int) -> None:  # the Transformers cache grows itself
+        pass
+
+    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache.update(k, v, layer)
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
+
 class KVCache:
     """Preallocated keys/values for every layer: (layers, B, kv_heads, capacity, head_dim).
 
@@ -102,6 +124,15 @@ class KVCache:
         self.v = self.v.index_select(1, idx)
 
 
+def linear_plus_bias(layer: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``layer(x) + bias`` for a bias-free projection whose bias is kept apart (official
+    layout). A plain ``nn.Linear`` takes the fused ``F.linear``; a wrapped one (a LoRA layer
+    from PEFT, a quantized layer) is called as a module so that its own forward runs."""
+    if type(layer) is nn.Linear:
+        return F.linear(x, layer.weight, bias)
+    return layer(x) + bias
+
+
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
     """(B, T) integer positions -> cos, sin of shape (B, 1, T, head_dim) (rotate-half layout)."""
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
@@ -128,13 +159,15 @@ class TextAttention(nn.Module):
         self.v_b = nn.Parameter(torch.zeros(kv_dim))
         self.out = nn.Linear(q_dim, cfg.hidden_size, bias=False)
         # differs from the ViT: per-head RMSNorm on q and k, before RoPE (Qwen3)
-        self.q_lnorm = RMSNorm(cfg.head_dim, cfg.norm_eps)
-        self.k_lnorm = RMSNorm(cfg.head_dim, cfg.norm_eps)
+        self.q_lnorm = RMSNorm(cfg.head_dim, cfg.qk_norm_eps)
+        self.k_lnorm = RMSNorm(cfg.head_dim, cfg.qk_norm_eps)
+        # "sdpa" (PyTorch's fused kernels) or "eager" (explicit softmax, e.g. for attention maps)
+        self.attn_implementation = "sdpa"
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         b, t, _ = x.shape
         h, kvh, d = self.n_heads, self.n_kv, self.head_dim
-        qkv = F.linear(x, self.qkv_w.weight, torch.cat([self.q_b, self.k_b, self.v_b]))
+        qkv = linear_plus_bias(self.qkv_w, x, torch.cat([self.q_b, self.k_b, self.v_b]))
         q, k, v = qkv.split([h * d, kvh * d, kvh * d], dim=-1)
         q = self.q_lnorm(q.view(b, t, h, d)).transpose(1, 2)  # (B, H, T, D)
         k = self.k_lnorm(k.view(b, t, kvh, d)).transpose(1, 2)  # (B, KV, T, D)
@@ -142,11 +175,27 @@ class TextAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.write(layer, k, v)  # (B, KV, S, D)
-        if mask is None:
+        if self.attn_implementation == "eager":
+            y = eager_attention(q, k, v, mask)
+        elif mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=h != kvh)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=h != kvh)
         return self.out(y.transpose(1, 2).reshape(b, t, h * d))
+
+
+def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + mask) v written out, softmax in fp32; same result as SDPA up
+    to rounding. ``mask`` is (B, 1, T, S) bool or None (causal, queries at the end)."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    t, s = q.shape[2], k.shape[2]
+    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+    if mask is None:
+        mask = _causal(t, s - t, q.device)[None, None]
+    scores = scores.float().masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1).to(v.dtype) @ v
 
 
 class TextMLP(nn.Module):
@@ -215,13 +264,20 @@ class TextDecoder(nn.Module):
         self.layers = nn.ModuleList(TextBlock(cfg) for _ in range(cfg.n_layers))
         self.ln_f = RMSNorm(cfg.hidden_size, cfg.norm_eps)
 
+    def set_attn_implementation(self, name: str) -> None:
+        """"sdpa" or "eager" for every layer (the same numbers up to rounding)."""
+        if name not in ("sdpa", "eager"):
+            raise ValueError(f"attention implementation {name!r} is not one of 'sdpa', 'eager'")
+        for layer in self.layers:
+            layer.attn.attn_implementation = name
+
     def new_cache(self, batch: int, capacity: int, dtype=None, device=None) -> KVCache:
         p = self.ln_f.weight
         return KVCache(self.cfg.n_layers, batch, self.cfg.n_kv_heads, self.cfg.head_dim, capacity,
                        dtype or p.dtype, device or p.device)
 
     def forward(self, embeds: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                cache: KVCache | None = None) -> torch.Tensor:
+                cache: KVCache | ExternalCache | None = None) -> torch.Tensor:
         """(B, T, hidden) input embeddings -> (B, T, hidden) final hidden states (after ln_f)."""
         b, t, _ = embeds.shape
         past = cache.length if cache is not None else 0

@@ -110,6 +110,9 @@ class JinaVLMForConditionalGeneration(nn.Module):
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         return self.model.language_model.new_cache(batch, capacity)
 
+    def tie_lm_head(self) -> None:
+        self.tie_weights()
+
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 images: torch.Tensor | None = None, image_masks: torch.Tensor | None = None,
@@ -120,16 +123,8 @@ class JinaVLMForConditionalGeneration(nn.Module):
         aligned with inputs (label[t] is the token after input[t], negatives ignored), as the
         official processor produces them.
         """
-        if past_key_values is not None and past_key_values.length > 0:
-            images = image_features = None  # images are consumed at prefill only
-        embeds = self.model.embed(input_ids, images, image_masks, image_input_idx, image_features)
-        hidden = self.model.language_model(embeds, attention_mask, past_key_values)
-        kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
-        logits = self.lm_head(kept)
-        loss = None
-        if labels is not None:
-            loss = next_token_loss(logits, labels[:, -kept.shape[1]:])
-        return VLMOutput(logits=logits, loss=loss, hidden_states=hidden, past_key_values=past_key_values)
+        return lm_forward(self, input_ids, attention_mask, images, image_masks, image_input_idx, labels,
+                          past_key_values, image_features, logits_to_keep)
 
     # ---------------------------------------------------------------- generate
     @torch.inference_mode()
@@ -152,6 +147,24 @@ class JinaVLMForConditionalGeneration(nn.Module):
             temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos_token_id,
             pad_token_id=pad_token_id, seed=seed, streamer=streamer,
         )
+
+
+def lm_forward(model: nn.Module, input_ids, attention_mask=None, images=None, image_masks=None,
+               image_input_idx=None, labels=None, cache=None, image_features=None,
+               logits_to_keep: int = 0) -> VLMOutput:
+    """The whole model's forward pass for any module holding ``.model`` (``JinaVLM``) and
+    ``.lm_head``: this class and the Transformers class share it. ``cache`` is a ``KVCache``
+    or an ``ExternalCache`` (a Transformers cache)."""
+    if cache is not None and cache.length > 0:
+        images = image_features = None  # images are consumed at prefill only
+    embeds = model.model.embed(input_ids, images, image_masks, image_input_idx, image_features)
+    hidden = model.model.language_model(embeds, attention_mask, cache)
+    kept = hidden[:, -logits_to_keep:] if logits_to_keep else hidden
+    logits = model.lm_head(kept)
+    loss = None
+    if labels is not None:
+        loss = next_token_loss(logits, labels[:, -kept.shape[1]:])
+    return VLMOutput(logits=logits, loss=loss, hidden_states=hidden, past_key_values=cache)
 
 
 def init_random(model: nn.Module, seed: int = 0, std: float = 0.02) -> nn.Module:

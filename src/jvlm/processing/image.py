@@ -39,18 +39,22 @@ DROPPED_IDX = -10000  # image_input_idx value of a pooled cell that feeds no tok
 _CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 _CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-_HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 
 
 # --------------------------------------------------------------------------------- loading
-def load_image(src, *, max_input_pixels: int | None = None) -> np.ndarray:
-    """Decode any supported input to an HxWx3 uint8 RGB array, the way training saw images.
+def load_image(src, *, max_input_pixels: int | None = None, exif_for_pil: bool = False,
+               composite_on_white: bool = False) -> np.ndarray:
+    """Decode any supported input to an HxWx3 uint8 RGB array, as the release does.
 
     ``src`` is a file path, encoded bytes, a PIL image or a numpy array (HxW, HxWx1/3/4; uint8,
-    uint16, bool, or float in [0, 1]). EXIF orientation is applied and transparency is
-    composited on white, so a rotated phone photo or a transparent logo looks as a person
-    sees it. ``max_input_pixels`` (default: the released ``ImageProcessingConfig`` cap) is
-    checked from the header before any pixel is decoded; ``0`` or less disables it.
+    uint16, bool, or float in [0, 1]). PIL images become RGB through PIL's ``convert("RGB")``
+    (alpha dropped, palettes expanded, CMYK converted, 16-bit values clipped), like the
+    released processor. EXIF orientation is applied to files and encoded bytes (paths and
+    URLs), and to PIL images only when ``exif_for_pil`` (the release does it for images in
+    chat messages). ``composite_on_white`` (opt-in) blends transparent pixels onto white
+    instead of dropping alpha. ``max_input_pixels`` (default: the released
+    ``ImageProcessingConfig`` cap) is checked from the header before any pixel is decoded;
+    ``0`` or less disables it.
 
     Every failure is an ``InvalidImageError`` (``ImageTooLargeError`` for the cap), never a
     bare PIL/numpy error.
@@ -58,22 +62,22 @@ def load_image(src, *, max_input_pixels: int | None = None) -> np.ndarray:
     cap = ImageProcessingConfig().max_input_pixels if max_input_pixels is None else max_input_pixels
     try:
         if isinstance(src, np.ndarray):
-            return _array_to_rgb(src, cap)
+            return _array_to_rgb(src, cap, composite_on_white)
         if isinstance(src, Image.Image):
             _check_size(src.size, cap)
-            return _pil_to_rgb(src)
+            return _pil_to_rgb(src, exif=exif_for_pil, composite=composite_on_white)
         if isinstance(src, (str, Path)):
             path = Path(src)
             if not path.is_file():
                 what = "is a directory, not an image file" if path.is_dir() else "does not exist"
                 raise InvalidImageError(f"image path {str(path)!r} {what}; pass the path of an image file")
             with open(path, "rb") as fh:
-                return _decode(fh, cap, what=f"file {str(path)!r}")
+                return _decode(fh, cap, what=f"file {str(path)!r}", composite=composite_on_white)
         if isinstance(src, (bytes, bytearray, memoryview)):
             data = bytes(src)
             if not data:
                 raise InvalidImageError("image bytes are empty; expected an encoded image (PNG, JPEG, WebP, ...)")
-            return _decode(io.BytesIO(data), cap, what=f"{len(data):,} bytes")
+            return _decode(io.BytesIO(data), cap, what=f"{len(data):,} bytes", composite=composite_on_white)
     except JVLMError:
         raise
     except Exception as e:  # never let a decoder or numpy error escape untyped
@@ -95,7 +99,7 @@ def _check_size(size_wh: tuple[int, int], cap: int) -> None:
         )
 
 
-def _decode(fh, cap: int, what: str) -> np.ndarray:
+def _decode(fh, cap: int, what: str, composite: bool = False) -> np.ndarray:
     """Open lazily (header only), check the pixel cap, then decode.
 
     PIL runs its own decompression-bomb check inside ``Image.open``; our cap is checked first
@@ -111,7 +115,7 @@ def _decode(fh, cap: int, what: str) -> np.ndarray:
                 if issubclass(w.category, Image.DecompressionBombWarning):
                     raise Image.DecompressionBombWarning(str(w.message))
             im.load()
-            return _pil_to_rgb(im)
+            return _pil_to_rgb(im, exif=True, composite=composite)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         size = _header_size(fh)
         if size is not None:
@@ -157,25 +161,12 @@ def _header_size(fh) -> tuple[int, int] | None:
     return None
 
 
-def _pil_to_rgb(im: Image.Image) -> np.ndarray:
-    im = ImageOps.exif_transpose(im)
-    mode = im.mode
-    if mode in _HIGH_DEPTH_MODES:
-        gray = _high_depth_to_uint8(np.asarray(im), mode)
-        return np.repeat(gray[:, :, None], 3, axis=2)
-    if mode in _ALPHA_MODES or "transparency" in im.info:
+def _pil_to_rgb(im: Image.Image, exif: bool, composite: bool = False) -> np.ndarray:
+    if exif:
+        im = ImageOps.exif_transpose(im)
+    if composite and (im.mode in _ALPHA_MODES or "transparency" in im.info):
         return _composite_on_white(np.asarray(im.convert("RGBA")))
     return np.array(im.convert("RGB"))  # a writable copy, unlike np.asarray
-
-
-def _high_depth_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
-    """Scale 16/32-bit and float grayscale to 8 bits (PIL's own convert would clip, not scale)."""
-    a = a.astype(np.float64)
-    if mode == "F":
-        a = a * 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else a
-    elif mode.startswith("I;16") or np.max(a, initial=0.0) > 255:
-        a = np.clip(a, 0, 65535) / 257.0  # 65535 -> 255
-    return np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
 
 
 def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
@@ -186,7 +177,7 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _array_to_rgb(a: np.ndarray, cap: int) -> np.ndarray:
+def _array_to_rgb(a: np.ndarray, cap: int, composite: bool = False) -> np.ndarray:
     if a.ndim == 3 and a.shape[2] in (1, 3, 4):
         h, w, c = a.shape
     elif a.ndim == 2:
@@ -214,7 +205,7 @@ def _array_to_rgb(a: np.ndarray, cap: int) -> np.ndarray:
     if c == 1:
         return np.repeat(u8, 3, axis=2)
     if c == 4:
-        return _composite_on_white(u8)
+        return _composite_on_white(u8) if composite else np.array(u8[:, :, :3], order="C")
     return np.array(u8, order="C")  # never alias the caller's array
 
 
@@ -401,8 +392,9 @@ def image_input_idx(layout: ImageLayout, cfg: ImageProcessingConfig) -> np.ndarr
 def _resize(chw: torch.Tensor, hw: tuple[int, int], cfg: ImageProcessingConfig) -> torch.Tensor:
     """Resample a (C, H, W) tensor like torchvision's tensor resize (align_corners=False).
 
-    uint8 in -> uint8 out: bilinear uses torch's native uint8 kernel (what torchvision picks
-    on x86 CPUs), other modes compute in float and round and clamp back to 8 bits.
+    uint8 in -> uint8 out, as the release does it: interpolate in float32, round (half to
+    even), clamp, cast back to 8 bits. (torch's native uint8 bilinear kernel rounds its
+    fixed-point weights differently: one grey level apart on ~15% of the pixels.)
     """
     if tuple(chw.shape[-2:]) == tuple(hw):
         return chw
@@ -410,7 +402,7 @@ def _resize(chw: torch.Tensor, hw: tuple[int, int], cfg: ImageProcessingConfig) 
     if mode not in ("bilinear", "bicubic"):
         raise ValueError(f"interpolation {mode!r} is not supported; use 'bilinear' or 'bicubic'")
     kw = {"size": hw, "mode": mode, "align_corners": False, "antialias": cfg.antialias}
-    if chw.dtype == torch.uint8 and mode != "bilinear":
+    if chw.dtype == torch.uint8:
         out = F.interpolate(chw[None].float(), **kw)[0]
         return out.round_().clamp_(0, 255).to(torch.uint8)
     return F.interpolate(chw[None], **kw)[0]
@@ -444,9 +436,14 @@ class ProcessedImage:
     layout: ImageLayout
 
 
-def preprocess_image(src, cfg: ImageProcessingConfig, max_crops: int | None = None) -> ProcessedImage:
-    """Load an image and turn it into crops, masks, ``image_input_idx`` and its layout."""
-    rgb = load_image(src, max_input_pixels=cfg.max_input_pixels)
+def preprocess_image(src, cfg: ImageProcessingConfig, max_crops: int | None = None,
+                     exif_for_pil: bool = False) -> ProcessedImage:
+    """Load an image and turn it into crops, masks, ``image_input_idx`` and its layout.
+
+    ``exif_for_pil``: apply EXIF orientation to an in-memory PIL image too (the release does
+    it for chat-message images; files and bytes always get it)."""
+    rgb = load_image(src, max_input_pixels=cfg.max_input_pixels, exif_for_pil=exif_for_pil,
+                     composite_on_white=cfg.composite_alpha_on_white)
     h, w = rgb.shape[:2]
     layout = image_layout(h, w, cfg, max_crops)
 

@@ -88,8 +88,13 @@ class JinaVLMProcessor:
         (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
 
     # ----------------------------------------------------------------- images
-    def process_image(self, image, max_crops: int | None = None) -> ProcessedImage:
-        return preprocess_image(_fetch_if_url(image), self.image_config, max_crops=max_crops)
+    def process_image(self, image, max_crops: int | None = None, exif_for_pil: bool = True) -> ProcessedImage:
+        """One image's crops and layout. ``exif_for_pil``: rotate an in-memory PIL image by its
+        EXIF orientation, as the release does for chat-message images (the default here,
+        since the engine builds every prompt from messages); ``processor(images=...)`` does
+        not, like the release."""
+        return preprocess_image(_fetch_if_url(image), self.image_config, max_crops=max_crops,
+                                exif_for_pil=exif_for_pil)
 
     def image_block(self, processed: ProcessedImage) -> np.ndarray:
         t = self.token_ids
@@ -98,11 +103,17 @@ class JinaVLMProcessor:
 
     # --------------------------------------------------------------- encoding
     def encode(self, text: str | list[int], images=(), max_crops: int | None = None,
-               processed: list[ProcessedImage] | None = None) -> Encoded:
-        """Tokenize ``text`` (a string, or ids from a chat template) and splice in image blocks."""
+               processed: list[ProcessedImage] | None = None, exif_for_pil: bool = True) -> Encoded:
+        """Tokenize ``text`` (a string, or ids from a chat template) and splice in image blocks.
+
+        A prompt that ends in the tokenizer's EOS token loses it, as in the release (a
+        finished training sequence fed back as a prompt continues, rather than stops)."""
         ids = list(text) if isinstance(text, list) else self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        if ids and eos is not None and ids[-1] == eos:
+            ids = ids[:-1]
         if processed is None:
-            processed = [self.process_image(img, max_crops) for img in images]
+            processed = [self.process_image(img, max_crops, exif_for_pil) for img in images]
         n_images = len(processed)
         placeholder = self.token_ids.image
         slots = [i for i, tok in enumerate(ids) if tok == placeholder]
@@ -174,9 +185,13 @@ class JinaVLMProcessor:
             data = {k: torch.from_numpy(v) for k, v in data.items()}
         return BatchFeature(data=data)
 
-    def __call__(self, text: str | list[str] | list[list[int]] | None = None, images=None, return_tensors: str | None = "pt",
-                 max_crops: int | None = None, **_ignored):
-        """``processor(text=..., images=...)``: one prompt or a list; images per prompt."""
+    def __call__(self, text: str | list[str] | list[list[int]] | None = None, images=None,
+                 return_tensors: str | None = "pt", max_crops: int | None = None, _exif_for_pil: bool = False,
+                 **_ignored):
+        """``processor(text=..., images=...)``: one prompt or a list (or token id lists); images per prompt.
+
+        In-memory PIL images keep their pixel order (no EXIF rotation), as in the release;
+        images of chat messages (``apply_chat_template``) are rotated."""
         if text is None:
             text = ""
         texts = [text] if isinstance(text, str) else list(text)
@@ -188,7 +203,7 @@ class JinaVLMProcessor:
             per = [imgs if isinstance(imgs, list) else [imgs] for imgs in images]
         if len(per) != len(texts):
             raise PromptError(f"{len(texts)} prompts but {len(per)} image lists")
-        encoded = [self.encode(t, imgs, max_crops) for t, imgs in zip(texts, per)]
+        encoded = [self.encode(t, imgs, max_crops, exif_for_pil=_exif_for_pil) for t, imgs in zip(texts, per)]
         for e in encoded:
             self.check_length(e)
         return self.collate(encoded, return_tensors)
@@ -206,7 +221,8 @@ class JinaVLMProcessor:
             return texts if batched else texts[0]
         images = [extract_images(c) for c in conversations]
         ids = [self.chat_ids(c, add_generation_prompt=add_generation_prompt, **kwargs) for c in conversations]
-        batch = self.__call__(text=ids, images=images, return_tensors=return_tensors or "pt", max_crops=max_crops)
+        batch = self.__call__(text=ids, images=images, return_tensors=return_tensors or "pt", max_crops=max_crops,
+                              _exif_for_pil=True)
         if return_dict:
             return batch
         return batch["input_ids"] if return_tensors else batch["input_ids"].tolist()

@@ -96,8 +96,11 @@ def _jsonable(x):
 
 # -------------------------------------------------------------------- save
 def save_checkpoint(root: Path, step: int, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    model_cfg, tied: bool, processor, state: dict[str, Any], ctx, keep_last: int) -> Path:
-    """Collective: every process calls it; process 0 writes. Returns the final folder."""
+                    model_cfg, tied: bool, processor, state: dict[str, Any], ctx, keep_last: int,
+                    lora=None, base_model: str | None = None) -> Path:
+    """Collective: every process calls it; process 0 writes. Returns the final folder.
+
+    In LoRA mode (``lora`` given) the checkpoint holds ``adapter/`` instead of ``model/``."""
     model_sd = get_model_state_dict(wrapped, options=_FULL)
     optim_sd = get_optimizer_state_dict(wrapped, optimizer, options=_FULL)
     rngs = ctx.gather_objects(rng_state())
@@ -109,7 +112,12 @@ def save_checkpoint(root: Path, step: int, wrapped: torch.nn.Module, optimizer: 
             shutil.rmtree(tmp)
         tmp.mkdir()
         sd = {strip_wrappers(k): v for k, v in model_sd.items()}
-        save_pretrained(_StateView(model_cfg, sd, tied), tmp / "model", processor=processor)
+        if lora is not None:
+            from jvlm.train.lora import ADAPTER_DIR, save_adapter
+
+            save_adapter(tmp / ADAPTER_DIR, sd, lora, base_model)
+        else:
+            save_pretrained(_StateView(model_cfg, sd, tied), tmp / "model", processor=processor)
         tensors, meta = _flatten_optimizer(optim_sd)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(meta) + "\n")

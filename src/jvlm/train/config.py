@@ -131,6 +131,19 @@ class DistributedConfig:
 
 
 @dataclass
+class LoraSection:
+    """LoRA mode (``jvlm.train.lora``): only low-rank adapters train; checkpoints hold the
+    adapter alone; the run ends with the adapters merged into a full model folder."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["decoder"])  # "decoder", "connector"
+    lr: float = 2e-4  # every adapter's learning rate (the groups' lrs are for full training)
+    warmup_steps: int = 0
+
+
+@dataclass
 class TrainConfig:
     model: ModelSource
     data: DataConfig
@@ -143,6 +156,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     log: LogConfig = field(default_factory=LogConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    lora: LoraSection | None = None  # a section turns LoRA mode on
 
     # --------------------------------------------------------------- derived
     def resolved_text_only_share(self, phase: PhaseConfig | None = None) -> float | None:
@@ -202,6 +216,15 @@ class TrainConfig:
             raise TrainConfigError(f"distributed.strategy must be 'ddp' or 'fsdp', found {self.distributed.strategy!r}")
         if self.checkpoint.every <= 0 or self.checkpoint.keep_last <= 0:
             raise TrainConfigError("checkpoint.every and checkpoint.keep_last must be positive")
+        if self.lora is not None:
+            lo = self.lora
+            if lo.r <= 0 or lo.alpha <= 0 or not 0.0 <= lo.dropout < 1.0 or lo.lr <= 0:
+                raise TrainConfigError("lora: r, alpha and lr must be positive and dropout in [0, 1)")
+            bad = sorted(set(lo.targets) - {"decoder", "connector"})
+            if bad or not lo.targets:
+                raise TrainConfigError(f"lora.targets: {bad or 'empty'}; choose from ['connector', 'decoder']")
+            if self.distributed.strategy == "fsdp":
+                raise TrainConfigError("lora mode runs with distributed.strategy 'ddp' (the adapters are small)")
         return self
 
     def accumulation_steps(self, world_size: int) -> int:
@@ -272,6 +295,8 @@ def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".") -> TrainCo
         "checkpoint": CheckpointConfig, "log": LogConfig, "distributed": DistributedConfig,
     }
     kwargs = {k: _build(klass, raw.pop(k, {}) or {}, k) for k, klass in sections.items()}
+    lora_raw = raw.pop("lora", None)
+    kwargs["lora"] = None if lora_raw is None else _build(LoraSection, lora_raw or {}, "lora")
     cfg = _build(TrainConfig, {**raw, "model": model, "data": data, "optim": optim, **kwargs}, "config")
     defaults = _stage_groups(cfg.stage)
     if not isinstance(groups_raw, dict):
@@ -293,8 +318,18 @@ def _resolve_paths(cfg: TrainConfig, base: Path) -> None:
         path = Path(p).expanduser()
         return str(path if path.is_absolute() else (base / path).resolve())
 
+    def res_model(p: str | None) -> str | None:
+        """A folder relative to the config, else a model name (jvlm-demo, owner/name) as given:
+        ``jvlm.resolve`` finds it when the run starts."""
+        if p is None or Path(p).expanduser().is_absolute() or (base / p).exists():
+            return res(p)
+        from jvlm.resolve import is_model_name
+
+        return p if is_model_name(p) else res(p)
+
     m = cfg.model
-    m.checkpoint, m.vision, m.text, m.tokenizer = res(m.checkpoint), res(m.vision), res(m.text), res(m.tokenizer)
+    m.checkpoint = res_model(m.checkpoint)
+    m.vision, m.text, m.tokenizer = res(m.vision), res(m.text), res(m.tokenizer)
     for s in cfg.data.sources:
         s.path = res(s.path)
     cfg.output_dir = res(cfg.output_dir)

@@ -176,6 +176,7 @@ def text_config_from_qwen3(hf: dict) -> TextConfig:
         n_kv_heads=int(hf.get("num_key_value_heads") or heads), head_dim=int(hf.get("head_dim") or hidden // heads),
         mlp_size=int(hf["intermediate_size"]), vocab_size=int(hf["vocab_size"]), embedding_size=None,
         additional_vocab_size=128, rope_theta=theta, norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        qk_norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
         max_sequence_length=int(hf.get("max_position_embeddings", 40960)),
         tie_word_embeddings=False,  # the release stores lm_head separately (spec §9.1)
     )

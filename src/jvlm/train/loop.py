@@ -75,7 +75,14 @@ def build_model(cfg: TrainConfig, resume_from: Path | None):
     from jvlm.processing.processor import JinaVLMProcessor
 
     m = cfg.model
-    folder = resume_from / "model" if resume_from is not None else (Path(m.checkpoint) if m.checkpoint else None)
+    if resume_from is not None and cfg.lora is None:
+        folder = resume_from / "model"
+    elif m.checkpoint:  # (in LoRA mode, resuming starts from the base and reloads the adapter)
+        from jvlm.resolve import resolve_model
+
+        folder = resolve_model(m.checkpoint).path  # a folder, jvlm-demo, or a Hugging Face repo id
+    else:
+        folder = None
     if folder is not None:
         model = load_model(folder, dtype="fp32", device="cpu")
         processor = JinaVLMProcessor.from_pretrained(folder)
@@ -90,6 +97,16 @@ def build_model(cfg: TrainConfig, resume_from: Path | None):
 
         model, processor = build_random_model(m.preset, seed=m.init_seed)
     return model.float().train(), processor
+
+
+def lora_optim(cfg: TrainConfig):
+    """The optimiser settings of LoRA mode: every group at the adapters' learning rate."""
+    import copy
+
+    optim = copy.deepcopy(cfg.optim)
+    for group in optim.groups.values():
+        group.lr, group.warmup_steps, group.freeze = cfg.lora.lr, cfg.lora.warmup_steps, False
+    return optim
 
 
 def _find_resume(root: Path, resume: bool | str | None) -> Path | None:
@@ -136,14 +153,23 @@ class Trainer:
         self.ctx.barrier()
 
         model, self.processor = build_model(cfg, resume_from)
-        counts = apply_freezing(model, cfg.optim)
-        log.info("trainable parameters per group: %s", counts)
+        optim_cfg = cfg.optim
+        if cfg.lora is not None:
+            from jvlm.train import lora
+
+            log.info("LoRA mode: %s", lora.add_adapters(model, cfg.lora))
+            if resume_from is not None:
+                lora.load_adapter(model, resume_from / lora.ADAPTER_DIR)
+            optim_cfg = lora_optim(cfg)
+        else:
+            counts = apply_freezing(model, cfg.optim)
+            log.info("trainable parameters per group: %s", counts)
         if cfg.optim.activation_checkpointing:
             enable_activation_checkpointing(model)
         self.model = model.to(self.ctx.device)
         self.wrapped = distributed.wrap(ModelWithLoss(self.model, touch_all=self.ctx.enabled), self.ctx,
                                         cfg.distributed.strategy)
-        self.optimizer = build_optimizer(self.wrapped.named_parameters(), cfg.optim)
+        self.optimizer = build_optimizer(self.wrapped.named_parameters(), optim_cfg)
         self.schedule = Schedule(self.optimizer, cfg.optim.steps, cfg.optim.schedule, cfg.optim.min_lr_ratio)
         self.trainable = [p for p in self.wrapped.parameters() if p.requires_grad]
 
@@ -188,7 +214,8 @@ class Trainer:
     def save(self) -> Path:
         return ckpt_io.save_checkpoint(self.ckpt_root, self.step, self.wrapped, self.optimizer, self.model.cfg,
                                        self.model.tied, self.processor, self._state(), self.ctx,
-                                       self.cfg.checkpoint.keep_last)
+                                       self.cfg.checkpoint.keep_last, lora=self.cfg.lora,
+                                       base_model=self.cfg.model.checkpoint)
 
     # ------------------------------------------------------------------ data
     def _encode(self, ref: SampleRef):
@@ -318,10 +345,18 @@ class Trainer:
         plot = None
         bad = BadRows.merged(self.index_bad, self.bad)
         if self.ctx.is_main:
-            src = ckpt_io.step_dir(self.ckpt_root, self.step) / "model"
             tmp = self.out / ".final.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(src, tmp)
+            if self.cfg.lora is not None:  # merge the adapters into a full model folder
+                from jvlm.loading import save_pretrained
+                from jvlm.train import lora
+
+                adapter = ckpt_io.step_dir(self.ckpt_root, self.step) / lora.ADAPTER_DIR
+                shutil.rmtree(self.out / lora.ADAPTER_DIR, ignore_errors=True)
+                shutil.copytree(adapter, self.out / lora.ADAPTER_DIR)
+                save_pretrained(lora.merge_adapters(self.model).eval(), tmp, processor=self.processor)
+            else:
+                shutil.copytree(ckpt_io.step_dir(self.ckpt_root, self.step) / "model", tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             if self.cfg.log.plot:
