@@ -26,11 +26,11 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0),
     ("jvlm.processing", 1), ("jvlm.media", 1),
     ("jvlm.model", 2),
-    ("jvlm.weights", 3), ("jvlm.loading", 3),
+    ("jvlm.weights", 3), ("jvlm.loading", 3), ("jvlm.resolve", 3),
     ("jvlm.inference", 4), ("jvlm.efficiency", 4),
     ("jvlm.tools", 5), ("jvlm.random_model", 5),
     ("jvlm.train", 6), ("jvlm.eval", 6),
-    ("jvlm.resolve", 7), ("jvlm.notices", 7), ("jvlm.serve", 7), ("jvlm.hf", 7), ("jvlm.integrations", 7),
+    ("jvlm.notices", 7), ("jvlm.serve", 7), ("jvlm.hf", 7), ("jvlm.integrations", 7),
     ("jvlm.cli", 8), ("jvlm.__main__", 8), ("jvlm", 9),
 )
 #: upward imports that exist for a reason, each with its way out

@@ -18,8 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,27 +50,9 @@ def random_model_notice(name: str = TINY_RANDOM) -> str:
             f"Pass --model with a trained checkpoint, e.g. --model {RELEASED_MODEL}.")
 
 
-def ensure_tiny_random() -> Path:
-    """The placeholder model folder, written once (atomically, so an interrupted first run
-    never leaves a half-written folder behind)."""
-    folder = cache_dir() / "tiny-random"
-    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
-        return folder
-    from jvlm.tools.random_model import write_random_checkpoint
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    log.info("writing the tiny random model to %s", folder)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-random-", dir=folder.parent))
-    try:
-        write_random_checkpoint(tmp, "tiny", seed=0)
-        (tmp / "RANDOM_WEIGHTS.txt").write_text(random_model_notice() + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+def tiny_random_dir() -> Path:
+    """Where ``jvlm/tiny-random`` lives once written (``jvlm.tools.random_model.ensure_tiny_random``)."""
+    return cache_dir() / "tiny-random"
 
 
 def resolve_model(spec: str | os.PathLike | None = None, *, revision: str | None = None,
@@ -98,7 +78,11 @@ def resolve_model(spec: str | os.PathLike | None = None, *, revision: str | None
                                    "and the *.safetensors weights")
         return ResolvedModel(path, str(path), is_random=(path / "RANDOM_WEIGHTS.txt").is_file())
     if spec == TINY_RANDOM:
-        return ResolvedModel(ensure_tiny_random(), TINY_RANDOM, is_random=True)
+        folder = tiny_random_dir()
+        if not (folder / "config.json").is_file():  # the jvlm command writes it before resolving
+            raise ModelFolderError(f"{TINY_RANDOM} is not written yet; any jvlm command given --model {TINY_RANDOM} "
+                                   "writes it, or call jvlm.tools.random_model.ensure_tiny_random()")
+        return ResolvedModel(folder, TINY_RANDOM, is_random=True)
     if spec == DEMO_MODEL:
         if not (DEMO_MODEL_DIR / "config.json").is_file():
             raise ModelFolderError(f"the bundled {DEMO_MODEL} model is missing from {DEMO_MODEL_DIR}; reinstall "

@@ -72,7 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from jvlm.errors import run_reporting_errors
 
-    return run_reporting_errors(f"jvlm {args.command}", lambda: args._run(args), verbose=args.verbose)
+    def run():
+        from jvlm.resolve import TINY_RANDOM
+
+        if TINY_RANDOM in argv:  # the placeholder model is written on first use
+            from jvlm.tools.random_model import ensure_tiny_random
+
+            ensure_tiny_random()
+        return args._run(args)
+
+    return run_reporting_errors(f"jvlm {args.command}", run, verbose=args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

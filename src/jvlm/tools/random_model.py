@@ -8,12 +8,18 @@ the real Qwen vocabulary (needs the rank file from the ``qwen-agent`` wheel).
 
 from __future__ import annotations
 
+import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
 
 from jvlm.config import JinaVLMConfig
 from jvlm.loading import attach_token_ids, save_pretrained
+from jvlm.resolve import random_model_notice, tiny_random_dir
+
+log = logging.getLogger(__name__)
 from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
 
 
@@ -52,3 +58,24 @@ def _tokenizer_ids(tok) -> dict[str, int]:
 
     t = special_token_ids(tok)
     return {"bos": t.bos, "eos": t.eos[0], "pad": t.pad, "image": t.image}
+
+
+def ensure_tiny_random() -> Path:
+    """The placeholder model folder, written once (atomically, so an interrupted first run
+    never leaves a half-written folder behind)."""
+    folder = tiny_random_dir()
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log.info("writing the tiny random model to %s", folder)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-random-", dir=folder.parent))
+    try:
+        write_random_checkpoint(tmp, "tiny", seed=0)
+        (tmp / "RANDOM_WEIGHTS.txt").write_text(random_model_notice() + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
