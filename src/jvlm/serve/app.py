@@ -42,12 +42,12 @@ from jvlm.serve.guard import HttpLimits, RequestGuard
 from jvlm.serve.metrics import ServerMetrics
 from jvlm.serve.plumbing import (  # (ApiError, error_response, to_api_error: importable from here too)
     ERROR_RESPONSES,
+    SSE_HEADERS,
     ApiError,
     api_key_error,
-    check_not_aborted,
     error_event,
     error_response,
-    last_event,
+    final_event,
     read_body,
     to_api_error,
     unknown_model,
@@ -401,16 +401,10 @@ async def _chat(request: Request, state: ServingState) -> Response:
     created = unix_now()
     if req.stream:
         return StreamingResponse(_sse(gen, first, ticket, req, state, request_id, created),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    try:
-        last = await unless_disconnected(request, last_event(gen, first))
-        if last is None:
-            gen.cancel()
-            return Response(status_code=499)
-    finally:
-        ticket.release()
-    check_not_aborted(last)
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+    last = await final_event(request, gen, first, ticket)
+    if last is None:
+        return Response(status_code=499)
     return JSONResponse(chat.completion(request_id, config.served_model_name, created, last,
                                         split_reasoning=config.split_reasoning).model_dump(mode="json"))
 

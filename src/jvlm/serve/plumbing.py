@@ -180,3 +180,21 @@ async def disconnected(request: Request) -> None:
 def check_not_aborted(event) -> None:
     if event.finish_reason not in ("stop", "length"):
         raise EngineFailure(f"the generation ended unexpectedly ({event.finish_reason})")
+
+
+#: response headers of a server-sent event stream (no caching, no proxy buffering)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def final_event(request, gen: Generation, first, ticket):
+    """A non-streamed answer's last event, or None when the client left first (the generation
+    is then cancelled); the queue ticket is released either way."""
+    try:
+        last = await unless_disconnected(request, last_event(gen, first))
+        if last is None:
+            gen.cancel()
+            return None
+    finally:
+        ticket.release()
+    check_not_aborted(last)
+    return last

@@ -29,11 +29,12 @@ from jvlm.processing.chat_text import check_text_budget, message_texts
 from jvlm.serve import completions
 from jvlm.serve.plumbing import (
     ERROR_RESPONSES,
+    SSE_HEADERS,
     api_key_error,
     check_not_aborted,
     error_event,
     error_response,
-    last_event,
+    final_event,
     read_body,
     to_api_error,
     unknown_model,
@@ -244,16 +245,10 @@ async def _complete(request: Request, state) -> Response:
     if req.stream:
         return StreamingResponse(_stream(gen, first, ticket, request_id, model, created,
                                          completions.include_usage(req), state),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    try:
-        event = await unless_disconnected(request, last_event(gen, first))
-        if event is None:
-            gen.cancel()
-            return Response(status_code=499)
-    finally:
-        ticket.release()
-    check_not_aborted(event)
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+    event = await final_event(request, gen, first, ticket)
+    if event is None:
+        return Response(status_code=499)
     usage = Usage.of(event.result.prompt_tokens, event.result.completion_tokens)
     return JSONResponse(completions.body(request_id, model, created, event.result.text, event.finish_reason, usage))
 
