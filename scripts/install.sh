@@ -19,7 +19,7 @@ PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 pip_install() {
   local log rc=0
   log=$(mktemp)
-  "${PIP[@]}" "$@" 2>"$log" || rc=$?
+  "${PIP[@]}" "$@" >"$log" 2>&1 || rc=$?
   grep -v -e "^qwen-agent .* requires " -e "^ERROR: pip's dependency resolver does not currently take into account" \
     "$log" >&2 || true
   rm -f "$log"

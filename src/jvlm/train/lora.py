@@ -43,7 +43,7 @@ def peft_config(section, base_model: str | None = None):
     try:
         from peft import LoraConfig
     except ImportError:
-        raise TrainConfigError("the lora section needs PEFT: pip install 'jvlm[transformers]'") from None
+        raise TrainConfigError("the lora section needs PEFT: .venv/bin/pip install -e '.[transformers]'") from None
     return LoraConfig(r=section.r, lora_alpha=section.alpha, lora_dropout=section.dropout,
                       target_modules=target_regex(section.targets), base_model_name_or_path=base_model)
 

@@ -140,7 +140,7 @@ def place(model: torch.nn.Module, device_map) -> None:
     try:
         from accelerate import dispatch_model, infer_auto_device_map
     except ImportError:
-        raise ImportError(f"device_map={device_map!r} needs accelerate: pip install 'jvlm[transformers]' "
+        raise ImportError(f"device_map={device_map!r} needs accelerate: .venv/bin/pip install -e '.[transformers]' "
                           "(or pip install accelerate)") from None
     if isinstance(device_map, str):
         device_map = infer_auto_device_map(model, no_split_module_classes=model._no_split_modules,
