@@ -14,17 +14,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 
-# pip, after each install, lists installed packages whose requirements are unmet. qwen-agent is
-# installed with --no-deps on purpose (only its tokenizer file is used), so its lines are noise.
-pip_install() {
-  local log rc=0
-  log=$(mktemp)
-  "${PIP[@]}" "$@" >"$log" 2>&1 || rc=$?
-  grep -v -e "^qwen-agent .* requires " -e "^ERROR: pip's dependency resolver does not currently take into account" \
-    "$log" >&2 || true
-  rm -f "$log"
-  return "$rc"
-}
+source scripts/pip_quiet.sh  # pip_install: pip without its complaint about qwen-agent
 
 # Pin torch first: an unpinned requirement would pull a multi-GB CUDA build. 2.13.0 has a CPU wheel.
 pip_install "torch==2.13.0"

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV_PY=${VENV_PY:-.venv/bin/python}
+PIP=("$VENV_PY" -m pip install --disable-pip-version-check -q)
+source scripts/pip_quiet.sh  # pip_install: pip without its complaint about qwen-agent
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
@@ -18,7 +20,7 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 if ! "$VENV_PY" -c "import playwright.sync_api" >/dev/null 2>&1; then
   echo "install_test_extras: installing the playwright Python package"
-  "$VENV_PY" -m pip install --disable-pip-version-check -q playwright
+  pip_install playwright
 fi
 
 # --- fonts for the synthetic document data (tests/test_synthetic.py) ----------------------
@@ -28,6 +30,6 @@ bash scripts/install_fonts.sh
 # Only its model code is needed: mlx-vlm's other dependencies (datasets, opencv, ...) are skipped.
 if ! "$VENV_PY" -c "import mlx_vlm.models.jina_vlm" >/dev/null 2>&1; then
   echo "install_test_extras: installing mlx (CPU) and mlx-vlm"
-  "$VENV_PY" -m pip install --disable-pip-version-check -q 'mlx[cpu]==0.32.4' requests
-  "$VENV_PY" -m pip install --disable-pip-version-check -q --no-deps 'mlx-vlm==0.7.10'
+  pip_install 'mlx[cpu]==0.32.4' requests
+  pip_install --no-deps 'mlx-vlm==0.7.10'
 fi

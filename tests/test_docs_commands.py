@@ -82,7 +82,7 @@ def test_install_script_hides_only_the_qwen_agent_resolver_noise(tmp_path):
     every other line and pip's exit status are kept."""
     import subprocess
 
-    script = (ROOT / "scripts" / "install.sh").read_text(encoding="utf-8")
+    script = (ROOT / "scripts" / "pip_quiet.sh").read_text(encoding="utf-8")
     start = script.index("pip_install() {")
     function = script[start:script.index("\n}\n", start) + 3]
     fake_pip = tmp_path / "pip"

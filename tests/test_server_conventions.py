@@ -157,3 +157,14 @@ def test_serve_quantize_int8_answers(tiny_model_dir):
         assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens >= 1
         weights = [m.weight for m in state.worker.engine.model.modules() if hasattr(m, "weight")]
         assert any(isinstance(w, Int8Weight) for w in weights)  # the decoder really is int8
+
+
+def test_the_new_routes_have_their_own_request_counters(server):
+    """/metrics counts the completions and tokenizer routes by name, not as "other", so an
+    operator can see their traffic and errors."""
+    base, _ = server
+    httpx.post(f"{base}/tokenize", json={"prompt": "hello"}, timeout=30).raise_for_status()
+    httpx.get(f"{base}/version", timeout=30).raise_for_status()
+    metrics = httpx.get(f"{base}/metrics", timeout=30).text
+    assert 'jvlm_requests_total{route="/tokenize",status="200"}' in metrics
+    assert 'jvlm_requests_total{route="/version",status="200"}' in metrics

@@ -228,7 +228,8 @@ def _default_engine(model, processor, config: ServerConfig, feature_cache, *, pr
 
 # ----------------------------------------------------------------------------- gate
 
-_ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions")
+_ROUTES = ("/health", "/ready", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions", "/tokenize",
+           "/detokenize", "/version")
 
 
 class Gate:
