@@ -19,3 +19,19 @@ def tiny(tiny_model_dir):
     import jvlm
 
     return jvlm.load(tiny_model_dir, dtype="fp32")
+
+
+@pytest.fixture(scope="module")
+def transformers_registered():
+    """The Transformers auto classes know jvlm while a module's tests run.
+
+    In-process CLI tests defer the registration for the whole process (as the jvlm command
+    does), so register explicitly, as any program that uses the auto classes after it would;
+    and undo mlx-vlm's AutoProcessor patch (its Jina-VLM port installs one when imported)."""
+    import jvlm
+    from release_folder import restore_auto_processor
+
+    jvlm._register_with_transformers()
+    put_back = restore_auto_processor()
+    yield
+    put_back()

@@ -13,13 +13,8 @@ from transformers import AutoModelForCausalLM
 import jvlm
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _registered():
-    """In-process CLI tests defer the registration for the whole process (as the jvlm command
-    does); register explicitly, as any program that uses the auto classes after it would."""
-    import jvlm
-
-    jvlm._register_with_transformers()
+# the auto classes registered (and mlx-vlm's AutoProcessor patch undone) for this module
+pytestmark = pytest.mark.usefixtures("transformers_registered")
 
 
 DECODER = r"model\.language_model\.layers\.\d+\.(attn\.(qkv_w|out)|ffn\.(up|down))"

@@ -20,17 +20,8 @@ import jvlm
 from release_folder import REMOTE_FILES, hf_cache_snapshot, write_release_folder
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _registered():
-    """In-process CLI tests defer the registration for the whole process (as the jvlm command
-    does); register explicitly, as any program that uses the auto classes after it would."""
-    import jvlm
-    from release_folder import restore_auto_processor
-
-    jvlm._register_with_transformers()
-    put_back = restore_auto_processor()
-    yield
-    put_back()
+# the auto classes registered (and mlx-vlm's AutoProcessor patch undone) for this module
+pytestmark = pytest.mark.usefixtures("transformers_registered")
 
 
 REPO_ID = "jinaai/jina-vlm"
