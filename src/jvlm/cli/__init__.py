@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     def run():
         from jvlm.resolve import TINY_RANDOM
 
-        if TINY_RANDOM in argv:  # the placeholder model is written on first use
+        if TINY_RANDOM in (getattr(args, "model", None), getattr(args, "model_positional", None)):
+            # the placeholder model is written on first use
             from jvlm.tools.random_model import ensure_tiny_random
 
             ensure_tiny_random()
