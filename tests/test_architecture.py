@@ -23,7 +23,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 #: (module prefix, layer): the longest matching prefix decides
 LAYERS: tuple[tuple[str, int], ...] = (
-    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0),
+    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0), ("jvlm.hardware", 0),
     ("jvlm.processing", 1), ("jvlm.media", 1),
     ("jvlm.model", 2),
     ("jvlm.weights", 3), ("jvlm.loading", 3), ("jvlm.resolve", 3),
@@ -34,14 +34,10 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("jvlm.cli", 8), ("jvlm.__main__", 8), ("jvlm", 9),
 )
 #: upward imports that exist for a reason, each with its way out
-ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    ("jvlm.model.vlm", "jvlm.inference"): "model.generate runs the engine's one decoding loop; it goes "
-                                          "once the Transformers-native class's generate replaces it",
-    ("jvlm.model.vlm", "jvlm.inference.generate"): "(same)",
-}
+ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 #: build-time tooling, and the layers that run a served or loaded model, which must not use it
 TOOLS = ("jvlm.tools", "jvlm.random_model")
-RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.processing", "jvlm.media", "jvlm.model",
+RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.hardware", "jvlm.processing", "jvlm.media", "jvlm.model",
            "jvlm.weights", "jvlm.loading", "jvlm.inference", "jvlm.serve", "jvlm.hf", "jvlm.integrations")
 
 

@@ -26,7 +26,7 @@ README_EXAMPLE = examples()[0]
 def engine():
     from jvlm.cli.infer import load_engine
 
-    engine, processor, resolved = load_engine(None, "auto", "cpu")
+    engine, processor, resolved, _ = load_engine(None, "auto", "cpu")
     return engine, processor, resolved
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+import jvlm
 from jvlm.errors import ContextLengthError
 from jvlm.inference.detok import IncrementalDetokenizer, StopStringMatcher
 from jvlm.inference.engine import Engine
@@ -241,7 +242,7 @@ def test_model_generate_matches_engine(tiny, engine):
     model, processor = tiny
     msgs = [{"role": "user", "content": [{"type": "image", "image": _image(14)}, {"type": "text", "text": "Hi"}]}]
     batch = processor.apply_chat_template(msgs, tokenize=True, return_dict=True)
-    out = model.generate(**batch, max_new_tokens=7, eos_token_id=[])
+    out = jvlm.generate(model, **batch, max_new_tokens=7, eos_token_id=[])
     res = engine.generate(_req(processor, "Hi", [_image(14)], max_new_tokens=7, ignore_eos=True))
     assert out[0, batch["input_ids"].shape[1]:].tolist() == res.token_ids
 

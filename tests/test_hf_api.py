@@ -44,7 +44,7 @@ def test_generate_matches_a_plain_greedy_loop_without_cache(tiny):
     img = Image.fromarray((np.random.RandomState(1).rand(64, 64, 3) * 255).astype("uint8"))
     msgs = [{"role": "user", "content": [{"type": "image", "image": img}, {"type": "text", "text": "What?"}]}]
     inputs = processor.apply_chat_template(msgs, tokenize=True, return_dict=True, return_tensors="pt")
-    out = model.generate(**inputs, max_new_tokens=6, do_sample=False, eos_token_id=[])
+    out = jvlm.generate(model, **inputs, max_new_tokens=6, do_sample=False, eos_token_id=[])
     ids = inputs["input_ids"]
     with torch.no_grad():
         for _ in range(6):

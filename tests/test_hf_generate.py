@@ -191,7 +191,7 @@ def test_image_prompts_through_generate_match_the_engine(pair):
     inputs = processor.apply_chat_template(msgs, tokenize=True, return_dict=True, return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
     core, _ = jvlm.load(model.config._name_or_path)
-    ref = core.generate(**inputs, max_new_tokens=8, do_sample=False)
+    ref = jvlm.generate(core, **inputs, max_new_tokens=8, do_sample=False)
     assert torch.equal(out, ref)
     # the image is read: other pixels, other first logits
     with torch.no_grad():

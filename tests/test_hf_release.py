@@ -90,7 +90,7 @@ def _reference(folder, image: Path, out: Path):
                                                  {{"type": "text", "text": "Describe this image."}}]}}]
         inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                                return_dict=True, return_tensors="pt")
-        generated = model.generate(**inputs, max_new_tokens=256, do_sample=False)
+        generated = jvlm.generate(model, **inputs, max_new_tokens=256, do_sample=False)
         torch.save({{"inputs": dict(inputs), "generated_ids": generated}}, {str(out)!r})
     """)
     _run(code)
@@ -194,9 +194,9 @@ def test_image_text_to_text_pipeline_answers_an_image_question(release_dir, phot
     messages = [{"role": "user", "content": [{"type": "image", "image": str(photo)},
                                              {"type": "text", "text": "Describe this image."}]}]
     out = pipe(text=messages, max_new_tokens=5, return_full_text=False)
-    model, processor = jvlm.load(release_dir)
+    model, processor = jvlm.load(release_dir, dtype="checkpoint")  # as the pipeline does, whatever the CPU
     inputs = processor.apply_chat_template(messages, tokenize=True, return_dict=True, return_tensors="pt")
-    expected = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    expected = jvlm.generate(model, **inputs, max_new_tokens=5, do_sample=False)
     answer = processor.decode(expected[0, inputs["input_ids"].shape[1]:])
     assert out[0]["generated_text"] == answer and answer
 
@@ -206,7 +206,7 @@ def test_text_generation_pipeline(release_dir):
 
     pipe = pipeline("text-generation", model=str(release_dir))
     out = pipe("The colour of the sky is", max_new_tokens=4, do_sample=False, return_full_text=False)
-    model, processor = jvlm.load(release_dir)
+    model, processor = jvlm.load(release_dir, dtype="checkpoint")
     ids = processor.tokenizer("The colour of the sky is", return_tensors="pt")["input_ids"]
-    expected = model.generate(ids, max_new_tokens=4, do_sample=False)
+    expected = jvlm.generate(model, ids, max_new_tokens=4, do_sample=False)
     assert out[0]["generated_text"] == processor.decode(expected[0, ids.shape[1]:])

@@ -148,15 +148,15 @@ def test_playground_shows_the_notice(server):
 
 
 def test_serve_quantize_int8_answers(tiny_model_dir):
-    from jvlm.inference.quantize import Int8Weight
+    from jvlm.inference.quantize import Int8Linear
 
     cfg = _config(str(tiny_model_dir), "--quantize", "int8", "--kernels", "torch")
     with serve(cfg) as (base, state):
         reply = _client(base).chat.completions.create(model=str(tiny_model_dir), max_tokens=3,
                                                       messages=[{"role": "user", "content": "hi"}])
         assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens >= 1
-        weights = [m.weight for m in state.worker.engine.model.modules() if hasattr(m, "weight")]
-        assert any(isinstance(w, Int8Weight) for w in weights)  # the decoder really is int8
+        assert any(isinstance(m, Int8Linear) for m in state.worker.engine.model.modules())  # the decoder really is int8
+        assert state.decode_setup.weights == "int8" and state.decode_setup.linear_kernel == "pytorch"
 
 
 def test_the_new_routes_have_their_own_request_counters(server):

@@ -104,7 +104,7 @@ def test_final_model_and_checkpoints_are_usable_folders(toy_run):
     model, processor = jvlm.load(result.final_model, dtype="fp32")
     batch = processor.apply_chat_template([{"role": "user", "content": "What is 2 + 3?"}], tokenize=True,
                                           return_dict=True, add_generation_prompt=True)
-    out = model.generate(**batch, max_new_tokens=3)
+    out = jvlm.generate(model, **batch, max_new_tokens=3)
     n = batch["input_ids"].shape[1]
     assert out[:, :n].tolist() == batch["input_ids"].tolist() and n < out.shape[1] <= n + 3
 

@@ -93,7 +93,7 @@ def reference(checkpoint):
                      + [{"type": "text", "text": question}]}]
         inputs = processor.apply_chat_template(messages, tokenize=True, return_dict=True, max_crops=max_crops)
         prompt = inputs["input_ids"][0].tolist()
-        out = model.generate(**inputs, max_new_tokens=MAX_NEW, do_sample=False)
+        out = jvlm.generate(model, **inputs, max_new_tokens=MAX_NEW, do_sample=False)
         tokens = out[0, len(prompt):].tolist()
         with torch.no_grad():  # the log-probability of each chosen token, from one full pass
             full = {**inputs, "input_ids": out, "attention_mask": torch.ones_like(out)}

@@ -1,6 +1,6 @@
 """jvlm — Jina-VLM: a small multilingual vision-language model in PyTorch.
 
-``jvlm.load(DIR)`` returns ``(model, processor)``. Importing jvlm also registers the model
+``jvlm.load(DIR)`` returns ``(model, processor)``; ``jvlm.generate(model, **inputs)`` decodes. Importing jvlm also registers the model
 with the Transformers auto classes when Transformers is installed, so
 ``AutoModelForCausalLM.from_pretrained(DIR)`` / ``AutoProcessor.from_pretrained(DIR)`` work.
 """
@@ -21,6 +21,16 @@ def load(folder, dtype=None, device=None, progress: bool = False):
     from jvlm.loading import load as _load
 
     return _load(folder, dtype=dtype, device=device, progress=progress)
+
+
+def generate(model, input_ids, **kwargs):
+    """Transformers-style ``generate`` for a model from ``jvlm.load``: the processor's batch in,
+    ``(B, prompt + new)`` token ids out, decoded by the engine (``jvlm.inference``). Options:
+    ``max_new_tokens``, ``do_sample``, ``temperature``, ``top_p``, ``top_k``, ``eos_token_id``,
+    ``pad_token_id``, ``seed``, ``streamer``."""
+    from jvlm.inference.generate import generate_batch
+
+    return generate_batch(model, input_ids, **kwargs)
 
 
 def resolve_model(name):

@@ -15,6 +15,7 @@ import torch
 from jvlm import weights
 from jvlm.config import JinaVLMConfig
 from jvlm.errors import ModelFolderError
+from jvlm.hardware import choose_compute_dtype, dtype_name
 from jvlm.model.vlm import JinaVLMForConditionalGeneration
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,7 @@ _DTYPES = {
 
 
 def parse_dtype(dtype) -> torch.dtype | None:
-    """'bf16' / 'fp32' / torch.dtype / None ('auto': keep the checkpoint's dtype)."""
+    """'bf16' / 'fp32' / torch.dtype / None ('auto': the loader decides, see ``load_model``)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     try:
@@ -59,10 +60,15 @@ def load_model(folder: str | Path, dtype=None, device=None, progress: bool = Fal
     checkpoint, so peak memory is one copy of the weights. ``build(cfg)`` makes the module
     tree (the Transformers class passes its own); a checkpoint whose tensors mix dtypes loads
     into the widest of them unless ``dtype`` is given.
+
+    ``dtype`` None or "auto": the checkpoint's dtype, except on a CPU that has no native
+    arithmetic for it (bf16 weights on a CPU without AVX-512 BF16/AMX: fp32), see
+    ``jvlm.hardware.choose_compute_dtype``; "checkpoint" keeps the checkpoint's dtype always.
     """
     folder = Path(folder)
     cfg = JinaVLMConfig.load(folder)
-    dtype = parse_dtype(dtype)
+    per_cpu = dtype is None or str(dtype).lower() == "auto"
+    dtype = None if str(dtype).lower() == "checkpoint" else parse_dtype(dtype)
     files = weights.checkpoint_files(folder)
     with torch.device("meta"):
         model = build(cfg)
@@ -77,9 +83,19 @@ def load_model(folder: str | Path, dtype=None, device=None, progress: bool = Fal
             sd = weights.read_tensors(files, dtype, on_tensor=lambda _k: bar.advance(task))
     else:
         sd = weights.read_tensors(files, dtype)
+    stored = None
     if dtype is None:
-        weights.unify_float_dtype(sd)
+        stored = weights.unify_float_dtype(sd)
+        device_type = resolve_device(device).type
+        if per_cpu and stored is not None:
+            compute, why = choose_compute_dtype(stored, device_type)
+            if compute != stored:
+                log.info("computing in %s: %s", dtype_name(compute), why)
+                for k in list(sd):  # one tensor at a time: the old copy goes as the new one comes
+                    if sd[k].is_floating_point():
+                        sd[k] = sd[k].to(compute)
     weights.load_into(model, sd)
+    model.stored_dtype = stored
     leftover = [n for n, p in model.named_parameters() if p.is_meta]
     if leftover:  # cannot happen after a strict load; guard against silent garbage
         raise ModelFolderError(f"parameters left uninitialised after loading: {leftover[:5]}")
@@ -98,16 +114,8 @@ def load(folder: str | Path, dtype=None, device=None, progress: bool = False):
                                f"its model is in {folder / 'model'}")
     processor = JinaVLMProcessor.from_pretrained(folder)
     model = load_model(folder, dtype=dtype, device=device, progress=progress)
-    attach_token_ids(model, processor)
+    model.use_token_ids(processor.token_ids)
     return model, processor
-
-
-def attach_token_ids(model: JinaVLMForConditionalGeneration, processor) -> None:
-    """Tell the model which ids are <im_patch> (count check), structural (never sampled), stops."""
-    ids = processor.token_ids
-    model.model.im_patch_token_id = ids.im_patch
-    model.structural_token_ids = list(ids.structural())
-    model.stop_token_ids = list(ids.eos)
 
 
 def save_pretrained(model: JinaVLMForConditionalGeneration, folder: str | Path, processor=None,

@@ -70,7 +70,7 @@ def write_initial_model(out: str | Path, seed: int = 0,
 
     from jvlm.config import JinaVLMConfig
     from jvlm_demo.demo_tokenizer import build_demo_tokenizer
-    from jvlm.loading import attach_token_ids, save_pretrained
+    from jvlm.loading import save_pretrained
     from jvlm.model.vlm import (
         JinaVLMForConditionalGeneration,
         init_connector_fan_in,
@@ -91,7 +91,7 @@ def write_initial_model(out: str | Path, seed: int = 0,
     model = init_random(JinaVLMForConditionalGeneration(cfg), seed).float().eval()
     init_connector_fan_in(model, seed)  # a flat 0.02 connector leaves the model blind
     processor = JinaVLMProcessor(tok, cfg)
-    attach_token_ids(model, processor)
+    model.use_token_ids(processor.token_ids)
     save_pretrained(model, out, processor=processor)
     n = sum(p.numel() for p in model.parameters())
     log.info("wrote the initial jvlm-demo model (%.2fM parameters) to %s", n / 1e6, out)

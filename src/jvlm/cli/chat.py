@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from jvlm.cli.inputs import DEFAULT_MAX_PIXELS
-from jvlm.cli.options import DTYPE_HELP, dtype_arg, positive_int
+from jvlm.cli.options import add_precision_options, positive_int
 
 #: a word of a message that names an existing file with one of these endings is attached
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".pdf"}
@@ -45,12 +45,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-crops", type=int, default=None, help="tiles per image (default: the model's own)")
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help="a larger image is downscaled to N pixels, with a notice (0 = no limit)")
-    p.add_argument("--dtype", default="auto", type=dtype_arg, metavar="DTYPE",
-                   help=f"weight precision: {DTYPE_HELP} (default auto)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="where to run")
-    p.add_argument("--quantize", default="none", choices=["none", "int8"], help="int8: weight-only int8 decoder")
-    p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
-                   help="auto: jvlm's CPU decode kernels where they apply; torch: PyTorch's only")
+    add_precision_options(p)
     p.add_argument("--hide-reasoning", action="store_true", help="do not show <think> blocks (stderr by default)")
 
 
@@ -110,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     conversation = Conversation(args.system)
     if args.image:  # fail fast on a bad -i, before the weights load
         conversation.attach(collect_images(args.image, None, args.max_image_pixels)[0], list(args.image))
-    engine, processor, resolved = load_engine(args.model, args.dtype, args.device, args.quantize,
+    engine, processor, resolved, _ = load_engine(args.model, args.dtype, args.device, args.quantize,
                                               kernels=args.kernels, progress=tty and sys.stderr.isatty())
     notice = model_notice(resolved)
     if notice:

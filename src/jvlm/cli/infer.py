@@ -21,7 +21,7 @@ import sys
 import time
 
 from jvlm.cli.inputs import DEFAULT_MAX_PIXELS
-from jvlm.cli.options import DTYPE_HELP, dtype_arg, nonempty_text, positive_int
+from jvlm.cli.options import add_precision_options, nonempty_text, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-image-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"a larger image is downscaled to N pixels, with a notice (default {DEFAULT_MAX_PIXELS:,}; "
                         "0 = no limit)")
-    p.add_argument("--dtype", default="auto", type=dtype_arg, metavar="DTYPE",
-                   help=f"weight precision: {DTYPE_HELP} (default auto)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="where to run (default auto: CUDA, then Apple MPS, then CPU)")
-    p.add_argument("--quantize", default="none", choices=["none", "int8"],
-                   help="int8: weight-only int8 decoder for faster CPU decoding")
-    p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
-                   help="auto: on CPUs with AVX-512 BF16, decode with jvlm's streaming kernels (compiled once, "
-                        "about a minute); torch: PyTorch's own kernels only")
+    add_precision_options(p)
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: answer, reasoning, timings, tiles and visual tokens")
     p.add_argument("--hide-reasoning", action="store_true",
@@ -91,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
                             top_k=args.top_k, seed=args.seed, stop=tuple(args.stop))
     t0 = time.perf_counter()
     images, sources = collect_images(args.image, args.pages, args.max_image_pixels)  # fail fast, before the weights
-    engine, processor, resolved = load_engine(args.model, args.dtype, args.device, args.quantize,
+    engine, processor, resolved, setup = load_engine(args.model, args.dtype, args.device, args.quantize,
                                               kernels=args.kernels,
                                               # the bar draws on stdout: only when it is a terminal
                                               progress=sys.stdout.isatty() and sys.stderr.isatty())
@@ -126,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         _show(*splitter.finish(), args, shown)
     reasoning, answer = split_reasoning(result.text)
     if args.json:
-        print(json.dumps(report(result, reasoning, answer, request, sources, resolved, load_s, prepare_s),
+        print(json.dumps(report(result, reasoning, answer, request, sources, resolved, load_s, prepare_s, setup),
                          ensure_ascii=False, indent=2))
     elif args.stream:
         print()
@@ -208,7 +202,7 @@ def fetch_url(url: str) -> bytes:
 
 def load_engine(model: str | None, dtype: str, device: str, quantize: str = "none", kernels: str = "auto",
                 progress: bool = False):
-    """(engine, processor, resolved model) with the feature and prefix caches on."""
+    """(engine, processor, resolved model, decode setup) with the feature and prefix caches on."""
     from jvlm.inference.engine import Engine
     from jvlm.inference.feature_cache import FeatureCache, PrefixCache
     from jvlm.loading import load, resolve_device
@@ -218,18 +212,15 @@ def load_engine(model: str | None, dtype: str, device: str, quantize: str = "non
     dev = resolve_device(device)
     model_obj, processor = load(resolved.path, dtype=None if dtype == "auto" else dtype, device=dev,
                                 progress=progress)
-    from jvlm.inference.quantize import quantize_decoder_int8, use_cpu_kernels
+    from jvlm.inference.quantize import prepare
 
-    if quantize == "int8":
-        quantize_decoder_int8(model_obj, own_kernels=kernels == "auto")
-    elif kernels == "auto":
-        use_cpu_kernels(model_obj)
+    setup = prepare(model_obj, quantize, kernels, requested_dtype=dtype)
     engine = Engine(model_obj, processor, feature_cache=FeatureCache(), prefix_cache=PrefixCache())
-    return engine, processor, resolved
+    return engine, processor, resolved, setup
 
 
 def report(result, reasoning: str | None, answer: str, request, sources: list[str], resolved, load_s: float,
-           prepare_s: float) -> dict:
+           prepare_s: float, setup) -> dict:
     """The ``--json`` object: ``result.text`` already split into ``reasoning`` and ``answer``."""
     images = [{"source": src, "tiles": list(im.tiling), "crops": im.n_crops, "visual_tokens": im.n_tokens}
               for src, im in zip(sources, request.images)]
@@ -247,4 +238,5 @@ def report(result, reasoning: str | None, answer: str, request, sources: list[st
                     "vision_s": round(result.stats.get("vision_s", 0.0), 3),
                     "prefill_s": round(result.stats.get("prefill_s", 0.0), 3)},
         "images": images,
+        "runtime": setup.as_dict(),
     }

@@ -21,7 +21,20 @@ DTYPE_SPELLINGS: dict[str, str] = {
     "fp16": "fp16", "float16": "fp16", "half": "fp16",
     "fp32": "fp32", "float32": "fp32", "float": "fp32",
 }
-DTYPE_HELP = "auto (the checkpoint's), bfloat16/bf16, float16/fp16/half, float32/fp32/float"
+DTYPE_HELP = "auto (the checkpoint's, but fp32 for bf16/fp16 weights on a CPU without native bf16/fp16 math), " \
+             "bfloat16/bf16, float16/fp16/half, float32/fp32/float"
+
+
+def add_precision_options(p: argparse.ArgumentParser) -> None:
+    """``--dtype``, ``--quantize`` and ``--kernels``, the same for infer, chat and serve."""
+    p.add_argument("--dtype", default="auto", type=dtype_arg, metavar="DTYPE",
+                   help=f"compute precision: {DTYPE_HELP} (default auto)")
+    p.add_argument("--quantize", default="none", choices=["none", "int8", "int4"],
+                   help="weight-only quantized decoder for faster CPU decoding: int8 (one scale per row) or int4 "
+                        "(one scale per 32 weights); the vision tower stays in --dtype (default none)")
+    p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
+                   help="auto: decode with jvlm's CPU kernels for this CPU (AVX-512, AVX2 or NEON; compiled once, "
+                        "about a minute); torch: PyTorch's own kernels only (default auto)")
 
 
 def dtype_arg(value: str) -> str:

@@ -29,7 +29,7 @@ import os
 import socket
 from pathlib import Path
 
-from jvlm.cli.options import DTYPE_HELP, dtype_arg
+from jvlm.cli.options import add_precision_options
 
 #: testing only: seconds to sleep before loading the model, to observe cold-start answers
 LOAD_DELAY_ENV = "JVLM_SERVE_TEST_LOAD_DELAY_S"
@@ -93,17 +93,11 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     net.add_argument("--request-timeout", type=float, default=120.0, metavar="S",
                      help="seconds a connection has to send its whole request (default: 120)")
     net.add_argument("--max-header-kb", type=int, default=64, help="size of a request head, KiB (default: 64)")
-    p.add_argument("--dtype", default="auto", type=dtype_arg, metavar="DTYPE",
-                   help=f"weight precision: {DTYPE_HELP} (default auto)")
-    p.add_argument("--quantize", default="none", choices=["none", "int8"],
-                   help="int8: weight-only int8 decoder for faster CPU decoding (as jvlm infer --quantize)")
+    add_precision_options(p)
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: the best available)")
     p.add_argument("--image-cache-mb", type=float, default=256, help="image feature cache, MiB; 0 = off (default: 256)")
     p.add_argument("--prefix-cache-mb", type=float, default=1024,
                    help="KV cache of image prompts for follow-up questions, MiB; 0 = off (default: 1024)")
-    p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
-                   help="auto: with a bf16 model on a CPU with AVX-512 BF16, decode with jvlm's streaming "
-                        "kernels (compiled once, about a minute, while the model loads); torch: PyTorch's only")
     p.add_argument("--reasoning-format", default="split", choices=["split", "raw"],
                    help="split: a reply that opens with a <think>...</think> block returns the block in "
                         "message.reasoning_content (delta.reasoning_content when streaming) and only the "

@@ -48,10 +48,8 @@ class RunningBatch:
         old, new = self.cache, cache
         s = max(old.length, new.length)
         merged = self._new_cache(old.batch + new.batch, max(capacity, s))
-        for src, dst, n in ((old, slice(0, old.batch), old.length), (new, slice(old.batch, None), new.length)):
-            merged.k[:, dst, :, s - n:s] = src.k[:, :, :, :n]  # (L, B, KV, S, D), right-aligned
-            merged.v[:, dst, :, s - n:s] = src.v[:, :, :, :n]
-        merged.length = s
+        for src, part in ((old, slice(0, old.batch)), (new, slice(old.batch, None))):
+            merged.fill(*src.filled(), rows=part, end=s)  # right-aligned
 
         def left_pad(m: torch.Tensor) -> torch.Tensor:
             return torch.cat([m.new_zeros((m.shape[0], s - m.shape[1])), m], dim=1)  # (b, s)
@@ -76,8 +74,6 @@ class RunningBatch:
         self.mask, self.next_ids = self.mask[idx], self.next_ids[idx]
         lead = int(self.mask.any(0).long().argmax())  # first column someone still uses
         if lead > 0:
-            c = self.cache
-            c.k, c.v = c.k[:, :, :, lead:], c.v[:, :, :, lead:]
-            c.length -= lead
+            self.cache.drop_front(lead)
             self.mask = self.mask[:, lead:]
         self.padded = not bool(self.mask.all())

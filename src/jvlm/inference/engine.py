@@ -31,8 +31,11 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+
+from jvlm.config import JinaVLMConfig
 
 from jvlm.errors import JVLMError, PromptError
 from jvlm.inference.batch import RunningBatch
@@ -48,6 +51,25 @@ from jvlm.inference.sampling import sample_rows
 from jvlm.model.text import KVCache
 
 log = logging.getLogger(__name__)
+
+
+class DecodingModel(Protocol):
+    """What the engine needs of a model (``jvlm.model.vlm.VLMRuntime`` gives it to both the
+    plain and the Transformers class). Token ids come from the tokenizer given to the engine."""
+
+    cfg: JinaVLMConfig
+    device: torch.device
+    compute_dtype: torch.dtype  # activations' dtype, whatever format the weights are in
+
+    def encode_images(self, crops: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """(1, T, P, 588) crops, (1, T, P) masks -> (1, T, K, hidden) features."""
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache: ...
+
+    def __call__(self, input_ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                 image_features: torch.Tensor | None = None, image_input_idx: torch.Tensor | None = None,
+                 past_key_values: KVCache | None = None, logits_to_keep: int = 0):
+        """An output whose ``logits`` are (B, T_kept, vocab); writes the new keys into the cache."""
 
 
 @dataclass
@@ -81,14 +103,16 @@ class Engine:
     ``tokenizer`` (anything with ``decode(ids, skip_special_tokens=...)``, e.g. the processor)
     enables text in events and stop strings; without it the engine is ids-only. Every row
     decodes at every step, so a fast tokenizer inside it is called directly (``make_decoder``).
-    ``banned_token_ids`` default to the model's structural image ids, which only the
-    processor may place; ``stop_token_ids`` default to the model's end-of-turn ids.
+    ``token_ids`` (``processing.text.TokenIds``; default: the tokenizer's ``token_ids``, else
+    the ids the model was given with ``use_token_ids``) name the structural image ids, which
+    only the processor may place (``banned_token_ids`` default to them), and the end-of-turn
+    ids (``stop_token_ids`` default to them, else the config's ``eos_token_id``).
     """
 
-    def __init__(self, model, tokenizer=None, *, max_batch_size: int = 8,
+    def __init__(self, model: DecodingModel, tokenizer=None, *, max_batch_size: int = 8,
                  feature_cache: FeatureCache | None = None, prefix_cache: PrefixCache | None = None,
                  banned_token_ids: Iterable[int] | None = None, stop_token_ids: Iterable[int] | None = None,
-                 context_length: int | None = None):
+                 context_length: int | None = None, token_ids=None):
         self.model = model
         self.tokenizer = tokenizer
         # One decoder for all requests: straight to the Rust tokenizer when that is exact.
@@ -96,20 +120,24 @@ class Engine:
         self.max_batch_size = int(max_batch_size)
         self.feature_cache = feature_cache
         self.prefix_cache = prefix_cache
-        cfg = model.config
+        cfg = model.cfg
         self.context_length = int(context_length or cfg.text.max_sequence_length)
-        banned = getattr(model, "structural_token_ids", []) if banned_token_ids is None else banned_token_ids
+        token_ids = token_ids if token_ids is not None else getattr(tokenizer, "token_ids", None)
+        if token_ids is not None:
+            structural, eos = list(token_ids.structural()), list(token_ids.eos)
+        else:
+            structural, eos = list(model.structural_token_ids), list(model.stop_token_ids)
+        banned = structural if banned_token_ids is None else banned_token_ids
         self._banned = torch.tensor(sorted(set(banned)), dtype=torch.long, device=model.device)
-        stops = getattr(model, "stop_token_ids", None) if stop_token_ids is None else stop_token_ids
+        stops = (eos or None) if stop_token_ids is None else stop_token_ids
         if stops is None:
             stops = cfg.eos_token_id if isinstance(cfg.eos_token_id, list) else [cfg.eos_token_id]
         self.stop_token_ids = frozenset(int(i) for i in stops if i is not None)
         # Positions are read from the prompt: the first structural token id marks images.
-        self._structural = frozenset(int(i) for i in getattr(model, "structural_token_ids", []))
+        self._structural = frozenset(int(i) for i in structural)
         self._pad_id = int(cfg.pad_token_id if cfg.pad_token_id is not None else 0)
         self._vocab_size = int(cfg.text.total_rows)  # ids past this have no embedding row
-        # The compute dtype; not model.dtype, which is the LM head's and may be int8.
-        self._dtype = model.model.language_model.ln_f.weight.dtype
+        self._dtype = model.compute_dtype
 
         self._lock = threading.Lock()
         self._waiting: collections.deque[_Sequence] = collections.deque()
@@ -328,9 +356,7 @@ class Engine:
         k, v = self.prefix_cache.get(key)  # counts the hit
         ids = seq.request.prompt_ids
         cache = self._new_cache(1, len(ids) + seq.remaining)
-        cache.k[:, :, :, :n] = k  # (L, 1, KV, n, D)
-        cache.v[:, :, :, :n] = v
-        cache.length = n
+        cache.fill(k, v)  # (L, 1, KV, n, D)
         t0 = time.perf_counter()
         suffix = torch.tensor([ids[n:]], dtype=torch.long, device=self.model.device)
         out = self.model(suffix, past_key_values=cache, logits_to_keep=1)
@@ -345,9 +371,7 @@ class Engine:
             return
         self.prefix_cache.misses += 1  # lookups happen by peek; count the miss here
         # (L, 1, KV, n, D) copies: the batch cache keeps changing after this.
-        k = cache.k[:, row:row + 1, :, start:start + n].clone()
-        v = cache.v[:, row:row + 1, :, start:start + n].clone()
-        self.prefix_cache.put(key, (k, v))
+        self.prefix_cache.put(key, cache.span(row, start, n))
 
     def _batch_features(self, group: list[_Sequence], shifts: list[int]):
         """Per-row image features (B, T, K, H) and positions (B, T, K), T = most crops in a row."""
@@ -389,7 +413,7 @@ class Engine:
         masks = torch.ones(crops.shape[:3]) if im.masks is None else torch.as_tensor(im.masks)[None]  # (1, T, P)
         masks = masks.to(dev, dtype)
         t0 = time.perf_counter()
-        feats = self.model.model.image_features(crops, masks)[0]  # (T, K, H)
+        feats = self.model.encode_images(crops, masks)[0]  # (T, K, H)
         seq.stats["vision_s"] = seq.stats.get("vision_s", 0.0) + time.perf_counter() - t0
         self.counters["vision_calls"] += 1
         if cache is not None and im.cache_key is not None:
@@ -476,24 +500,7 @@ class Engine:
 
     # ----------------------------------------------------------- batch state
     def _new_cache(self, batch: int, capacity: int) -> KVCache:
-        cache = self.model.new_cache(batch, max(capacity, 1))
-        ext = self._attention_kernels()
-        if ext is not None:
-            from jvlm.inference.kv_attention import use_kernel_attention
-
-            use_kernel_attention(cache, ext)
-        return cache
-
-    def _attention_kernels(self):
-        """The CPU kernels, for models set up to decode with them (``quantize.py``); asked at
-        every new cache so that kernels switched on after the engine was built count too."""
-        if not getattr(self.model, "decode_kernels", None) or self._dtype != torch.bfloat16:
-            return None
-        if self.model.device.type != "cpu":
-            return None
-        from jvlm.inference import cpu_kernels
-
-        return cpu_kernels.load()
+        return self.model.new_cache(batch, max(capacity, 1))
 
     def _apply_aborts(self) -> list[TokenEvent]:
         if not self._aborted:  # the usual case; an abort arriving now is seen next step

@@ -1,6 +1,6 @@
 """Transformers-style ``generate`` over padded batch tensors, run by the engine.
 
-``model.generate`` takes what the processor returns (left-padded ids, crops, positions) and
+``jvlm.generate(model, **inputs)`` takes what the processor returns (left-padded ids, crops, positions) and
 returns ``(B, prompt + new)`` ids. It unpacks the batch into one engine ``Request`` per row so
 that there is a single decoding loop in the project.
 """
@@ -53,7 +53,7 @@ def generate_batch(model, input_ids: torch.Tensor, *, attention_mask=None, image
     """(B, T) prompt ids -> (B, T + n) ids; rows that stop early are padded with ``pad_token_id``."""
     from jvlm.inference.engine import Engine
 
-    cfg = model.config
+    cfg = model.cfg
     eos = None if eos_token_id is None else _as_list(eos_token_id)  # [] = never stop early
     pad = pad_token_id if pad_token_id is not None else (cfg.pad_token_id if cfg.pad_token_id is not None else 0)
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature if do_sample else 0.0,

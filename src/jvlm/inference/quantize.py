@@ -1,33 +1,43 @@
-"""Decoder weight formats for decoding on the CPU: int8 weight-only, and bf16 streaming kernels.
+"""Decoder linear layers prepared for decoding on the CPU: real modules swapped in by a converter.
 
 Decoding one token reads every decoder weight once and does two FLOPs per weight, so on a
-CPU its speed is set by memory bandwidth, not arithmetic. Two levers, both here:
+CPU its speed is set by memory bandwidth, not arithmetic. ``prepare_decoding`` replaces each
+``nn.Linear`` of the text decoder (and the LM head) with one of these modules:
 
-* ``quantize_decoder_int8``: int8 weights with one scale per output row (half the bytes of
-  bf16). Activations are not rounded to 8 bits, so only the weights' rounding shows.
-* ``use_cpu_kernels``: keep bf16 weights but multiply them with the streaming kernels of
-  ``cpu_kernels`` for the few-row products of decoding.
+* ``StreamedLinear`` -- bf16 weights multiplied by the streaming kernels for the few rows of
+  a decode step (fp32 or bf16 activations: on CPUs without native bf16 the model computes
+  in fp32 while the weights stay bf16 in memory, half the bytes to read);
+* ``Int8Linear`` -- int8 weights, one scale per output row (half the bytes of bf16);
+* ``Int4Linear`` -- int4 weights in groups along the input dimension (``jvlm.inference.int4``).
 
-The model code is not changed: each affected ``nn.Linear`` gets a ``weight`` that is a tensor
-subclass whose ``__torch_function__`` turns ``F.linear(x, weight, bias)`` into the right
-kernel. That covers both ``module(x)`` calls and code that passes ``module.weight`` to
-``F.linear`` itself (the fused qkv projection does). Products with many rows (prefill) go to
-PyTorch's GEMM, which is compute-bound and already good; int8 weights are dequantized for them.
-The vision tower is never touched: it runs once per image and is compute-bound.
+Each module takes the decode kernels (``jvlm.inference.kernels``) for products of at most
+``MAX_ROWS`` rows and PyTorch's GEMM on the widened weight for more (prefill: compute-bound,
+where PyTorch is good). The vision tower is never touched: it runs once per image and is
+compute-bound. ``describe`` says, for reports, which formats and kernels a model runs.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jvlm.errors import JVLMError
+from jvlm.hardware import choose_compute_dtype, cpu_name, dtype_name, simd_summary
+
 log = logging.getLogger(__name__)
 
 #: Products with at most this many rows (a decode batch) take the decode kernels.
-SMALL_M = 16
+MAX_ROWS = 16
+#: ``--quantize`` choices.
+FORMATS = ("int8", "int4")
+
+
+class QuantizeError(JVLMError, ValueError):
+    """A weight format this model or machine cannot run."""
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,126 +48,231 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scales
 
 
-def _kernels():
-    from jvlm.inference import cpu_kernels
+class DecodeLinear(nn.Module):
+    """Base: ``y = x @ W.T`` for a bias-free decoder projection held in a decode format."""
 
-    return cpu_kernels.load() if cpu_kernels.available() else None
+    fmt = "float"
 
+    def __init__(self, in_features: int, out_features: int, compute_dtype: torch.dtype, kernels=None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.compute_dtype = compute_dtype
+        self.kernels = kernels  # a KernelSet, or None: PyTorch only
 
-class _LinearWeight(torch.Tensor):
-    """Base of the weight subclasses: intercepts ``F.linear``; every other op sees the plain
-    stored tensor (int8 for ``Int8Weight``, so nothing can silently use it as floats)."""
+    @property
+    def kernel_name(self) -> str:
+        return self.kernels.name if self.kernels is not None else "pytorch"
 
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.linear or func is torch._C._nn.linear:
-            x, w = args[0], args[1]
-            bias = args[2] if len(args) > 2 else kwargs.get("bias")
-            if isinstance(w, _LinearWeight) and not isinstance(x, _LinearWeight):
-                shape = x.shape
-                y = w.linear(x.reshape(-1, shape[-1]), bias)  # (M, N)
-                return y.reshape(*shape[:-1], y.shape[-1])
-        with torch._C.DisableTorchFunctionSubclass():
-            return func(*args, **kwargs)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features).to(self.compute_dtype)
+        if x2.shape[0] <= MAX_ROWS:
+            y = self.few_rows(x2.contiguous())
+        else:
+            y = F.linear(x2, self.dense_weight())
+        return y.reshape(*shape[:-1], self.out_features)
 
-    def plain(self) -> torch.Tensor:
-        return self.as_subclass(torch.Tensor)
+    def few_rows(self, x2: torch.Tensor) -> torch.Tensor:  # (M, K) -> (M, N), M <= MAX_ROWS
+        raise NotImplementedError
 
+    def dense_weight(self) -> torch.Tensor:  # (N, K) in the compute dtype
+        raise NotImplementedError
 
-class Int8Weight(_LinearWeight):
-    """An int8 (N, K) weight with fp32 per-row scales."""
-
-    @staticmethod
-    def __new__(cls, q: torch.Tensor, scales: torch.Tensor, compute_dtype: torch.dtype, ext=None):
-        t = torch.Tensor._make_subclass(cls, q, False)
-        t.scales = scales.float()
-        t.compute_dtype = compute_dtype
-        t._scales_c = scales.to(compute_dtype)  # what PyTorch's int8 kernel wants
-        t._ext = ext  # cpu_kernels, or None for PyTorch's _weight_int8pack_mm
-        return t
-
-    def dequantize(self) -> torch.Tensor:
-        return self.plain().to(self.compute_dtype) * self._scales_c[:, None]
-
-    def linear(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        x2 = x2.to(self.compute_dtype)
-        if x2.shape[0] > SMALL_M:
-            return F.linear(x2, self.dequantize(), bias)
-        if self._ext is not None:
-            return self._ext.linear_int8(x2.contiguous(), self.plain(), self.scales,
-                                         None if bias is None else bias.float())
-        y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.plain(), self._scales_c)  # (M, N)
-        return y if bias is None else y + bias
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"compute={dtype_name(self.compute_dtype)}, kernels={self.kernel_name}")
 
 
-class StreamedWeight(_LinearWeight):
-    """A bf16 weight whose few-row products use the streaming kernel of ``cpu_kernels``."""
+class StreamedLinear(DecodeLinear):
+    """bf16 weights; decode-step products with the streaming kernel."""
 
-    @staticmethod
-    def __new__(cls, w: torch.Tensor, ext):
-        t = torch.Tensor._make_subclass(cls, w.detach(), False)
-        t._ext = ext
-        return t
+    fmt = "bf16"
 
-    def linear(self, x2: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if x2.shape[0] > SMALL_M or x2.dtype != torch.bfloat16:
-            return F.linear(x2, self.plain(), bias)
-        return self._ext.linear_bf16(x2.contiguous(), self.plain(), None if bias is None else bias.float())
+    def __init__(self, weight: torch.Tensor, compute_dtype: torch.dtype, kernels):
+        super().__init__(weight.shape[1], weight.shape[0], compute_dtype, kernels)
+        self.register_buffer("weight", weight.detach().to(torch.bfloat16).contiguous())
 
+    def few_rows(self, x2):
+        return self.kernels.linear_bf16(x2, self.weight)
 
-def _decoder_linears(model, untie: bool) -> list[nn.Linear]:
-    """Every linear layer of the text decoder, plus the LM head (given its own copy of a tied
-    table when ``untie``: the embedding itself must stay exact)."""
-    linears = [m for m in model.model.language_model.modules() if isinstance(m, nn.Linear)]
-    head = model.lm_head
-    if untie and getattr(model, "tied", False):
-        head.weight = nn.Parameter(head.weight.detach().clone(), requires_grad=False)
-        model.tied = False
-    return linears + [head]
+    def dense_weight(self):
+        return self.weight.to(self.compute_dtype)
 
 
-def _set_weight(linear: nn.Linear, weight: torch.Tensor) -> None:
-    linear._parameters.pop("weight", None)
-    linear.weight = weight  # a plain attribute, not a Parameter: inference only
+class Int8Linear(DecodeLinear):
+    """int8 (N, K) weights with fp32 per-row scales."""
+
+    fmt = "int8"
+
+    def __init__(self, weight: torch.Tensor, compute_dtype: torch.dtype, kernels=None):
+        super().__init__(weight.shape[1], weight.shape[0], compute_dtype, kernels)
+        q, scales = quantize_rows(weight)
+        self.register_buffer("qweight", q)
+        self.register_buffer("scales", scales)
+
+    def few_rows(self, x2):
+        if self.kernels is not None:
+            return self.kernels.linear_int8(x2, self.qweight, self.scales)
+        # PyTorch's own int8 weight-only kernel wants its scales in the activations' dtype
+        return torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales.to(x2.dtype))
+
+    def dense_weight(self):
+        return self.qweight.to(self.compute_dtype) * self.scales.to(self.compute_dtype)[:, None]
 
 
-def use_cpu_kernels(model) -> bool:
-    """Route the bf16 decoder's decode-step products through ``cpu_kernels``. Returns whether
-    it did (False: not a bf16 CPU model, or the kernels cannot be used on this machine)."""
-    ln = model.model.language_model.ln_f.weight
-    if ln.device.type != "cpu" or ln.dtype != torch.bfloat16:
-        return False
-    ext = _kernels()
-    if ext is None:
-        return False
-    for lin in _decoder_linears(model, untie=False):
-        if not isinstance(lin.weight, _LinearWeight) and lin.weight.is_contiguous():
-            _set_weight(lin, StreamedWeight(lin.weight, ext))  # same storage as before
-    model.decode_kernels = "bf16-streaming"
-    return True
+class Int4Linear(DecodeLinear):
+    """Group-wise int4 weights (format: ``jvlm.inference.int4``); needs the decode kernels."""
+
+    fmt = "int4"
+
+    def __init__(self, weight: torch.Tensor, compute_dtype: torch.dtype, kernels):
+        from jvlm.inference import int4
+
+        super().__init__(weight.shape[1], weight.shape[0], compute_dtype, kernels)
+        self.group_size = int4.GROUP_SIZE
+        packed, scales = int4.quantize_int4(weight, self.group_size)
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales", scales)
+
+    def few_rows(self, x2):
+        return self.kernels.linear_int4(x2, self.packed, self.scales, self.group_size)
+
+    def dense_weight(self):
+        from jvlm.inference import int4
+
+        return int4.dequantize_int4(self.packed, self.scales, self.group_size, self.compute_dtype)
 
 
-def quantize_decoder_int8(model, own_kernels: bool = True) -> int:
-    """Quantize every linear layer of the text decoder and the LM head; returns bytes saved.
+@dataclass
+class DecodeSetup:
+    """The path a model runs, for ``jvlm infer --json``, ``/metrics`` and logs."""
 
-    ``own_kernels``: decode with ``cpu_kernels`` where the CPU allows, else PyTorch's kernel.
+    compute_dtype: str  # "bf16" / "fp32"
+    dtype_reason: str  # why that dtype ("--dtype fp32", or the CPU rule of ``jvlm.hardware``)
+    weights: str  # "bf16", "fp32", "int8", "int4": the decoder's weight format
+    linear_kernel: str  # "avx512-bf16", "avx2-fma", "neon", "pytorch"
+    attention: str  # the decoder's attention implementation (``Attention.name``)
+    cpu: str  # the CPU's name and widest vector unit
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def decoder_linears(model) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute, layer) for every linear layer of the text decoder and the LM head."""
+    found = []
+    for parent in model.model.language_model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                found.append((parent, name, child))
+    return found + [(model, "lm_head", model.lm_head)]
+
+
+def describe(model, requested_dtype: str | None = "auto") -> DecodeSetup:
+    """The decode path ``model`` runs now, read off its modules; ``requested_dtype`` is what
+    the user asked for (``--dtype``), which explains the compute dtype when it is not "auto"."""
+    compute = model.compute_dtype
+    layers = [child for _, _, child in decoder_linears(model)]
+    first = layers[0] if layers else None
+    if isinstance(first, DecodeLinear):
+        weights, kernel = first.fmt, first.kernel_name
+    else:
+        weights, kernel = dtype_name(first.weight.dtype) if first is not None else dtype_name(compute), "pytorch"
+    if requested_dtype not in (None, "auto"):
+        reason = f"--dtype {requested_dtype}"
+    else:
+        reason = choose_compute_dtype(model.stored_dtype or compute, model.device)[1]
+    return DecodeSetup(compute_dtype=dtype_name(compute), dtype_reason=reason, weights=weights, linear_kernel=kernel,
+                       attention=model.model.language_model.attention.name,
+                       cpu=f"{cpu_name()} ({simd_summary()})" if model.device.type == "cpu" else model.device.type)
+
+
+def prepare_decoding(model, quantize: str | None = None, kernels=None, stored_dtype: torch.dtype | None = None,
+                     ) -> DecodeSetup:
+    """Swap the decoder's linear layers for decode modules and its attention for the kernels'.
+
+    ``quantize``: None (keep float weights), "int8" or "int4". ``kernels``: a ``KernelSet``
+    (``jvlm.inference.kernels.load()``) or None for PyTorch only. ``stored_dtype``: the dtype
+    the checkpoint stores -- when it is bf16 and the model computes in fp32, decoder weights
+    go back to bf16 in memory (exactly: they were bf16 to begin with) and the kernels widen
+    them as they stream. Safe to call again (layers already converted are left alone).
     """
-    ln = model.model.language_model.ln_f.weight
-    if ln.device.type not in ("cpu", "mps"):
-        raise ValueError(f"--quantize int8 runs on the CPU (and Apple MPS); on {ln.device.type} use --dtype bf16")
-    ext = _kernels() if own_kernels and ln.device.type == "cpu" else None
+    from jvlm.inference.kv_attention import KernelAttention
+
+    if quantize is not None and quantize not in FORMATS:
+        raise QuantizeError(f"unknown weight format {quantize!r}; choose one of {', '.join(FORMATS)}")
+    compute = model.compute_dtype
+    device = model.device
+    if quantize is not None and device.type not in ("cpu", "mps"):
+        raise QuantizeError(f"--quantize {quantize} runs on the CPU; on {device.type} use --dtype bf16")
+    if device.type != "cpu":
+        kernels = None
+    if quantize == "int4" and kernels is None:
+        raise QuantizeError("--quantize int4 needs jvlm's CPU decode kernels (x86-64 with AVX2, or ARM64), "
+                            "which are not available here; use --quantize int8")
+    if quantize == "int4":
+        _check_int4_shapes(model)
+    stream_bf16 = kernels is not None and quantize is None and (
+        compute == torch.bfloat16 or (compute == torch.float32 and stored_dtype == torch.bfloat16))
+    if quantize is not None or stream_bf16:
+        _untie_head(model)
     saved = 0
-    linears = _decoder_linears(model, untie=True)
     with torch.no_grad():
-        for lin in linears:
-            w = lin.weight
-            if isinstance(w, Int8Weight):
+        for parent, name, lin in decoder_linears(model):
+            if not isinstance(lin, nn.Linear) or lin.bias is not None:
                 continue
-            plain = w.plain() if isinstance(w, _LinearWeight) else w
-            q, scales = quantize_rows(plain)
-            _set_weight(lin, Int8Weight(q, scales, ln.dtype, ext))
-            saved += plain.numel() * plain.element_size() - q.numel() - scales.numel() * 4
-    model.decode_kernels = "int8"
-    log.info("int8 decoder: %d linear layers, %.1f MB saved", len(linears), saved / 1e6)
-    return saved
+            w = lin.weight
+            if quantize == "int8":
+                new = Int8Linear(w, compute, kernels)
+            elif quantize == "int4":
+                new = Int4Linear(w, compute, kernels)
+            elif stream_bf16:
+                new = StreamedLinear(w, compute, kernels)
+            else:
+                continue
+            saved += w.numel() * w.element_size() - sum(b.numel() * b.element_size() for b in new.buffers())
+            setattr(parent, name, new)
+    if kernels is not None:
+        model.model.language_model.set_attention(KernelAttention(kernels))
+    setup = describe(model, None)
+    if saved:
+        log.info("decoder weights: %s (%.1f MB less), kernels: %s", setup.weights, saved / 1e6, setup.linear_kernel)
+    return setup
+
+
+def _untie_head(model) -> None:
+    """Give the LM head its own copy of a tied table: the embedding itself must stay exact."""
+    if getattr(model, "tied", False):
+        model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone(), requires_grad=False)
+        model.tied = False
+
+
+def _check_int4_shapes(model) -> None:
+    from jvlm.inference import int4
+
+    bad = [f"{name} ({lin.in_features} inputs)" for _, name, lin in decoder_linears(model)
+           if isinstance(lin, nn.Linear) and lin.in_features % int4.GROUP_SIZE]
+    if bad:
+        raise QuantizeError(f"--quantize int4 groups {int4.GROUP_SIZE} inputs per scale; these layers do not "
+                            f"divide: {', '.join(bad[:3])}")
+
+
+def load_kernels(choice: str = "auto"):
+    """The decode kernels for ``--kernels``: "auto" (the best this CPU runs, or None when it
+    runs none or they cannot be built), "torch" (None: PyTorch's kernels only)."""
+    if choice == "torch":
+        return None
+    if choice != "auto":
+        raise QuantizeError(f"unknown --kernels {choice!r}; choose auto or torch")
+    from jvlm.inference import kernels
+
+    return kernels.load()
+
+
+def prepare(model, quantize: str = "none", kernels: str = "auto", requested_dtype: str | None = "auto",
+            ) -> DecodeSetup:
+    """``prepare_decoding`` for the command line and the server: ``quantize`` "none", "int8"
+    or "int4"; ``kernels`` "auto" or "torch"; ``requested_dtype`` the ``--dtype`` given."""
+    ks = load_kernels(kernels) if model.device.type == "cpu" else None
+    prepare_decoding(model, None if quantize == "none" else quantize, ks, stored_dtype=model.stored_dtype)
+    return describe(model, requested_dtype)

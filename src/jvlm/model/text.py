@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jvlm.config import TextConfig
+from jvlm.model.attention import Attention, SdpaAttention, attention_by_name, causal_mask
 
 
 class RMSNorm(nn.Module):
@@ -123,6 +124,31 @@ class KVCache:
         self.k = self.k.index_select(1, idx)
         self.v = self.v.index_select(1, idx)
 
+    def drop_front(self, n: int) -> None:
+        """Forget the first ``n`` columns (keys no remaining row attends to)."""
+        self.k, self.v = self.k[:, :, :, n:], self.v[:, :, :, n:]
+        self.length -= n
+
+    def span(self, row: int, start: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of columns ``start .. start + n`` of one row: (L, 1, KV, n, D) keys, values."""
+        cols = slice(start, start + n)
+        return self.k[:, row:row + 1, :, cols].clone(), self.v[:, row:row + 1, :, cols].clone()
+
+    def fill(self, k: torch.Tensor, v: torch.Tensor, rows: slice = slice(None), end: int | None = None) -> None:
+        """Place (L, b, KV, n, D) keys/values in ``rows`` so that they end at column ``end``
+        (default: their own length, from column 0); the cache's length becomes at least ``end``."""
+        n = k.shape[3]
+        end = n if end is None else end
+        if end > self.capacity:
+            raise ValueError(f"cache of {self.capacity} columns cannot hold keys up to column {end}")
+        self.k[:, rows, :, end - n:end] = k
+        self.v[:, rows, :, end - n:end] = v
+        self.length = max(self.length, end)
+
+    def filled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Views of every filled column: (L, B, KV, length, D) keys, values."""
+        return self.k[:, :, :, :self.length], self.v[:, :, :, :self.length]
+
 
 def linear_plus_bias(layer: nn.Module, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``layer(x) + bias`` for a bias-free projection whose bias is kept apart (official
@@ -161,8 +187,13 @@ class TextAttention(nn.Module):
         # differs from the ViT: per-head RMSNorm on q and k, before RoPE (Qwen3)
         self.q_lnorm = RMSNorm(cfg.head_dim, cfg.qk_norm_eps)
         self.k_lnorm = RMSNorm(cfg.head_dim, cfg.qk_norm_eps)
-        # "sdpa" (PyTorch's fused kernels) or "eager" (explicit softmax, e.g. for attention maps)
-        self.attn_implementation = "sdpa"
+        # The attention seam (``jvlm.model.attention``): set for every layer by the decoder.
+        self.attention: Attention = SdpaAttention()
+
+    @property
+    def attn_implementation(self) -> str:
+        """The attention's name (Transformers' term)."""
+        return self.attention.name
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         b, t, _ = x.shape
@@ -175,27 +206,8 @@ class TextAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.write(layer, k, v)  # (B, KV, S, D)
-        if self.attn_implementation == "eager":
-            y = eager_attention(q, k, v, mask)
-        elif mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1, enable_gqa=h != kvh)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=h != kvh)
+        y = self.attention(q, k, v, mask)  # (B, H, T, D)
         return self.out(y.transpose(1, 2).reshape(b, t, h * d))
-
-
-def eager_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + mask) v written out, softmax in fp32; same result as SDPA up
-    to rounding. ``mask`` is (B, 1, T, S) bool or None (causal, queries at the end)."""
-    groups = q.shape[1] // k.shape[1]
-    if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-    t, s = q.shape[2], k.shape[2]
-    scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
-    if mask is None:
-        mask = _causal(t, s - t, q.device)[None, None]
-    scores = scores.float().masked_fill(~mask, float("-inf"))
-    return scores.softmax(-1).to(v.dtype) @ v
 
 
 class TextMLP(nn.Module):
@@ -239,21 +251,16 @@ def build_positions_and_mask(attention_mask: torch.Tensor | None, t: int, past: 
         pos = torch.arange(past, past + t, device=device).expand(batch, t)
         if past == 0:
             return DecoderInputs(pos, None)
-        return DecoderInputs(pos, None if t == 1 else _causal(t, past, device)[None, None].expand(batch, 1, t, past + t))
+        return DecoderInputs(pos, None if t == 1 else causal_mask(t, past, device)[None, None].expand(batch, 1, t, past + t))
     am = attention_mask.to(device=device, dtype=torch.long)
     pos = (am.cumsum(-1) - 1).clamp_min(0)[:, -t:]
     keys = am.bool()[:, None, None, :]  # (B, 1, 1, S)
-    mask = keys & _causal(t, past, device)[None, None]  # (B, 1, T, S)
+    mask = keys & causal_mask(t, past, device)[None, None]  # (B, 1, T, S)
     # A left-padding query row would see no key at all (NaN in softmax): let it see itself.
     own = torch.zeros_like(mask)
     own[..., torch.arange(t, device=device), past + torch.arange(t, device=device)] = True
     mask = mask | (own & ~mask.any(-1, keepdim=True))
     return DecoderInputs(pos, mask)
-
-
-def _causal(t: int, past: int, device) -> torch.Tensor:
-    """(T, past + T) bool: query i sees keys 0 .. past + i."""
-    return torch.ones(t, past + t, dtype=torch.bool, device=device).tril(diagonal=past)
 
 
 class TextDecoder(nn.Module):
@@ -264,12 +271,18 @@ class TextDecoder(nn.Module):
         self.layers = nn.ModuleList(TextBlock(cfg) for _ in range(cfg.n_layers))
         self.ln_f = RMSNorm(cfg.hidden_size, cfg.norm_eps)
 
+    @property
+    def attention(self) -> Attention:
+        return self.layers[0].attn.attention
+
+    def set_attention(self, attention: Attention) -> None:
+        """Use ``attention`` (``jvlm.model.attention``) in every layer."""
+        for layer in self.layers:
+            layer.attn.attention = attention
+
     def set_attn_implementation(self, name: str) -> None:
         """"sdpa" or "eager" for every layer (the same numbers up to rounding)."""
-        if name not in ("sdpa", "eager"):
-            raise ValueError(f"attention implementation {name!r} is not one of 'sdpa', 'eager'")
-        for layer in self.layers:
-            layer.attn.attn_implementation = name
+        self.set_attention(attention_by_name(name))
 
     def new_cache(self, batch: int, capacity: int, dtype=None, device=None) -> KVCache:
         p = self.ln_f.weight

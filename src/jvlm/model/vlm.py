@@ -79,8 +79,41 @@ class JinaVLM(nn.Module):
         return embeds
 
 
-class JinaVLMForConditionalGeneration(nn.Module):
-    """The whole model. ``forward`` returns logits; ``generate`` decodes with a KV cache."""
+class VLMRuntime:
+    """What generation needs of a whole Jina-VLM model (``jvlm.inference.engine.DecodingModel``),
+    shared by this package's class and the Transformers one: both hold ``model`` (``JinaVLM``),
+    ``lm_head`` and ``cfg``, and declare the token-id lists ``use_token_ids`` fills."""
+
+    model: JinaVLM
+    cfg: JinaVLMConfig
+    structural_token_ids: list[int]
+    stop_token_ids: list[int]
+    stored_dtype: torch.dtype | None
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations are computed in: the embedding table's, whatever format the
+        decoder's linear layers hold their weights in (``jvlm.inference.quantize``)."""
+        return self.model.language_model.embedding.embedding.dtype
+
+    def encode_images(self, crops: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """(B, T, P, 588) crops and (B, T, P) masks -> (B, T, K, hidden) image features."""
+        return self.model.image_features(crops, masks)
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        return self.model.language_model.new_cache(batch, capacity)
+
+    def use_token_ids(self, ids) -> None:
+        """The tokenizer's special ids (``processing.text.TokenIds``): ``<im_patch>`` for the
+        image-token count check, the structural ids (never sampled) and the stop ids."""
+        self.model.im_patch_token_id = ids.im_patch
+        self.structural_token_ids = list(ids.structural())
+        self.stop_token_ids = list(ids.eos)
+
+
+class JinaVLMForConditionalGeneration(VLMRuntime, nn.Module):
+    """The whole model. ``forward`` returns logits; ``jvlm.generate`` and the engine
+    (``jvlm.inference``) decode with it, the Transformers class adds ``generate``."""
 
     def __init__(self, cfg: JinaVLMConfig):
         super().__init__()
@@ -88,6 +121,10 @@ class JinaVLMForConditionalGeneration(nn.Module):
         self.model = JinaVLM(cfg)
         self.lm_head = nn.Linear(cfg.text.hidden_size, cfg.text.base_rows, bias=False)
         self.tied = False
+        self.structural_token_ids: list[int] = []
+        self.stop_token_ids: list[int] = []
+        # The dtype the checkpoint stored, when the loader computes in another (``hardware``).
+        self.stored_dtype: torch.dtype | None = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -96,22 +133,25 @@ class JinaVLMForConditionalGeneration(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.lm_head.weight.device
+        return self.model.language_model.embedding.embedding.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.lm_head.weight.dtype
+        return self.compute_dtype
 
     def tie_weights(self) -> None:
         """Share lm_head with the base embedding table (only when the checkpoint has no lm_head)."""
         self.lm_head.weight = self.model.language_model.embedding.embedding
         self.tied = True
 
-    def new_cache(self, batch: int, capacity: int) -> KVCache:
-        return self.model.language_model.new_cache(batch, capacity)
-
     def tie_lm_head(self) -> None:
         self.tie_weights()
+
+    def generate(self, *args, **kwargs):
+        """Not here: the model layer does not run decoding loops (see docs/architecture.md)."""
+        raise AttributeError("JinaVLMForConditionalGeneration from jvlm.load has no generate(): call "
+                             "jvlm.generate(model, **inputs, max_new_tokens=...) for the engine's decoding, or "
+                             "load with transformers.AutoModelForCausalLM for Transformers' generate")
 
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -125,28 +165,6 @@ class JinaVLMForConditionalGeneration(nn.Module):
         """
         return lm_forward(self, input_ids, attention_mask, images, image_masks, image_input_idx, labels,
                           past_key_values, image_features, logits_to_keep)
-
-    # ---------------------------------------------------------------- generate
-    @torch.inference_mode()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                 images: torch.Tensor | None = None, image_masks: torch.Tensor | None = None,
-                 image_input_idx: torch.Tensor | None = None, max_new_tokens: int = 256,
-                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                 eos_token_id: int | list[int] | None = None, pad_token_id: int | None = None,
-                 seed: int | None = None, streamer=None, **_ignored) -> torch.Tensor:
-        """Transformers-style ``generate``: returns (B, prompt + new) token ids.
-
-        Finished rows are padded with ``pad_token_id``. Delegates to the engine's decoding
-        loop so there is one place where generation happens.
-        """
-        from jvlm.inference.generate import generate_batch
-
-        return generate_batch(
-            self, input_ids, attention_mask=attention_mask, images=images, image_masks=image_masks,
-            image_input_idx=image_input_idx, max_new_tokens=max_new_tokens, do_sample=do_sample,
-            temperature=temperature, top_p=top_p, top_k=top_k, eos_token_id=eos_token_id,
-            pad_token_id=pad_token_id, seed=seed, streamer=streamer,
-        )
 
 
 def lm_forward(model: nn.Module, input_ids, attention_mask=None, images=None, image_masks=None,

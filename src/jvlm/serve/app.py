@@ -81,7 +81,7 @@ class ServerConfig:
     served_model_name: str = "jina-vlm"
     #: more names requests may use for the model (vLLM's --served-model-name list; the --model string)
     served_model_aliases: tuple[str, ...] = ()
-    #: "int8": weight-only int8 decoder (faster CPU decoding), as ``jvlm infer --quantize``
+    #: "int8" / "int4": weight-only quantized decoder (faster CPU decoding), as ``jvlm infer --quantize``
     quantize: str = "none"
     #: one line saying what the model is when it is not a real checkpoint (jvlm.notices)
     notice: str | None = None
@@ -136,6 +136,7 @@ class ServingState:
         self.processor = None
         self.worker: EngineWorker | None = None
         self.feature_cache = None
+        self.decode_setup = None  # jvlm.inference.quantize.DecodeSetup once loaded
         self.context_length = 0
         self.on_load_failed: Callable[[BaseException], None] | None = None
         self._thread: threading.Thread | None = None
@@ -175,12 +176,10 @@ class ServingState:
             from jvlm.loading import load
 
             model, processor = load(cfg.model_dir, dtype=cfg.dtype, device=cfg.device)
-            from jvlm.inference.quantize import quantize_decoder_int8, use_cpu_kernels
+            from jvlm.inference.quantize import prepare
 
-            if cfg.quantize == "int8":
-                quantize_decoder_int8(model, own_kernels=cfg.kernels == "auto")
-            elif cfg.kernels == "auto":
-                use_cpu_kernels(model)  # bf16 on AVX-512 BF16 CPUs: ~2x faster decoding
+            self.decode_setup = prepare(model, cfg.quantize, cfg.kernels, requested_dtype=cfg.dtype)
+            self.metrics.set_decode_setup(self.decode_setup)
             feature_cache = FeatureCache(cfg.image_cache_bytes) if cfg.image_cache_bytes > 0 else None
             # one prefix cache for the server's life: it outlives an engine rebuilt after a fault
             prefix = PrefixCache(cfg.prefix_cache_bytes) if cfg.prefix_cache_bytes > 0 else None

@@ -21,6 +21,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Info,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -67,6 +68,8 @@ class ServerMetrics:
                                  buckets=_LATENCY_BUCKETS_S, registry=r)
         self.images = Counter("jvlm_images", "Images received in requests", registry=r)
         self.model_ready = Gauge("jvlm_model_ready", "1 once the model is loaded and serving", registry=r)
+        self.decode_path = Info("jvlm_decode", "How the model computes: compute dtype and why, decoder weight "
+                                "format, linear and attention kernels, CPU", registry=r)
         self._rate_lock = threading.Lock()
         self._rate_t = time.monotonic()
         self._rate = 0.0
@@ -97,6 +100,10 @@ class ServerMetrics:
         self.requests.labels(route=route, status=str(status)).inc()
         if error_code is not None:
             self.errors.labels(code=error_code).inc()
+
+    def set_decode_setup(self, setup) -> None:
+        """The path the loaded model runs (``jvlm.inference.quantize.DecodeSetup``)."""
+        self.decode_path.info({k: str(v) for k, v in setup.as_dict().items()})
 
     def track_image_cache(self, cache) -> None:
         """Export the hit and miss counts of the engine's image-feature cache (read at scrape time,

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from jvlm.config import JinaVLMConfig
-from jvlm.loading import attach_token_ids, save_pretrained
+from jvlm.loading import save_pretrained
 from jvlm.resolve import random_model_notice, tiny_random_dir
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def build_random_model(preset: str = "tiny", seed: int = 0, dtype: torch.dtype =
     cfg.image_token_index = ids["image"]
     model = init_random(JinaVLMForConditionalGeneration(cfg), seed).to(dtype).eval()
     processor = JinaVLMProcessor(tok, cfg)
-    attach_token_ids(model, processor)
+    model.use_token_ids(processor.token_ids)
     return model, processor
 
 

@@ -37,7 +37,6 @@ from jvlm.config import (
     VisionConfig,
 )
 from jvlm.errors import CheckpointError, ModelFolderError, TokenizerError
-from jvlm.loading import attach_token_ids
 from jvlm.model.vlm import JinaVLMForConditionalGeneration
 
 log = logging.getLogger(__name__)
@@ -262,7 +261,7 @@ def build_from_parts(vision_dir: str | Path, text_dir: str | Path, tokenizer: st
             sd[key] = biases.get(key, torch.zeros(p.shape, dtype=dtype))
     sd.update(_fresh_connector(model, gen, connector_init_std, dtype))
     weights.load_into(model, sd)
-    attach_token_ids(model, processor)
+    model.use_token_ids(processor.token_ids)
     log.info("built a Jina-VLM from %s + %s: %.1fM parameters", vision_dir.name, text_dir.name,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model, processor

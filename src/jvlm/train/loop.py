@@ -71,7 +71,7 @@ class TrainResult:
 def build_model(cfg: TrainConfig, resume_from: Path | None):
     """``(model, processor)`` in fp32 on the CPU: from a checkpoint being resumed, a jvlm
     folder, SigLIP + Qwen3 parts, or a random preset."""
-    from jvlm.loading import attach_token_ids, load_model
+    from jvlm.loading import load_model
     from jvlm.processing.processor import JinaVLMProcessor
 
     m = cfg.model
@@ -86,7 +86,7 @@ def build_model(cfg: TrainConfig, resume_from: Path | None):
     if folder is not None:
         model = load_model(folder, dtype="fp32", device="cpu")
         processor = JinaVLMProcessor.from_pretrained(folder)
-        attach_token_ids(model, processor)
+        model.use_token_ids(processor.token_ids)
     elif m.kind() == "parts":
         from jvlm.train.init_from_parts import build_from_parts
 

@@ -25,7 +25,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from jvlm.integrations.transformers.configuration import JinaVLMConfig
 from jvlm.model.text import ExternalCache, KVCache
-from jvlm.model.vlm import JinaVLM, lm_forward
+from jvlm.model.vlm import JinaVLM, VLMRuntime, lm_forward
 
 log = logging.getLogger(__name__)
 #: The output field holding the cache: "past_key_values", renamed "cache" in later 5.x releases.
@@ -44,7 +44,7 @@ class JinaVLMPreTrainedModel(PreTrainedModel):
         """Weights come from a checkpoint (or ``jvlm.model.vlm.init_random``); nothing to draw."""
 
 
-class JinaVLMForConditionalGeneration(JinaVLMPreTrainedModel, GenerationMixin):
+class JinaVLMForConditionalGeneration(VLMRuntime, JinaVLMPreTrainedModel, GenerationMixin):
     """Jina-VLM for Transformers: ``AutoModelForCausalLM`` / ``AutoModelForImageTextToText``.
 
     ``forward`` takes the processor's outputs (``input_ids``, ``attention_mask``, ``images``,
@@ -62,6 +62,7 @@ class JinaVLMForConditionalGeneration(JinaVLMPreTrainedModel, GenerationMixin):
         self.tied = False
         self.structural_token_ids: list[int] = []
         self.stop_token_ids: list[int] = []
+        self.stored_dtype: torch.dtype | None = None  # see jvlm.model.vlm.JinaVLMForConditionalGeneration
         self.post_init()
 
     # ------------------------------------------------------------------ basics
@@ -75,9 +76,6 @@ class JinaVLMForConditionalGeneration(JinaVLMPreTrainedModel, GenerationMixin):
         """Share lm_head with the base embedding table (only when the checkpoint has none)."""
         self.lm_head.weight = self.model.language_model.embedding.embedding
         self.tied = True
-
-    def new_cache(self, batch: int, capacity: int) -> KVCache:
-        return self.model.language_model.new_cache(batch, capacity)
 
     # ----------------------------------------------------------------- forward
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -122,7 +120,7 @@ class JinaVLMForConditionalGeneration(JinaVLMPreTrainedModel, GenerationMixin):
         (``revision``, ``cache_dir``, ``token``, ``local_files_only``). Anything else raises.
         """
         from jvlm.integrations.transformers import options
-        from jvlm.loading import attach_token_ids, load_model
+        from jvlm.loading import load_model
         from jvlm.resolve import resolve_model
 
         if model_args:
@@ -132,13 +130,14 @@ class JinaVLMForConditionalGeneration(JinaVLMPreTrainedModel, GenerationMixin):
         config = JinaVLMConfig.from_pretrained(str(folder))
         config._name_or_path = str(pretrained_model_name_or_path)
         config._attn_implementation = opts.attn_implementation
-        model = load_model(folder, dtype=opts.dtype, device="cpu", build=lambda _cfg: cls(config))
+        # Transformers' "auto" means the checkpoint's dtype, whatever the CPU
+        model = load_model(folder, dtype=opts.dtype or "checkpoint", device="cpu", build=lambda _cfg: cls(config))
         model.model.language_model.set_attn_implementation(opts.attn_implementation)
         model.config.dtype = model.dtype
         try:
             from jvlm.processing.processor import JinaVLMProcessor as CoreProcessor
 
-            attach_token_ids(model, CoreProcessor.from_pretrained(folder))
+            model.use_token_ids(CoreProcessor.from_pretrained(folder).token_ids)
         except Exception as e:  # a weights-only folder still loads; generate then needs explicit ids
             log.warning("no usable tokenizer in %s (%s); pass eos_token_id to generate()", folder, e)
         model.generation_config = _generation_config(folder, model)
