@@ -4,11 +4,11 @@ The paper starts from SigLIP2-So400M/14-384 and Qwen3-1.7B-Base (spec §11). Bot
 in their Hugging Face layouts (``SiglipVisionModel`` or full ``SiglipModel`` key names, with
 or without the ``vision_model.`` prefix; ``Qwen3ForCausalLM`` key names); ``ADAPTER.join``
 puts them into one state dict under the ``siglip.`` and ``qwen3.`` namespaces, so the layout
-is recognisable and no key of one part can be mistaken for one of the other. Another vision
-tower's parts layout is a ``VisionPart`` (its key table) and one more ``PartsLayout``. Mapping is strict:
-every tensor our model takes from a part must be there, and every tensor of a part must be
-used or deliberately ignored (SigLIP's pooling head and text tower). The connector and the
-new embedding rows are not in either part; the caller adds them.
+is recognisable and no key of one part can be mistaken for one of the other. Mapping is
+strict: every tensor our model takes from a part must be there, and every tensor of a part
+must be used or deliberately ignored (SigLIP's pooling head and text tower). The connector
+and the new embedding rows are not in either part; the caller adds them. Another vision
+tower's parts layout is a ``VisionPart`` (its key table) and one more ``PartsLayout``.
 
 Differences from the Hugging Face modules, handled by the tables below:
 - SigLIP's Conv2d patch embedding [W, C, p, p] becomes a Linear over patches flattened in
@@ -136,12 +136,12 @@ class VisionPart:
     #: its key table (our keys under ``model.vision_model.``)
     table: Table
     #: its tensors our model does not take (another tower, a pooling head)
-    ignored: re.Pattern
+    ignored: re.Pattern | None = None
     #: a key prefix some of its checkpoints have and others not, removed before the table applies
     optional_prefix: str = ""
 
 
-SIGLIP = VisionPart("SigLIP", "siglip.", SIGLIP_TABLE, SIGLIP_IGNORED, optional_prefix="vision_model.")
+SIGLIP = VisionPart("SigLIP", "siglip.", SIGLIP_TABLE, ignored=SIGLIP_IGNORED, optional_prefix="vision_model.")
 
 
 class PartsLayout(StateDictAdapter):
