@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0), ("jvlm.hardware", 0),
     ("jvlm.processing", 1), ("jvlm.media", 1),
     ("jvlm.model", 2),
-    ("jvlm.weights", 3), ("jvlm.loading", 3), ("jvlm.resolve", 3),
+    ("jvlm.weights", 3), ("jvlm.layouts", 3), ("jvlm.loading", 3), ("jvlm.resolve", 3),
     ("jvlm.inference", 4), ("jvlm.efficiency", 4),
     ("jvlm.tools", 5), ("jvlm.random_model", 5),
     ("jvlm.train", 6), ("jvlm.eval", 6),
@@ -37,8 +37,9 @@ LAYERS: tuple[tuple[str, int], ...] = (
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 #: build-time tooling, and the layers that run a served or loaded model, which must not use it
 TOOLS = ("jvlm.tools", "jvlm.random_model")
-RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.hardware", "jvlm.processing", "jvlm.media", "jvlm.model",
-           "jvlm.weights", "jvlm.loading", "jvlm.inference", "jvlm.serve", "jvlm.hf", "jvlm.integrations")
+RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.hardware", "jvlm.processing", "jvlm.media",
+           "jvlm.model", "jvlm.weights", "jvlm.layouts", "jvlm.loading", "jvlm.inference", "jvlm.serve", "jvlm.hf",
+           "jvlm.integrations")
 
 
 def _under(module: str, prefixes: tuple[str, ...] | str) -> bool:

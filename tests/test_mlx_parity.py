@@ -2,7 +2,7 @@
 
 Two implementations written from different readings of the official code must agree on the
 maths when given the same weights and the same preprocessed inputs. The tiny random model is
-converted with ``weights.official_to_mlx`` and loaded *strictly* into the port's own module
+converted with ``layouts.mlx.official_to_mlx`` and loaded *strictly* into the port's own module
 tree, so the MLX key table is checked against the real port too.
 
 The port's known deviations sit in its processor (bicubic resize, hard-coded token ids, no
@@ -29,9 +29,9 @@ port = pytest.importorskip(
 )
 
 from jvlm.config import JinaVLMConfig
+from jvlm.layouts.mlx import official_to_mlx
 from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
 from jvlm.processing.image import image_block_ids, image_input_idx, image_layout
-from jvlm.weights import official_to_mlx
 
 # fp32 on both sides: anything above this, relative to the reference's largest value, is a
 # difference in the maths, not rounding (measured values are in docs/parity.md).

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 import jvlm
 from jvlm import weights
 from jvlm.errors import CheckpointError, ModelFolderError
+from jvlm.layouts.mlx import official_to_mlx
 from jvlm.loading import load_model
 
 
@@ -136,7 +137,7 @@ def test_truncated_safetensors_is_a_typed_error(tiny_model_dir, tmp_path):
 def test_mlx_layout_loads_to_the_same_model(tiny_model_dir, tmp_path):
     ref = load_model(tiny_model_dir)
     sd = load_file(str(tiny_model_dir / "model.safetensors"))
-    mlx = weights.official_to_mlx(sd)
+    mlx = official_to_mlx(sd)
     assert "vl_connector.pooling.kv.bias" in mlx and "vision_model.post_norm.weight" in mlx
     assert "language_model.layers.0.ffn.gate_up.weight" in mlx
     # The MLX conversion stores no text q/k/v biases when they are zero; they must load as zeros.

@@ -1,34 +1,22 @@
 """A new Jina-VLM from its parts: a SigLIP vision checkpoint and a Qwen3 checkpoint (spec §11).
 
 The paper starts from SigLIP2-So400M/14-384 and Qwen3-1.7B-Base; the connector and the 128
-new embedding rows are new. Both parts are read in their Hugging Face layouts
-(``SiglipVisionModel`` or full ``SiglipModel`` key names, with or without the
-``vision_model.`` prefix; ``Qwen3ForCausalLM`` key names) and mapped by the tables below into
-the official Jina-VLM layout, then loaded strictly: every tensor the model needs must come
-from a part or be new, and every tensor of a part must be used or deliberately ignored
-(SigLIP's pooling head and text tower).
-
-Differences from the Hugging Face modules, handled here:
-- SigLIP's Conv2d patch embedding [W, C, p, p] becomes a Linear over patches flattened in
-  (dy, dx, channel) order, the order ``processing.image`` produces: [W, p*p*C].
-- q/k/v projections are fused into one ``qkv_w`` with separate bias vectors.
-- Qwen3's MLP ``down(silu(gate(x)) * up(x))`` is stored as one ``up`` = [up_proj | gate_proj]
-  ([value | gate], spec §7).
-- Qwen3-1.7B ties lm_head to the embeddings; the release stores lm_head separately, so the
-  embedding is copied into an untied head.
+new embedding rows are new. The configs of both parts become a ``JinaVLMConfig`` here; their
+tensors are mapped to the official layout by the parts adapter (``jvlm.layouts.parts``,
+which also lists how the Hugging Face modules differ from ours), and the whole model is
+then loaded strictly: every tensor the model needs must come from a part or be new, and
+every tensor of a part must be used or deliberately ignored.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from jvlm import weights
+from jvlm import layouts, weights
 from jvlm.config import (
     ConnectorConfig,
     ImageProcessingConfig,
@@ -37,91 +25,10 @@ from jvlm.config import (
     VisionConfig,
 )
 from jvlm.errors import CheckpointError, ModelFolderError, TokenizerError
+from jvlm.layouts import parts
 from jvlm.model.vlm import JinaVLMForConditionalGeneration
 
 log = logging.getLogger(__name__)
-
-Combine = Callable[..., torch.Tensor]
-
-
-def _cat(*ts: torch.Tensor) -> torch.Tensor:
-    return torch.cat(ts, dim=0)
-
-
-def _conv_to_linear(w: torch.Tensor) -> torch.Tensor:
-    """[W, C, p, p] Conv2d kernel -> [W, p*p*C] Linear weight over (dy, dx, c)-ordered patches."""
-    return w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
-
-
-# (our key under model.vision_model., SigLIP keys (after stripping 'vision_model.'), combine)
-SIGLIP_TABLE: list[tuple[str, tuple[str, ...], Combine | None]] = [
-    ("patch_embed.proj.weight", ("embeddings.patch_embedding.weight",), _conv_to_linear),
-    ("patch_embed.proj.bias", ("embeddings.patch_embedding.bias",), None),
-    ("pos_embed", ("embeddings.position_embedding.weight",), None),
-    ("layers.{L}.attn_lnorm.weight", ("encoder.layers.{L}.layer_norm1.weight",), None),
-    ("layers.{L}.attn_lnorm.bias", ("encoder.layers.{L}.layer_norm1.bias",), None),
-    ("layers.{L}.attn.qkv_w.weight", tuple(f"encoder.layers.{{L}}.self_attn.{x}_proj.weight" for x in "qkv"), _cat),
-    ("layers.{L}.attn.q_b", ("encoder.layers.{L}.self_attn.q_proj.bias",), None),
-    ("layers.{L}.attn.k_b", ("encoder.layers.{L}.self_attn.k_proj.bias",), None),
-    ("layers.{L}.attn.v_b", ("encoder.layers.{L}.self_attn.v_proj.bias",), None),
-    ("layers.{L}.attn.out.weight", ("encoder.layers.{L}.self_attn.out_proj.weight",), None),
-    ("layers.{L}.attn.out.bias", ("encoder.layers.{L}.self_attn.out_proj.bias",), None),
-    ("layers.{L}.ffn_lnorm.weight", ("encoder.layers.{L}.layer_norm2.weight",), None),
-    ("layers.{L}.ffn_lnorm.bias", ("encoder.layers.{L}.layer_norm2.bias",), None),
-    ("layers.{L}.ffn.up.weight", ("encoder.layers.{L}.mlp.fc1.weight",), None),
-    ("layers.{L}.ffn.up.bias", ("encoder.layers.{L}.mlp.fc1.bias",), None),
-    ("layers.{L}.ffn.down.weight", ("encoder.layers.{L}.mlp.fc2.weight",), None),
-    ("layers.{L}.ffn.down.bias", ("encoder.layers.{L}.mlp.fc2.bias",), None),
-    ("post_lnorm.weight", ("post_layernorm.weight",), None),
-    ("post_lnorm.bias", ("post_layernorm.bias",), None),
-]
-SIGLIP_IGNORED = re.compile(r"^(head\.|text_model\.|logit_scale$|logit_bias$)")
-
-# (our key under model.language_model. or top level, Qwen3 keys, combine)
-QWEN3_TABLE: list[tuple[str, tuple[str, ...], Combine | None]] = [
-    ("embedding.embedding", ("model.embed_tokens.weight",), None),
-    ("layers.{L}.attn_lnorm.weight", ("model.layers.{L}.input_layernorm.weight",), None),
-    ("layers.{L}.attn.qkv_w.weight", tuple(f"model.layers.{{L}}.self_attn.{x}_proj.weight" for x in "qkv"), _cat),
-    ("layers.{L}.attn.q_lnorm.weight", ("model.layers.{L}.self_attn.q_norm.weight",), None),
-    ("layers.{L}.attn.k_lnorm.weight", ("model.layers.{L}.self_attn.k_norm.weight",), None),
-    ("layers.{L}.attn.out.weight", ("model.layers.{L}.self_attn.o_proj.weight",), None),
-    ("layers.{L}.ffn_lnorm.weight", ("model.layers.{L}.post_attention_layernorm.weight",), None),
-    # differs from Qwen3: one fused [value | gate] matrix; value = up_proj, gate = gate_proj
-    ("layers.{L}.ffn.up.weight", ("model.layers.{L}.mlp.up_proj.weight", "model.layers.{L}.mlp.gate_proj.weight"), _cat),
-    ("layers.{L}.ffn.down.weight", ("model.layers.{L}.mlp.down_proj.weight",), None),
-    ("ln_f.weight", ("model.norm.weight",), None),
-]
-# Qwen3 has no q/k/v biases unless attention_bias is set; ours are always added (zeros then).
-QWEN3_BIASES = [("layers.{L}.attn.q_b", "model.layers.{L}.self_attn.q_proj.bias"),
-                ("layers.{L}.attn.k_b", "model.layers.{L}.self_attn.k_proj.bias"),
-                ("layers.{L}.attn.v_b", "model.layers.{L}.self_attn.v_proj.bias")]
-
-
-def map_keys(sd: dict[str, torch.Tensor], table, n_layers: int, prefix: str, what: str,
-             ignored: re.Pattern | None = None) -> dict[str, torch.Tensor]:
-    """Apply a key table strictly: every source key must be used or ignored, none missing."""
-    out: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-    missing: list[str] = []
-    for ours, theirs, combine in table:
-        for layer in range(n_layers) if "{L}" in ours else [None]:
-            names = [t.replace("{L}", str(layer)) for t in theirs]
-            absent = [n for n in names if n not in sd]
-            if absent:
-                missing.extend(absent)
-                continue
-            tensors = [sd[n] for n in names]
-            out[prefix + ours.replace("{L}", str(layer))] = combine(*tensors) if combine else tensors[0]
-            used.update(names)
-    unused = sorted(k for k in sd if k not in used and not (ignored and ignored.search(k)))
-    if missing or unused:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing: {', '.join(missing[:10])}")
-        if unused:
-            parts.append(f"{len(unused)} not understood: {', '.join(unused[:10])}")
-        raise CheckpointError(f"the {what} checkpoint does not match its config — " + " | ".join(parts))
-    return out
 
 
 # ------------------------------------------------------------------- configs
@@ -238,27 +145,13 @@ def build_from_parts(vision_dir: str | Path, text_dir: str | Path, tokenizer: st
     cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, cfg.image_token_index = ids.bos, ids.eos[0], ids.pad, ids.image
     cfg.validate()
 
-    sd = {}
-    vis = {re.sub(r"^vision_model\.", "", k): x for k, x in _read(vision_dir, dtype).items()}
-    sd.update(map_keys(vis, SIGLIP_TABLE, v.n_layers, "model.vision_model.", "SigLIP", SIGLIP_IGNORED))
-    qwen = _read(text_dir, dtype)
-    biases = {}
-    for ours, theirs in QWEN3_BIASES:
-        for layer in range(t.n_layers):
-            key = theirs.replace("{L}", str(layer))
-            if key in qwen:
-                biases["model.language_model." + ours.replace("{L}", str(layer))] = qwen.pop(key)
-    head = qwen.pop("lm_head.weight", None)
-    sd.update(map_keys(qwen, QWEN3_TABLE, t.n_layers, "model.language_model.", "Qwen3"))
+    vision, text = _read(vision_dir, dtype), _read(text_dir, dtype)
+    sd = layouts.to_official(parts.ADAPTER.join(vision, text), cfg, layout="parts")
     embed = sd["model.language_model.embedding.embedding"]
-    sd["lm_head.weight"] = head if head is not None else embed.clone()  # untie a tied Qwen3 head
     gen = torch.Generator().manual_seed(seed)
     sd.update(_new_rows(embed, t.additional_vocab_size, gen))
     with torch.device("meta"):
         model = JinaVLMForConditionalGeneration(cfg)
-    for key, p in model.state_dict().items():
-        if key not in sd and key.startswith("model.language_model.") and key.endswith(("q_b", "k_b", "v_b")):
-            sd[key] = biases.get(key, torch.zeros(p.shape, dtype=dtype))
     sd.update(_fresh_connector(model, gen, connector_init_std, dtype))
     weights.load_into(model, sd)
     model.use_token_ids(processor.token_ids)
