@@ -14,6 +14,7 @@ any layer below; adding a module under a new top-level name means giving it a la
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -242,3 +243,14 @@ def test_the_installed_package_is_the_library_without_the_recipe():
     assert "assets/**/*" in project["tool"]["setuptools"]["package-data"]["jvlm"]  # the demo weights ship
     recipe = tomllib.loads((RECIPES / "jvlm_demo" / "pyproject.toml").read_text(encoding="utf-8"))
     assert any(dep.startswith("jvlm") for dep in recipe["project"]["dependencies"])  # recipe -> library only
+
+
+def test_no_behaviour_is_injected_through_tensor_subclasses_or_class_swaps():
+    """Kernels, quantized weights and model classes are chosen through named seams (the
+    Attention object, DecodeLinear modules, real subclasses), never by a tensor subclass's
+    ``__torch_function__``, process-global extension slots or a swapped ``__class__``: code
+    that reads the model must be able to see what runs."""
+    pattern = re.compile(r"__torch_function__|\b_ext = |__class__ =")
+    hits = [f"{p.relative_to(SRC)}:{i}" for p in SRC.rglob("*.py")
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if pattern.search(line)]
+    assert not hits, f"injection points found: {hits}"

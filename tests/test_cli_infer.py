@@ -183,3 +183,15 @@ def test_python_m_entry_points_share_the_error_report(capsys):
     assert run_reporting_errors("tool", lambda: 3) == 3
     assert repro_main(["all", "--out", "unused", "--scale", "0"]) == 2
     assert "python -m jvlm_demo.repro: error: --scale" in capsys.readouterr().err
+
+
+def test_json_names_the_compute_path_and_why(capsys, tiny_model_dir):
+    """A user who wonders why decoding is slow reads the path off --json: the compute dtype
+    and its reason, the decoder's weight format and the kernels that run them."""
+    code, out, err = ask(capsys, tiny_model_dir, "-p", "Hi", "--json", "--quantize", "int8", "--kernels", "torch",
+                         "--dtype", "fp32")
+    assert code == 0, err
+    rt = json.loads(out)["runtime"]
+    assert rt["compute_dtype"] == "fp32" and rt["dtype_reason"] == "--dtype fp32"
+    assert rt["weights"] == "int8" and rt["linear_kernel"] == "pytorch" and rt["attention"] == "sdpa"
+    assert rt["cpu"]

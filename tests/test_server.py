@@ -230,6 +230,10 @@ def test_models_health_and_metrics(server):
                  "jvlm_generation_tokens_per_second", "jvlm_time_to_first_token_seconds_bucket",
                  "jvlm_image_cache_hits_total", "jvlm_cancelled_requests_total", "jvlm_model_ready 1.0"):
         assert name in text
+    # the decode path is named: compute dtype (and why), weight format, kernels
+    info = next(line for line in text.splitlines() if line.startswith("jvlm_decode_info{"))
+    for label in ("compute_dtype=", "dtype_reason=", "weights=", "linear_kernel=", "attention=", "cpu="):
+        assert label in info
 
 
 def test_repeated_image_hits_the_feature_cache(client, server):
