@@ -158,10 +158,11 @@ class JinaVLMForConditionalGeneration(VLMRuntime, nn.Module):
                 images: torch.Tensor | None = None, image_masks: torch.Tensor | None = None,
                 image_input_idx: torch.Tensor | None = None, labels: torch.Tensor | None = None,
                 past_key_values: KVCache | None = None, image_features: torch.Tensor | None = None,
-                logits_to_keep: int = 0, **_ignored) -> VLMOutput:
+                logits_to_keep: int = 0, use_cache: bool | None = None) -> VLMOutput:
         """One pass. ``attention_mask`` spans cached + new tokens; ``labels`` are already
         aligned with inputs (label[t] is the token after input[t], negatives ignored), as the
-        official processor produces them.
+        official processor produces them. ``use_cache`` is accepted for Transformers-style
+        callers: this class uses a cache exactly when ``past_key_values`` is given.
         """
         return lm_forward(self, input_ids, attention_mask, images, image_masks, image_input_idx, labels,
                           past_key_values, image_features, logits_to_keep)
