@@ -491,9 +491,9 @@ class Engine:
             return None
         if self.model.device.type != "cpu":
             return None
-        from jvlm.inference import cpu_kernels
+        from jvlm.inference import kernels
 
-        return cpu_kernels.load()
+        return kernels.load()
 
     def _apply_aborts(self) -> list[TokenEvent]:
         if not self._aborted:  # the usual case; an abort arriving now is seen next step

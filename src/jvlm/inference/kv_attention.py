@@ -2,7 +2,7 @@
 
 PyTorch's CPU ``scaled_dot_product_attention`` is slow for one bf16 query against a long
 cache (about 6 ms per layer at 1,800 cached tokens on two cores, which for 28 layers costs
-more than reading every weight of the decoder). ``cpu_kernels.decode_attention`` reads each
+more than reading every weight of the decoder). ``kernels.decode_attention`` reads each
 cached key and value once, for all heads of its group, in about a tenth of that.
 
 The model calls ``F.scaled_dot_product_attention(q, k, v, ...)`` with ``k``/``v`` sliced from
@@ -20,7 +20,7 @@ from jvlm.model.text import KVCache
 
 
 class KVTensor(torch.Tensor):
-    """Cache storage whose one-query attention uses ``cpu_kernels.decode_attention``."""
+    """Cache storage whose one-query attention uses ``kernels.decode_attention``."""
 
     _ext = None
 

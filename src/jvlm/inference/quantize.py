@@ -6,7 +6,7 @@ CPU its speed is set by memory bandwidth, not arithmetic. Two levers, both here:
 * ``quantize_decoder_int8``: int8 weights with one scale per output row (half the bytes of
   bf16). Activations are not rounded to 8 bits, so only the weights' rounding shows.
 * ``use_cpu_kernels``: keep bf16 weights but multiply them with the streaming kernels of
-  ``cpu_kernels`` for the few-row products of decoding.
+  ``inference.kernels`` for the few-row products of decoding.
 
 The model code is not changed: each affected ``nn.Linear`` gets a ``weight`` that is a tensor
 subclass whose ``__torch_function__`` turns ``F.linear(x, weight, bias)`` into the right
@@ -39,9 +39,9 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _kernels():
-    from jvlm.inference import cpu_kernels
+    from jvlm.inference import kernels
 
-    return cpu_kernels.load() if cpu_kernels.available() else None
+    return kernels.load()
 
 
 class _LinearWeight(torch.Tensor):
@@ -74,7 +74,7 @@ class Int8Weight(_LinearWeight):
         t.scales = scales.float()
         t.compute_dtype = compute_dtype
         t._scales_c = scales.to(compute_dtype)  # what PyTorch's int8 kernel wants
-        t._ext = ext  # cpu_kernels, or None for PyTorch's _weight_int8pack_mm
+        t._ext = ext  # inference.kernels, or None for PyTorch's _weight_int8pack_mm
         return t
 
     def dequantize(self) -> torch.Tensor:
@@ -92,7 +92,7 @@ class Int8Weight(_LinearWeight):
 
 
 class StreamedWeight(_LinearWeight):
-    """A bf16 weight whose few-row products use the streaming kernel of ``cpu_kernels``."""
+    """A bf16 weight whose few-row products use the streaming kernel of ``inference.kernels``."""
 
     @staticmethod
     def __new__(cls, w: torch.Tensor, ext):
@@ -123,7 +123,7 @@ def _set_weight(linear: nn.Linear, weight: torch.Tensor) -> None:
 
 
 def use_cpu_kernels(model) -> bool:
-    """Route the bf16 decoder's decode-step products through ``cpu_kernels``. Returns whether
+    """Route the bf16 decoder's decode-step products through ``inference.kernels``. Returns whether
     it did (False: not a bf16 CPU model, or the kernels cannot be used on this machine)."""
     ln = model.model.language_model.ln_f.weight
     if ln.device.type != "cpu" or ln.dtype != torch.bfloat16:
@@ -141,7 +141,7 @@ def use_cpu_kernels(model) -> bool:
 def quantize_decoder_int8(model, own_kernels: bool = True) -> int:
     """Quantize every linear layer of the text decoder and the LM head; returns bytes saved.
 
-    ``own_kernels``: decode with ``cpu_kernels`` where the CPU allows, else PyTorch's kernel.
+    ``own_kernels``: decode with ``inference.kernels`` where the CPU allows, else PyTorch's kernel.
     """
     ln = model.model.language_model.ln_f.weight
     if ln.device.type not in ("cpu", "mps"):
