@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("jvlm.processing", 1), ("jvlm.media", 1),
     ("jvlm.model", 2),
     ("jvlm.weights", 3), ("jvlm.loading", 3), ("jvlm.resolve", 3),
-    ("jvlm.inference", 4), ("jvlm.efficiency", 4),
+    ("jvlm.inference", 4), ("jvlm.inference.kernels", 4), ("jvlm.efficiency", 4),
     ("jvlm.tools", 5), ("jvlm.random_model", 5),
     ("jvlm.train", 6), ("jvlm.eval", 6),
     ("jvlm.notices", 7), ("jvlm.serve", 7), ("jvlm.hf", 7), ("jvlm.integrations", 7),

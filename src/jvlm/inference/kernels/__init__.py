@@ -59,7 +59,8 @@ _CPU_FLAGS = {  # /proc/cpuinfo flags each x86 build needs
     "avx512": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"),
     "avx2": ("avx2", "fma", "f16c"),
 }
-_BUILD_FLAGS = {
+#: Compiler flags of each build (also used to build the standalone check of the cores).
+BUILD_FLAGS = {
     "avx512": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16",
                "-mavx512vnni", "-DJVLM_ISA_AVX512"],
     "avx2": ["-mavx2", "-mfma", "-mf16c", "-DJVLM_ISA_AVX2"],
@@ -167,7 +168,7 @@ def _build(isa: str) -> KernelSet | None:
     digest = hashlib.sha256()
     for path in sorted(p for p in CSRC.iterdir() if p.is_file()):
         digest.update(path.name.encode() + path.read_bytes())
-    flags = [*_COMMON_FLAGS, *_BUILD_FLAGS[isa], f"-DJVLM_SOURCES_SHA={digest.hexdigest()[:16]}"]
+    flags = [*_COMMON_FLAGS, *BUILD_FLAGS[isa], f"-DJVLM_SOURCES_SHA={digest.hexdigest()[:16]}"]
     log.info("loading the %s decode kernels (compiled on first use, about a minute)", _LABELS[isa])
     t0 = time.perf_counter()
     try:
