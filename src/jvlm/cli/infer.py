@@ -57,7 +57,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", default="none", choices=["none", "int8"],
                    help="int8: weight-only int8 decoder for faster CPU decoding")
     p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
-                   help="auto: on CPUs with AVX-512 BF16, decode with jvlm's streaming kernels (compiled once, "
+                   help="auto: on x86 CPUs with AVX2 or AVX-512 and on ARM64, decode with jvlm's streaming kernels (compiled once, "
                         "about a minute); torch: PyTorch's own kernels only")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object: answer, reasoning, timings, tiles and visual tokens")

@@ -102,7 +102,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefix-cache-mb", type=float, default=1024,
                    help="KV cache of image prompts for follow-up questions, MiB; 0 = off (default: 1024)")
     p.add_argument("--kernels", default="auto", choices=["auto", "torch"],
-                   help="auto: with a bf16 model on a CPU with AVX-512 BF16, decode with jvlm's streaming "
+                   help="auto: with a bf16 model on an x86 CPU with AVX2 or AVX-512 or on ARM64, decode with jvlm's streaming "
                         "kernels (compiled once, about a minute, while the model loads); torch: PyTorch's only")
     p.add_argument("--reasoning-format", default="split", choices=["split", "raw"],
                    help="split: a reply that opens with a <think>...</think> block returns the block in "

@@ -77,7 +77,7 @@ inline vf vitof(vi a) { return _mm512_cvtepi32_ps(a); }
 
 #elif defined(JVLM_ISA_AVX2)
 
-constexpr int VL = 8, U = 2, MT_MAX = 4;
+constexpr int VL = 8, U = 4, MT_MAX = 3;  // 12 accumulators of the 16 ymm registers
 typedef __m256 vf;
 typedef __m256i vi;
 inline vf vzero() { return _mm256_setzero_ps(); }

@@ -8,7 +8,6 @@ namespace {
 
 using jvlm::bf16;
 
-constexpr int64_t MAX_ROWS = 16;
 
 template <typename T>
 T* raw(const torch::Tensor& t) {
@@ -19,7 +18,7 @@ void check_common(const char* op, const torch::Tensor& x, const torch::Tensor& w
                   const c10::optional<torch::Tensor>& bias) {
   TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), op, ": x (M, K) and w (N, K) expected, got ",
               x.sizes(), " and ", w.sizes());
-  TORCH_CHECK(x.size(0) <= MAX_ROWS, op, ": at most ", MAX_ROWS, " rows of x, got ", x.size(0));
+  TORCH_CHECK(x.size(0) <= jvlm::MAX_ROWS, op, ": at most ", jvlm::MAX_ROWS, " rows of x, got ", x.size(0));
   TORCH_CHECK(x.is_contiguous() && w.is_contiguous(), op, ": x and w must be contiguous");
   TORCH_CHECK(x.device().is_cpu() && w.device().is_cpu(), op, ": CPU tensors expected");
   TORCH_CHECK(x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kFloat, op,

@@ -26,22 +26,39 @@ inline V tree_sum(V* a, Add add) {
   return a[0];
 }
 
-// One weight row `wr` (K values, fp32 or bf16) times MT fp32 activation rows x[m * K + k];
-// writes y[m * N] (pass y already offset to the output column).
-template <int MT, typename W, typename OUT>
-inline void row_f32(const float* x, int64_t K, const W* wr, float bias, OUT* y, int64_t N) {
-  vf acc[MT][U];
+// Activation rows a call may pass (a decode batch).
+constexpr int64_t MAX_ROWS = 16;
+// K is walked in chunks of KC, each over a block of NB weight rows, so that the chunk of every
+// activation row (16 x 512 fp32 = 32 KiB at most) stays in L1 while the NB weight rows stream
+// past it; a whole activation row (24 KiB in fp32 for K = 6144) would be re-read from L2 for
+// every weight row. KC is a multiple of every ISA's VL * U and 2 * VL * U, so chunking does not
+// change which accumulator a product goes to: the sums are those of one pass.
+constexpr int64_t KC = 512;
+constexpr int NB = 8;
+
+// acc[m][u] += products of weight row wr and MT fp32 activation rows x[m * K + k] for k in
+// [k0, k1), k0 and k1 multiples of VL * U.
+template <int MT, typename W>
+inline void accumulate_f32(const float* x, int64_t K, const W* wr, int64_t k0, int64_t k1, vf (*acc)[U]) {
+  vf a[MT][U];
   for (int m = 0; m < MT; ++m)
-    for (int u = 0; u < U; ++u) acc[m][u] = vzero();
-  const int64_t k_main = K - K % (VL * U);
-  int64_t k = 0;
-  for (; k < k_main; k += VL * U) {
+    for (int u = 0; u < U; ++u) a[m][u] = acc[m][u];
+  for (int64_t k = k0; k < k1; k += VL * U) {
     for (int u = 0; u < U; ++u) {
       const vf wv = vload(wr + k + VL * u);
-      for (int m = 0; m < MT; ++m) acc[m][u] = vfma(vload(x + m * K + k + VL * u), wv, acc[m][u]);
+      for (int m = 0; m < MT; ++m) a[m][u] = vfma(vload(x + m * K + k + VL * u), wv, a[m][u]);
     }
   }
-  for (int u = 0; k + VL <= K; k += VL, ++u) {  // whole vectors left: fewer than U
+  for (int m = 0; m < MT; ++m)
+    for (int u = 0; u < U; ++u) acc[m][u] = a[m][u];
+}
+
+// The rest of the row from k (the end of the whole VL * U steps): whole vectors (fewer than
+// U), then one value at a time; then the accumulators in one fixed tree, plus bias, to y[m * N].
+template <int MT, typename W, typename OUT>
+inline void finish_f32(const float* x, int64_t K, const W* wr, int64_t k, vf (*acc)[U], float bias, OUT* y,
+                       int64_t N) {
+  for (int u = 0; k + VL <= K; k += VL, ++u) {
     const vf wv = vload(wr + k);
     for (int m = 0; m < MT; ++m) acc[m][u] = vfma(vload(x + m * K + k), wv, acc[m][u]);
   }
@@ -55,7 +72,7 @@ inline void row_f32(const float* x, int64_t K, const W* wr, float bias, OUT* y, 
     store(y + m * N, vsum(tree_sum<U>(acc[m], vadd)) + tail[m] + bias);
 }
 
-// Products per int32 lane in `row_i8` for a row of K: the activations' int16 range must keep
+// Products per int32 lane for a row of K: the activations' int16 range must keep
 // 127 * |x| * this count inside int32.
 constexpr int64_t int8_lane_products(int64_t K) {
   const int64_t steps = K / (2 * VL);  // vmadd8 calls, U-way round robin, 2 products per lane each
@@ -80,18 +97,25 @@ inline float quantize_row(const X* x, int64_t K, float qmax, int16_t* q) {
   return scale;
 }
 
-// One int8 weight row (scale ws) times MT int16 activation rows (scales xs[m]). int32 sums
-// are exact, so the result depends on nothing but the inputs; lanes are added as floats (the
-// total of K products may exceed int32, one lane cannot).
-template <int MT, typename OUT>
-inline void row_i8(const int16_t* x, const float* xs, int64_t K, const int8_t* wr, float ws, float bias,
-                   OUT* y, int64_t N) {
-  constexpr int KI = 2 * VL;
-  vi acc[MT][U];
+// int8 weights times int16 activations: int32 sums are exact, so the result depends on
+// nothing but the inputs; lanes are added as floats (the total of K products may exceed
+// int32, one lane cannot). Same structure as the fp32 pair above, 2 * VL values per step.
+template <int MT>
+inline void accumulate_i8(const int16_t* x, int64_t K, const int8_t* wr, int64_t k0, int64_t k1, vi (*acc)[U]) {
+  vi a[MT][U];
   for (int m = 0; m < MT; ++m)
-    for (int u = 0; u < U; ++u) acc[m][u] = vizero();
-  int64_t k = 0;
-  for (int u = 0; k + KI <= K; k += KI, u = (u + 1) % U)
+    for (int u = 0; u < U; ++u) a[m][u] = acc[m][u];
+  for (int64_t k = k0; k < k1; k += 2 * VL * U)
+    for (int u = 0; u < U; ++u)
+      for (int m = 0; m < MT; ++m) a[m][u] = vmadd8(a[m][u], x + m * K + k + 2 * VL * u, wr + k + 2 * VL * u);
+  for (int m = 0; m < MT; ++m)
+    for (int u = 0; u < U; ++u) acc[m][u] = a[m][u];
+}
+
+template <int MT, typename OUT>
+inline void finish_i8(const int16_t* x, const float* xs, int64_t K, const int8_t* wr, int64_t k, vi (*acc)[U],
+                      float ws, float bias, OUT* y, int64_t N) {
+  for (int u = 0; k + 2 * VL <= K; k += 2 * VL, ++u)
     for (int m = 0; m < MT; ++m) acc[m][u] = vmadd8(acc[m][u], x + m * K + k, wr + k);
   int32_t tail[MT];
   for (int m = 0; m < MT; ++m) tail[m] = 0;
@@ -148,25 +172,50 @@ inline void for_groups(int64_t M, Row&& row) {
   }
 }
 
+// Runs the blocked loop: for NB weight rows at a time, every chunk of K for every group of
+// rows (accumulate(j, m0, mt, k0, k1, acc) with j the row in the block), then the rest of each
+// row (finish(j, m0, mt, k_main, acc)). V is vf or vi.
+template <typename V, typename Zero, typename Acc, typename Fin>
+inline void blocked(int64_t M, int64_t k_main, int64_t n0, int64_t n1, Zero zero, Acc&& accumulate, Fin&& finish) {
+  V acc[NB][MAX_ROWS][U];
+  for (int64_t nb = n0; nb < n1; nb += NB) {
+    const int nn = (int)std::min<int64_t>(NB, n1 - nb);
+    for (int j = 0; j < nn; ++j)
+      for (int64_t m = 0; m < M; ++m)
+        for (int u = 0; u < U; ++u) acc[j][m][u] = zero();
+    for (int64_t k0 = 0; k0 < k_main; k0 += KC)
+      for (int j = 0; j < nn; ++j)
+        for_groups(M, [&](int64_t m0, auto mt) { accumulate(nb + j, m0, mt, k0, std::min(k0 + KC, k_main), acc[j] + m0); });
+    for (int j = 0; j < nn; ++j)
+      for_groups(M, [&](int64_t m0, auto mt) { finish(nb + j, m0, mt, k_main, acc[j] + m0); });
+  }
+}
+
 // Output columns n0..n1 of y (M, N) = x (M, K) @ w.T + bias, fp32 x, w fp32 or bf16.
 template <typename W, typename OUT>
 void linear_f32(const float* x, int64_t M, int64_t K, const W* w, const float* bias, OUT* y, int64_t N,
                 int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n)
-    for_groups(M, [&](int64_t m0, auto mt) {
-      row_f32<decltype(mt)::value>(x + m0 * K, K, w + n * K, bias ? bias[n] : 0.f, y + m0 * N + n, N);
-    });
+  blocked<vf>(M, K - K % (VL * U), n0, n1, vzero,
+      [&](int64_t n, int64_t m0, auto mt, int64_t k0, int64_t k1, vf (*acc)[U]) {
+        accumulate_f32<decltype(mt)::value>(x + m0 * K, K, w + n * K, k0, k1, acc);
+      },
+      [&](int64_t n, int64_t m0, auto mt, int64_t k, vf (*acc)[U]) {
+        finish_f32<decltype(mt)::value>(x + m0 * K, K, w + n * K, k, acc, bias ? bias[n] : 0.f, y + m0 * N + n, N);
+      });
 }
 
 // The same with int8 weights (scales ws) and int16 activations (scales xs).
 template <typename OUT>
 void linear_i8(const int16_t* x, const float* xs, int64_t M, int64_t K, const int8_t* w, const float* ws,
                const float* bias, OUT* y, int64_t N, int64_t n0, int64_t n1) {
-  for (int64_t n = n0; n < n1; ++n)
-    for_groups(M, [&](int64_t m0, auto mt) {
-      row_i8<decltype(mt)::value>(x + m0 * K, xs + m0, K, w + n * K, ws[n], bias ? bias[n] : 0.f,
-                                  y + m0 * N + n, N);
-    });
+  blocked<vi>(M, K - K % (2 * VL * U), n0, n1, vizero,
+      [&](int64_t n, int64_t m0, auto mt, int64_t k0, int64_t k1, vi (*acc)[U]) {
+        accumulate_i8<decltype(mt)::value>(x + m0 * K, K, w + n * K, k0, k1, acc);
+      },
+      [&](int64_t n, int64_t m0, auto mt, int64_t k, vi (*acc)[U]) {
+        finish_i8<decltype(mt)::value>(x + m0 * K, xs + m0, K, w + n * K, k, acc, ws[n], bias ? bias[n] : 0.f,
+                                       y + m0 * N + n, N);
+      });
 }
 
 #if defined(JVLM_ISA_AVX512)
