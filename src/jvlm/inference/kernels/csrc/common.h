@@ -51,6 +51,12 @@ inline void store(bf16* y, float v) {
   y->bits = (uint16_t)(u >> 16);
 }
 
+// Asks for the cache lines of [p, p + BYTES) ahead of their use (no fault past the end).
+template <int BYTES>
+inline void prefetch(const void* p) {
+  for (int i = 0; i < BYTES; i += 64) __builtin_prefetch((const char*)p + i, 0, 3);
+}
+
 #if defined(JVLM_ISA_AVX512)
 
 constexpr int VL = 16, U = 4, MT_MAX = 4;
