@@ -23,6 +23,15 @@ if ! "$VENV_PY" -c "import playwright.sync_api" >/dev/null 2>&1; then
   pip_install playwright
 fi
 
+# --- ARM64 cross compiler and qemu for the NEON kernel check (tests/test_decode_kernels.py) ---
+# The NEON kernel cores are cross-compiled for aarch64 and run under qemu-user on x86 CI.
+if ! command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1; then
+  echo "install_test_extras: installing the aarch64 cross compiler and qemu-user"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends g++-aarch64-linux-gnu qemu-user
+fi
+
 # --- fonts for the synthetic document data (tests/test_synthetic.py) ----------------------
 bash scripts/install_fonts.sh
 

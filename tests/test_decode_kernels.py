@@ -1,16 +1,23 @@
 """CPU decode kernels and int8 weights: same answers as PyTorch's own kernels, within rounding.
 
-The streaming kernels are compiled on first use (about a minute, then cached), hence the
-``slow`` mark; they are skipped on CPUs without AVX-512 BF16 / VNNI.
+Kernel tests run for every instruction set this CPU can run (on a current x86 CPU both the
+AVX-512 and the AVX2 builds); the NEON cores are cross-compiled for aarch64 and run under
+qemu. The extensions are compiled on first use (about a minute each, then cached), hence
+the ``slow`` mark.
 """
 
 from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from jvlm.inference import cpu_kernels
+from jvlm.inference import kernels
 from jvlm.inference.engine import Engine
 from jvlm.inference.prompt import build_request
 from jvlm.inference.quantize import (
@@ -21,17 +28,15 @@ from jvlm.inference.quantize import (
 )
 from jvlm.inference.request import SamplingParams
 
-needs_kernels = pytest.mark.skipif(not cpu_kernels.available(), reason="CPU lacks AVX-512 BF16/VNNI")
+HERE = kernels.supported_isas()
+CHECK_CPP = Path(__file__).resolve().parent / "kernels_neon" / "check.cpp"
 
 
-@pytest.fixture(scope="module")
-def ext():
-    if not cpu_kernels.available():
-        pytest.skip("CPU lacks AVX-512 BF16/VNNI")
-    e = cpu_kernels.load()
-    if e is None:
-        pytest.skip("the kernels could not be compiled here")
-    return e
+@pytest.fixture(scope="module", params=HERE or [pytest.param(None, marks=pytest.mark.skip(reason="no kernels for this CPU"))])
+def ks(request):
+    s = kernels.load(request.param)
+    assert s is not None, f"the {request.param} kernels did not build (see the log)"
+    return s
 
 
 def test_quantize_rows_error_is_bounded_by_half_a_step():
@@ -41,48 +46,140 @@ def test_quantize_rows_error_is_bounded_by_half_a_step():
     assert bool((err <= scales[:, None] / 2 + 1e-7).all())  # each row keeps its own resolution
 
 
-@pytest.mark.slow
-@needs_kernels
-@pytest.mark.parametrize("m,k,n", [(1, 2048, 300), (3, 100, 37), (7, 160, 33)])
-def test_streaming_kernels_match_float_reference(ext, m, k, n):
-    torch.manual_seed(0)
-    x = torch.randn(m, k, dtype=torch.bfloat16)
+def test_jvlm_kernels_overrides_the_choice(monkeypatch):
+    monkeypatch.setenv("JVLM_KERNELS", "off")
+    assert kernels.default_isa() is None and kernels.load() is None
+    monkeypatch.setenv("JVLM_KERNELS", "sse9")
+    with pytest.raises(ValueError, match="JVLM_KERNELS"):
+        kernels.default_isa()
+    missing = [isa for isa in kernels.ISAS if isa not in HERE]  # x86 has no NEON, ARM no AVX
+    monkeypatch.setenv("JVLM_KERNELS", missing[0])
+    with pytest.raises(ValueError, match="cannot run"):
+        kernels.load()
+    for isa in HERE:
+        monkeypatch.setenv("JVLM_KERNELS", isa.upper())
+        assert kernels.default_isa() == isa
+    monkeypatch.delenv("JVLM_KERNELS")
+    assert kernels.default_isa() == (HERE[0] if HERE else None)
+    with pytest.raises(ValueError, match="unknown instruction set"):
+        kernels.load("sse9")
+
+
+def _problem(m: int, k: int, n: int, dtype: torch.dtype):
+    torch.manual_seed(m * 1000 + k + n)
+    x = torch.randn(m, k).to(dtype)
     w = (torch.randn(n, k) * 0.05).to(torch.bfloat16)
-    bias = torch.randn(n)
-    ref = x.float() @ w.float().t() + bias
-    out = ext.linear_bf16(x, w, bias).float()
-    assert (out - ref).abs().max() <= 1e-2 * ref.abs().max()  # bf16 output rounding
-    q, scales = quantize_rows(w.float())
-    ref8 = x.float() @ (q.float() * scales[:, None]).t()
-    out8 = ext.linear_int8(x.float(), q, scales, None)
-    assert (out8 - ref8).abs().max() <= 1e-3 * ref8.abs().max()  # int16 activations: near exact
-    # A row's result must not depend on its neighbours (batch == alone).
-    assert torch.equal(ext.linear_bf16(x[-1:], w, bias), ext.linear_bf16(x, w, bias)[-1:])
+    return x, w, torch.randn(n)
+
+
+# Odd K and N exercise every tail; K = 2048 + 37 the main loop too.
+SHAPES = [(2048 + 37, 45), (100, 37), (160, 33), (77, 19), (1, 3)]
 
 
 @pytest.mark.slow
-@needs_kernels
-def test_decode_attention_matches_sdpa_with_padding_mask(ext):
-    torch.manual_seed(0)
-    b, h, kv, d, s = 2, 8, 2, 32, 50
-    cache = torch.randn(b, kv, s + 14, d, dtype=torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["x-fp32", "x-bf16"])
+@pytest.mark.parametrize("k,n", SHAPES)
+def test_linear_bf16_matches_float_reference(ks, dtype, k, n):
+    for m in range(1, kernels.MAX_ROWS + 1):
+        x, w, bias = _problem(m, k, n, dtype)
+        ref = x.double() @ w.double().t() + bias.double()
+        out = ks.linear_bf16(x, w, bias)
+        assert out.dtype == dtype and out.shape == (m, n)
+        # fp32: summation order only; bf16: the output's own rounding
+        tol = 1e-5 if dtype == torch.float32 else 8e-3
+        assert (out.double() - ref).abs().max() <= tol * ref.abs().max(), (m, k, n)
+    assert torch.equal(ks.linear_bf16(x, w), ks.linear_bf16(x, w, torch.zeros(n)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["x-fp32", "x-bf16"])
+@pytest.mark.parametrize("k,n", SHAPES)
+def test_linear_int8_matches_dequantized_reference(ks, dtype, k, n):
+    for m in range(1, kernels.MAX_ROWS + 1):
+        x, w, bias = _problem(m, k, n, dtype)
+        q, scales = quantize_rows(w.float())
+        ref = x.double() @ (q.double() * scales.double()[:, None]).t() + bias.double()
+        out = ks.linear_int8(x, q, scales, bias)
+        assert out.dtype == dtype and out.shape == (m, n)
+        tol = 1e-4 if dtype == torch.float32 else 8e-3  # int16 activations: near exact
+        assert (out.double() - ref).abs().max() <= tol * ref.abs().max(), (m, k, n)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["x-fp32", "x-bf16"])
+def test_a_row_gets_the_same_bits_alone_or_in_a_batch(ks, dtype):
+    x, w, bias = _problem(kernels.MAX_ROWS, 2048 + 37, 45, dtype)
+    q, scales = quantize_rows(w.float())
+    batch, batch8 = ks.linear_bf16(x, w, bias), ks.linear_int8(x, q, scales, bias)
+    for m in range(kernels.MAX_ROWS):
+        assert torch.equal(ks.linear_bf16(x[m:m + 1], w, bias), batch[m:m + 1]), m
+        assert torch.equal(ks.linear_int8(x[m:m + 1], q, scales, bias), batch8[m:m + 1]), m
+        assert torch.equal(ks.linear_bf16(x[m:], w, bias), batch[m:]), m  # every batch size
+
+
+@pytest.mark.slow
+def test_linear_refuses_what_it_cannot_do(ks):
+    w = torch.zeros(8, 32, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="at most 16 rows"):
+        ks.linear_bf16(torch.zeros(kernels.MAX_ROWS + 1, 32), w)
+    with pytest.raises(RuntimeError, match="bf16 w expected"):
+        ks.linear_bf16(torch.zeros(1, 32), w.float())
+    with pytest.raises(RuntimeError, match="bf16 or fp32"):
+        ks.linear_int8(torch.zeros(1, 32, dtype=torch.float64), w.to(torch.int8), torch.ones(8))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("h,kv,d", [(8, 2, 32), (16, 8, 128), (4, 4, 16), (8, 1, 64), (8, 8, 16)])
+def test_decode_attention_matches_sdpa_with_padding_mask(ks, dtype, h, kv, d):
+    torch.manual_seed(h * kv + d)
+    b, s = 2, 50
+    cache = torch.randn(b, kv, s + 14, d).to(dtype)
     k, v = cache[:, :, :s], cache.flip(2)[:, :, :s]  # strided views, as the KV cache hands out
-    q = torch.randn(b, h, 1, d, dtype=torch.bfloat16)
+    q = torch.randn(b, h, 1, d).to(dtype)
     mask = torch.ones(b, s, dtype=torch.bool)
     mask[0, :20] = False  # row 0 is left-padded
-    ref = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask[:, None, None],
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), attn_mask=mask[:, None, None],
                                          enable_gqa=True)[:, :, 0]
-    out = ext.decode_attention(q[:, :, 0], k, v, mask, d ** -0.5).float()
-    assert (out - ref).abs().max() < 2e-2
+    out = ks.decode_attention(q[:, :, 0], k, v, mask, d ** -0.5)
+    assert out.dtype == dtype and out.shape == (b, h, d)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert (out.double() - ref).abs().max() < tol
+    unmasked = ks.decode_attention(q[:, :, 0], k, v, None, d ** -0.5).double()
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), enable_gqa=True)[:, :, 0]
+    assert (unmasked - ref).abs().max() < tol
+
+
+def _run_core_check(compiler: str, flags: list[str], runner: list[str], tmp_path: Path) -> None:
+    exe = tmp_path / "check"
+    build = subprocess.run([compiler, "-O2", "-std=c++17", "-ffp-contract=off", *flags,
+                            f"-I{kernels.CSRC}", str(CHECK_CPP), "-o", str(exe)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.startswith("0 of "), run.stdout[-3000:]
 
 
 @pytest.mark.slow
-@needs_kernels
-def test_bf16_model_with_kernels_keeps_its_answers(tiny_model_dir, ext):
+@pytest.mark.skipif(not (shutil.which("aarch64-linux-gnu-g++") and shutil.which("qemu-aarch64")),
+                    reason="needs aarch64-linux-gnu-g++ and qemu-aarch64 (scripts/install_test_extras.sh)")
+def test_neon_cores_match_scalar_reference_under_qemu(tmp_path):
+    _run_core_check("aarch64-linux-gnu-g++", ["-static", *kernels.BUILD_FLAGS["neon"]], ["qemu-aarch64"], tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isa", [i for i in HERE if i != "neon"])
+def test_x86_cores_match_scalar_reference(isa, tmp_path):
+    _run_core_check(os.environ.get("CXX", "c++"), kernels.BUILD_FLAGS[isa], [], tmp_path)
+
+
+@pytest.mark.slow
+def test_bf16_model_with_kernels_keeps_its_answers(tiny_model_dir):
     """Kernels on: decode logits within bf16 rounding of PyTorch's, and a padded batch of
     two still answers each prompt as it does alone."""
     import jvlm
 
+    if kernels.load() is None:
+        pytest.skip("no kernels for this CPU")
     model, processor = jvlm.load(tiny_model_dir, dtype="bf16")
     prompts = ["A short one", "A somewhat longer prompt with more words in it"]
     reqs = lambda: [build_request(processor, p, params=SamplingParams(max_new_tokens=8, ignore_eos=True))

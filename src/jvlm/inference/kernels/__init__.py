@@ -1,37 +1,186 @@
-"""Placeholder over the AVX-512 extension until the per-ISA build lands."""
+"""Decode-step CPU kernels, one build per instruction set, chosen at run time.
+
+Generating a token multiplies a few activation rows by every decoder weight once, so its time
+is the time to stream the weights from memory; PyTorch's few-row products stream them at a
+fraction of the read bandwidth (and its CPU attention is slow for one query against a long
+cache). These kernels read each weight row once for all activation rows (up to ``MAX_ROWS``)
+and each cached key/value row once for all query heads of its group:
+
+* ``linear_bf16``: bf16 weights; fp32 activations (bf16 widened to fp32 by a shift, fp32
+  multiply-adds) or bf16 activations (on AVX-512 BF16: ``vdpbf16ps``).
+* ``linear_int8``: int8 weights with one scale per output row; activations quantized per
+  row to int16 (15 bits, finer than bf16's mantissa, so the error is the weights' alone),
+  exact int32 sums (``vpdpwssd``, ``vpmaddwd`` or ``smlal``).
+* ``decode_attention``: one query token against a KV cache view, bf16 or fp32.
+
+Each output element is summed in the same order whatever the number of rows, so a request
+gets bit-identical results alone or in a batch.
+
+Instruction sets (``ISAS``), each its own extension built with its own ``-m`` flags, so any
+of them can be built on a machine that runs a better one:
+
+* ``avx512``: AVX-512 F/BW/VL with BF16 and VNNI (Zen 4, Sapphire Rapids and later);
+* ``avx2``: AVX2 + FMA + F16C, 256-bit (x86 CPUs since about 2015);
+* ``neon``: ARM64 (AArch64 Advanced SIMD). The arithmetic cores (``csrc/*_core.h``) do not
+  include torch; ``tests/kernels_neon/check.cpp`` cross-compiles them for aarch64 and checks
+  them against a scalar reference under qemu. The torch glue around them (``linear.cpp``,
+  ``attention.cpp``) is built only on an ARM64 machine and has not yet been run on one.
+
+The C++ sources live in ``csrc/`` and are compiled on first use with the local compiler
+(about a minute, cached by PyTorch under ``~/.cache/torch_extensions``); nothing compiles at
+import. ``JVLM_KERNELS=avx512|avx2|neon|off`` overrides the choice. A new kernel is one more
+source in ``SOURCES`` (exporting its functions with ``JVLM_EXPORT``) and one ``KernelSet``
+method.
+"""
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
+import os
+import platform
+import time
+from pathlib import Path
 
 import torch
 
+log = logging.getLogger(__name__)
+
+ISAS: tuple[str, ...] = ("avx512", "avx2", "neon")
+#: Linear kernels take at most this many activation rows (a decode batch); more go to PyTorch.
 MAX_ROWS = 16
+#: The C++ sources of every build, in ``csrc/``.
+SOURCES: tuple[str, ...] = ("module.cpp", "linear.cpp", "attention.cpp")
+
+CSRC = Path(__file__).resolve().parent / "csrc"
+_LABELS = {"avx512": "avx512-bf16", "avx2": "avx2-fma", "neon": "neon"}
+_CPU_FLAGS = {  # /proc/cpuinfo flags each x86 build needs
+    "avx512": ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni"),
+    "avx2": ("avx2", "fma", "f16c"),
+}
+#: Compiler flags of each build (also used to build the standalone check of the cores).
+BUILD_FLAGS = {
+    "avx512": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16",
+               "-mavx512vnni", "-DJVLM_ISA_AVX512"],
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-DJVLM_ISA_AVX2"],
+    "neon": ["-march=armv8-a+simd", "-DJVLM_ISA_NEON"],
+}
+# Explicit fused multiply-adds only: the compiler must not fuse others, whose rounding would
+# then depend on how it scheduled each instantiation.
+_COMMON_FLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def supported_isas() -> list[str]:
+    """The instruction sets this CPU can run, best first (compiles nothing). x86 is read from
+    ``/proc/cpuinfo`` (so other x86 systems get none); every ARM64 CPU has NEON."""
+    machine = platform.machine().lower()
+    if machine in ("aarch64", "arm64"):
+        return ["neon"]
+    if machine in ("x86_64", "amd64"):
+        flags = _cpu_flags()
+        return [isa for isa in ("avx512", "avx2") if all(f in flags for f in _CPU_FLAGS[isa])]
+    return []
+
+
+def default_isa() -> str | None:
+    """The best instruction set here, or ``JVLM_KERNELS`` (``off``: None); None when none runs."""
+    choice = os.environ.get("JVLM_KERNELS", "").strip().lower()
+    supported = supported_isas()
+    if choice in ("", "auto"):
+        return supported[0] if supported else None
+    if choice == "off":
+        return None
+    if choice not in ISAS:
+        raise ValueError(f"JVLM_KERNELS={choice!r} is not one of {', '.join(ISAS)}, off")
+    if choice not in supported:
+        raise ValueError(f"JVLM_KERNELS={choice}: this CPU cannot run it (it runs: {', '.join(supported) or 'none'})")
+    return choice
 
 
 class KernelSet:
-    isa = "avx512"
-    name = "avx512-bf16"
+    """The compiled kernels of one instruction set (a thin wrapper over the extension)."""
 
-    def __init__(self, ext):
-        self._ext = ext
+    def __init__(self, isa: str, module) -> None:
+        self.isa = isa
+        self.name = _LABELS[isa]
+        self._ext = module
 
-    def linear_bf16(self, x, w, bias=None):
+    def __repr__(self) -> str:
+        return f"KernelSet({self.name})"
+
+    def linear_bf16(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x @ w.T + bias``: x (M, K) bf16 or fp32, contiguous, M <= MAX_ROWS; w (N, K) bf16;
+        bias fp32 (N,) or None. Returns (M, N) in x's dtype."""
         return self._ext.linear_bf16(x, w, bias)
 
-    def linear_int8(self, x, w, scales, bias=None):
+    def linear_int8(self, x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x @ (w * scales[:, None]).T + bias``: w int8 (N, K) with fp32 scales (N,) (symmetric,
+        per row); x (M, K) bf16 or fp32, M <= MAX_ROWS. Returns (M, N) in x's dtype."""
         return self._ext.linear_int8(x, w, scales, bias)
 
-    def decode_attention(self, q, k, v, mask, scale):
-        if q.dtype != torch.bfloat16:
-            m = None if mask is None else mask[:, None, None, :]
-            return torch.nn.functional.scaled_dot_product_attention(q[:, :, None], k, v, attn_mask=m, enable_gqa=True)[:, :, 0]
+    def decode_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                         scale: float) -> torch.Tensor:
+        """``softmax(q k^T * scale) v`` for one query token: q (B, H, D); k, v (B, KV, S, D) with
+        stride 1 over D (cache slices); all bf16 or all fp32; mask (B, S) bool (True = attend)
+        or None. D in 16, 32, 64, 128; H / KV in 1, 2, 4, 8. Returns (B, H, D) in q's dtype."""
         return self._ext.decode_attention(q, k, v, mask, scale)
 
 
-@functools.lru_cache(maxsize=None)
-def load(isa=None):
-    from jvlm.inference import cpu_kernels
+def load(isa: str | None = None) -> KernelSet | None:
+    """The kernels for ``isa`` (``default_isa()`` when None), compiled on first use; None (and
+    one log line) when they cannot run here or cannot be built."""
+    if isa is None:
+        isa = default_isa()
+        if isa is None:
+            _say_once("no CPU decode kernels here (or JVLM_KERNELS=off); using PyTorch's kernels")
+            return None
+    elif isa not in ISAS:
+        raise ValueError(f"unknown instruction set {isa!r}: expected one of {', '.join(ISAS)}")
+    return _build(isa)
 
-    ext = cpu_kernels.load()
-    return KernelSet(ext) if ext is not None else None
+
+@functools.lru_cache(maxsize=None)
+def _say_once(message: str) -> None:
+    log.info(message)
+
+
+@functools.lru_cache(maxsize=None)
+def _build(isa: str) -> KernelSet | None:
+    if isa not in supported_isas():
+        log.info("this CPU cannot run the %s decode kernels; using PyTorch's kernels", _LABELS[isa])
+        return None
+    sources = [str(CSRC / name) for name in SOURCES]
+    # The sources' hash is a build flag, so editing a header also rebuilds (PyTorch hashes
+    # only the listed sources and flags).
+    digest = hashlib.sha256()
+    for path in sorted(p for p in CSRC.iterdir() if p.is_file()):
+        digest.update(path.name.encode() + path.read_bytes())
+    flags = [*_COMMON_FLAGS, *BUILD_FLAGS[isa], f"-DJVLM_SOURCES_SHA={digest.hexdigest()[:16]}"]
+    log.info("loading the %s decode kernels (compiled on first use, about a minute)", _LABELS[isa])
+    t0 = time.perf_counter()
+    try:
+        from torch.utils.cpp_extension import load as load_extension
+
+        module = load_extension(name=f"jvlm_kernels_{isa}", sources=sources, extra_cflags=flags,
+                                extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as e:  # noqa: BLE001 - no compiler, no headers, odd toolchain: PyTorch's kernels
+        log.warning("could not build the %s decode kernels (%s); using PyTorch's kernels",
+                    _LABELS[isa], str(e).splitlines()[0] if str(e) else type(e).__name__)
+        return None
+    if time.perf_counter() - t0 > 5:
+        log.warning("compiled the %s decode kernels in %.0f s (cached for next time)", _LABELS[isa],
+                    time.perf_counter() - t0)
+    return KernelSet(isa, module)

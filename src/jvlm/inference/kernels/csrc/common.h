@@ -1,0 +1,138 @@
+// Vector helpers shared by every kernel, one small set of inline wrappers per instruction set.
+//
+// The build defines exactly one of JVLM_ISA_AVX512, JVLM_ISA_AVX2, JVLM_ISA_NEON. The kernels
+// (linear_core.h, attention_core.h) are written once against these wrappers, so the same source
+// compiles for x86 and ARM64. This header, like the two cores, does not include torch: the ARM
+// path is checked by a standalone driver cross-compiled for aarch64 and run under qemu.
+//
+//   vf      VL fp32 lanes             vi      VL int32 lanes (VL = 16, 8, 4)
+//   U       independent accumulators per activation row (hides the multiply-add latency)
+//   MT_MAX  activation rows multiplied per pass over a weight row (bounded by the registers)
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#if defined(JVLM_ISA_AVX512) || defined(JVLM_ISA_AVX2)
+#include <immintrin.h>
+#elif defined(JVLM_ISA_NEON)
+#include <arm_neon.h>
+#else
+#error "define JVLM_ISA_AVX512, JVLM_ISA_AVX2 or JVLM_ISA_NEON"
+#endif
+
+namespace jvlm {
+
+// bf16 as stored by torch: the top 16 bits of an fp32. A distinct type so that overloads
+// pick the widening load.
+struct bf16 {
+  uint16_t bits;
+};
+
+inline float to_float(float v) { return v; }
+inline float to_float(bf16 v) {
+  const uint32_t u = (uint32_t)v.bits << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Round to nearest even, NaN kept a (quiet) NaN: what torch's float -> bfloat16 conversion does.
+inline void store(float* y, float v) { *y = v; }
+inline void store(bf16* y, float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  if (std::isnan(v)) {
+    y->bits = 0x7FC0;
+    return;
+  }
+  u += 0x7FFF + ((u >> 16) & 1);
+  y->bits = (uint16_t)(u >> 16);
+}
+
+// Asks for the cache lines of [p, p + BYTES) ahead of their use (no fault past the end).
+template <int BYTES>
+inline void prefetch(const void* p) {
+  for (int i = 0; i < BYTES; i += 64) __builtin_prefetch((const char*)p + i, 0, 3);
+}
+
+#if defined(JVLM_ISA_AVX512)
+
+constexpr int VL = 16, U = 4, MT_MAX = 4;
+typedef __m512 vf;
+typedef __m512i vi;
+inline vf vzero() { return _mm512_setzero_ps(); }
+inline vf vset1(float a) { return _mm512_set1_ps(a); }
+inline vf vload(const float* p) { return _mm512_loadu_ps(p); }
+inline vf vload(const bf16* p) {  // widen: a bf16 is the top half of an fp32
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
+}
+inline void vstore(float* p, vf a) { _mm512_storeu_ps(p, a); }
+inline vf vadd(vf a, vf b) { return _mm512_add_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+inline vf vfma(vf a, vf b, vf acc) { return _mm512_fmadd_ps(a, b, acc); }
+inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
+inline vi vizero() { return _mm512_setzero_si512(); }
+// acc += pairwise products of 2*VL int16 activations and 2*VL int8 weights (2 per lane).
+inline vi vmadd8(vi acc, const int16_t* x, const int8_t* w) {
+  const __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)w));
+  return _mm512_dpwssd_epi32(acc, _mm512_loadu_si512(x), wv);
+}
+inline vf vitof(vi a) { return _mm512_cvtepi32_ps(a); }
+
+#elif defined(JVLM_ISA_AVX2)
+
+constexpr int VL = 8, U = 4, MT_MAX = 3;  // 12 accumulators of the 16 ymm registers
+typedef __m256 vf;
+typedef __m256i vi;
+inline vf vzero() { return _mm256_setzero_ps(); }
+inline vf vset1(float a) { return _mm256_set1_ps(a); }
+inline vf vload(const float* p) { return _mm256_loadu_ps(p); }
+inline vf vload(const bf16* p) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16));
+}
+inline void vstore(float* p, vf a) { _mm256_storeu_ps(p, a); }
+inline vf vadd(vf a, vf b) { return _mm256_add_ps(a, b); }
+inline vf vmul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+inline vf vfma(vf a, vf b, vf acc) { return _mm256_fmadd_ps(a, b, acc); }
+inline float vsum(vf a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline vi vizero() { return _mm256_setzero_si256(); }
+inline vi vmadd8(vi acc, const int16_t* x, const int8_t* w) {
+  const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)w));
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)x), wv));
+}
+inline vf vitof(vi a) { return _mm256_cvtepi32_ps(a); }
+
+#elif defined(JVLM_ISA_NEON)
+
+constexpr int VL = 4, U = 4, MT_MAX = 4;
+typedef float32x4_t vf;
+typedef int32x4_t vi;
+inline vf vzero() { return vdupq_n_f32(0.f); }
+inline vf vset1(float a) { return vdupq_n_f32(a); }
+inline vf vload(const float* p) { return vld1q_f32(p); }
+inline vf vload(const bf16* p) {
+  return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16((const uint16_t*)p), 16));
+}
+inline void vstore(float* p, vf a) { vst1q_f32(p, a); }
+inline vf vadd(vf a, vf b) { return vaddq_f32(a, b); }
+inline vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
+inline vf vfma(vf a, vf b, vf acc) { return vfmaq_f32(acc, a, b); }
+inline float vsum(vf a) { return vaddvq_f32(a); }
+inline vi vizero() { return vdupq_n_s32(0); }
+inline vi vmadd8(vi acc, const int16_t* x, const int8_t* w) {
+  const int16x8_t wv = vmovl_s8(vld1_s8(w));
+  const int16x8_t xv = vld1q_s16(x);
+  return vmlal_high_s16(vmlal_s16(acc, vget_low_s16(xv), vget_low_s16(wv)), xv, wv);
+}
+inline vf vitof(vi a) { return vcvtq_f32_s32(a); }
+
+#endif
+
+}  // namespace jvlm
