@@ -20,11 +20,15 @@ import torch.nn.functional as F
 from jvlm.inference import kernels
 from jvlm.inference.engine import Engine
 from jvlm.inference.prompt import build_request
+from jvlm.inference.kv_attention import KernelAttention
 from jvlm.inference.quantize import (
-    Int8Weight,
-    quantize_decoder_int8,
+    Int4Linear,
+    Int8Linear,
+    QuantizeError,
+    StreamedLinear,
+    describe,
+    prepare_decoding,
     quantize_rows,
-    use_cpu_kernels,
 )
 from jvlm.inference.request import SamplingParams
 
@@ -172,41 +176,83 @@ def test_x86_cores_match_scalar_reference(isa, tmp_path):
     _run_core_check(os.environ.get("CXX", "c++"), kernels.BUILD_FLAGS[isa], [], tmp_path)
 
 
+def _requests(processor, prompts, n=8):
+    return [build_request(processor, p, params=SamplingParams(max_new_tokens=n, ignore_eos=True)) for p in prompts]
+
+
+PROMPTS = ["A short one", "A somewhat longer prompt with more words in it"]
+
+
 @pytest.mark.slow
-def test_bf16_model_with_kernels_keeps_its_answers(tiny_model_dir):
-    """Kernels on: decode logits within bf16 rounding of PyTorch's, and a padded batch of
-    two still answers each prompt as it does alone."""
+@pytest.mark.parametrize("compute", ["bf16", "fp32"])
+def test_kernels_keep_the_model_answers_alone_and_batched(ks, tiny_model_dir, compute):
+    """Kernels on (bf16 weights streamed; in fp32 compute the weights stay bf16 in memory, as on
+    CPUs without native bf16): decode answers agree with PyTorch's path within rounding, and
+    a padded batch of two answers each prompt as it does alone (bit-identical rows)."""
     import jvlm
 
-    if kernels.load() is None:
-        pytest.skip("no kernels for this CPU")
     model, processor = jvlm.load(tiny_model_dir, dtype="bf16")
-    prompts = ["A short one", "A somewhat longer prompt with more words in it"]
-    reqs = lambda: [build_request(processor, p, params=SamplingParams(max_new_tokens=8, ignore_eos=True))
-                    for p in prompts]
-    plain = [Engine(model, processor).generate(r).token_ids for r in reqs()]
-    assert use_cpu_kernels(model)
+    if compute == "fp32":  # what the loader does on such a CPU: bf16 checkpoint, fp32 arithmetic
+        model = model.float()
+    plain = [Engine(model, processor).generate(r).token_ids for r in _requests(processor, PROMPTS)]
+    setup = prepare_decoding(model, None, ks, stored_dtype=torch.bfloat16)
+    assert setup.weights == "bf16" and setup.linear_kernel == ks.name and setup.compute_dtype == compute
+    assert all(isinstance(m.weight, torch.Tensor) and m.weight.dtype == torch.bfloat16
+               for m in model.modules() if isinstance(m, StreamedLinear))
+    assert isinstance(model.model.language_model.attention, KernelAttention)
     engine = Engine(model, processor)
-    assert engine._attention_kernels() is not None
-    alone = [engine.generate(r).token_ids for r in reqs()]
-    together = [r.token_ids for r in engine.generate_many(reqs())]
+    alone = [engine.generate(r).token_ids for r in _requests(processor, PROMPTS)]
+    together = [r.token_ids for r in engine.generate_many(_requests(processor, PROMPTS))]
     assert together == alone
     agree = sum(a == b for x, y in zip(plain, alone) for a, b in zip(x, y))
     assert agree >= 14  # random tiny model: near-ties may flip a late token under other rounding
 
 
-def test_int8_decoder_moves_logits_little(tiny_model_dir):
+def _next_logits(model, processor, text="Describe the weather today"):
+    req = build_request(processor, text, params=SamplingParams(max_new_tokens=6))
+    return Engine(model, processor).next_token_logits(req)
+
+
+def test_int8_decoder_with_pytorchs_kernel_moves_logits_little(tiny_model_dir):
     """With PyTorch's int8 kernel (any machine): the logits stay close, the greedy choice too."""
     import jvlm
 
     model, processor = jvlm.load(tiny_model_dir, dtype="fp32")
-    req = lambda: build_request(processor, "Describe the weather today", params=SamplingParams(max_new_tokens=6))
-    engine = Engine(model, processor)
-    ref = engine.next_token_logits(req())
-    saved = quantize_decoder_int8(model, own_kernels=False)
-    assert saved > 0 and isinstance(model.lm_head.weight, Int8Weight)
-    engine = Engine(model, processor)
-    got = engine.next_token_logits(req())
+    ref = _next_logits(model, processor)
+    setup = prepare_decoding(model, "int8", None)
+    assert setup.weights == "int8" and setup.linear_kernel == "pytorch"
+    assert isinstance(model.lm_head, Int8Linear) and model.lm_head.qweight.dtype == torch.int8
+    assert model.dtype == torch.float32  # the compute dtype, not the storage format
+    got = _next_logits(model, processor)
     assert (got - ref).abs().max() < 0.05 * ref.abs().max()
     assert got.argmax() == ref.argmax()
-    assert engine.generate(req()).completion_tokens >= 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,tolerance", [("int8", 0.05), ("int4", 0.25)])
+def test_quantized_decoders_with_the_kernels_stay_close_and_batch_invariant(ks, tiny_model_dir, fmt, tolerance):
+    """int8 and int4 weights through the kernels: logits near the float model's (int4's
+    rounding is about 16x int8's, hence the wider bound) and rows the same alone or batched."""
+    import jvlm
+
+    model, processor = jvlm.load(tiny_model_dir, dtype="fp32")
+    ref = _next_logits(model, processor)
+    setup = prepare_decoding(model, fmt, ks)
+    assert setup.weights == fmt and setup.linear_kernel == ks.name
+    assert isinstance(model.lm_head, Int8Linear if fmt == "int8" else Int4Linear)
+    got = _next_logits(model, processor)
+    assert (got - ref).abs().max() < tolerance * ref.abs().max()
+    engine = Engine(model, processor)
+    alone = [engine.generate(r).token_ids for r in _requests(processor, PROMPTS)]
+    assert [r.token_ids for r in engine.generate_many(_requests(processor, PROMPTS))] == alone
+
+
+def test_int4_needs_the_kernels_and_says_so(tiny_model_dir):
+    import jvlm
+
+    model, _ = jvlm.load(tiny_model_dir, dtype="fp32")
+    with pytest.raises(QuantizeError, match="int4 needs"):
+        prepare_decoding(model, "int4", None)
+    with pytest.raises(QuantizeError, match="unknown weight format"):
+        prepare_decoding(model, "int3", None)
+    assert describe(model).weights == "fp32"  # nothing was converted by the failed calls

@@ -16,7 +16,7 @@ from jvlm.model.attention import SdpaAttention
 
 #: Head sizes and query heads per key/value head the kernels take.
 HEAD_DIMS = (16, 32, 64, 128)
-GROUPS = (1, 2, 4)
+GROUPS = (1, 2, 4, 8)
 
 
 class KernelAttention:

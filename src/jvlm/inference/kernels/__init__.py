@@ -11,6 +11,10 @@ and each cached key/value row once for all query heads of its group:
 * ``linear_int8``: int8 weights with one scale per output row; activations quantized per
   row to int16 (15 bits, finer than bf16's mantissa, so the error is the weights' alone),
   exact int32 sums (``vpdpwssd``, ``vpmaddwd`` or ``smlal``).
+* ``linear_int4``: group-wise int4 weights (``jvlm.inference.int4``: 32 weights per fp16
+  scale, 4.5 bits per weight); activations rounded to int8 per group of 32, exact integer
+  dot products (``vpdpbusd`` on AVX-512 VNNI, ``vpmaddubsw`` on AVX2, ``sdot``/widening
+  multiply-adds on ARM64), one fp32 multiply per group.
 * ``decode_attention``: one query token against a KV cache view, bf16 or fp32.
 
 Each output element is summed in the same order whatever the number of rows, so a request
@@ -27,7 +31,7 @@ of them can be built on a machine that runs a better one:
   ``attention.cpp``) is built only on an ARM64 machine and has not yet been run on one.
 
 The C++ sources live in ``csrc/`` and are compiled on first use with the local compiler
-(about a minute, cached by PyTorch under ``~/.cache/torch_extensions``); nothing compiles at
+(about a minute, cached under ``<jvlm cache>/kernels``, see ``jvlm.paths``); nothing compiles at
 import. ``JVLM_KERNELS=avx512|avx2|neon|off`` overrides the choice. A new kernel is one more
 source in ``SOURCES`` (exporting its functions with ``JVLM_EXPORT``) and one ``KernelSet``
 method.
@@ -39,11 +43,14 @@ import functools
 import hashlib
 import logging
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+from jvlm.hardware import cpu_flags, machine
+from jvlm.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,7 @@ ISAS: tuple[str, ...] = ("avx512", "avx2", "neon")
 #: Linear kernels take at most this many activation rows (a decode batch); more go to PyTorch.
 MAX_ROWS = 16
 #: The C++ sources of every build, in ``csrc/``.
-SOURCES: tuple[str, ...] = ("module.cpp", "linear.cpp", "attention.cpp")
+SOURCES: tuple[str, ...] = ("module.cpp", "linear.cpp", "attention.cpp", "linear_int4.cpp")
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 _LABELS = {"avx512": "avx512-bf16", "avx2": "avx2-fma", "neon": "neon"}
@@ -71,25 +78,14 @@ BUILD_FLAGS = {
 _COMMON_FLAGS = ["-O3", "-ffp-contract=off", "-fopenmp"]
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def supported_isas() -> list[str]:
     """The instruction sets this CPU can run, best first (compiles nothing). x86 is read from
     ``/proc/cpuinfo`` (so other x86 systems get none); every ARM64 CPU has NEON."""
-    machine = platform.machine().lower()
-    if machine in ("aarch64", "arm64"):
+    arch = machine()
+    if arch == "aarch64":
         return ["neon"]
-    if machine in ("x86_64", "amd64"):
-        flags = _cpu_flags()
+    if arch == "x86_64":
+        flags = cpu_flags()
         return [isa for isa in ("avx512", "avx2") if all(f in flags for f in _CPU_FLAGS[isa])]
     return []
 
@@ -115,7 +111,7 @@ class KernelSet:
     def __init__(self, isa: str, module) -> None:
         self.isa = isa
         self.name = _LABELS[isa]
-        self._ext = module
+        self._module = module
 
     def __repr__(self) -> str:
         return f"KernelSet({self.name})"
@@ -123,20 +119,27 @@ class KernelSet:
     def linear_bf16(self, x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """``x @ w.T + bias``: x (M, K) bf16 or fp32, contiguous, M <= MAX_ROWS; w (N, K) bf16;
         bias fp32 (N,) or None. Returns (M, N) in x's dtype."""
-        return self._ext.linear_bf16(x, w, bias)
+        return self._module.linear_bf16(x, w, bias)
 
     def linear_int8(self, x: torch.Tensor, w: torch.Tensor, scales: torch.Tensor,
                     bias: torch.Tensor | None = None) -> torch.Tensor:
         """``x @ (w * scales[:, None]).T + bias``: w int8 (N, K) with fp32 scales (N,) (symmetric,
         per row); x (M, K) bf16 or fp32, M <= MAX_ROWS. Returns (M, N) in x's dtype."""
-        return self._ext.linear_int8(x, w, scales, bias)
+        return self._module.linear_int8(x, w, scales, bias)
+
+    def linear_int4(self, x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, group_size: int,
+                    bias: torch.Tensor | None = None) -> torch.Tensor:
+        """``x @ W.T + bias`` for int4 weights in ``jvlm.inference.int4``'s layout: packed uint8
+        (N, K/2), fp16 scales (N, K/group_size), group_size 32; x (M, K) bf16 or fp32,
+        M <= MAX_ROWS. Returns (M, N) in x's dtype."""
+        return self._module.linear_int4(x, packed, scales, group_size, bias)
 
     def decode_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                          scale: float) -> torch.Tensor:
         """``softmax(q k^T * scale) v`` for one query token: q (B, H, D); k, v (B, KV, S, D) with
         stride 1 over D (cache slices); all bf16 or all fp32; mask (B, S) bool (True = attend)
         or None. D in 16, 32, 64, 128; H / KV in 1, 2, 4, 8. Returns (B, H, D) in q's dtype."""
-        return self._ext.decode_attention(q, k, v, mask, scale)
+        return self._module.decode_attention(q, k, v, mask, scale)
 
 
 def load(isa: str | None = None) -> KernelSet | None:
@@ -174,8 +177,10 @@ def _build(isa: str) -> KernelSet | None:
     try:
         from torch.utils.cpp_extension import load as load_extension
 
+        build_dir = build_directory(isa)
+        _clear_stale_lock(build_dir)
         module = load_extension(name=f"jvlm_kernels_{isa}", sources=sources, extra_cflags=flags,
-                                extra_ldflags=["-fopenmp"], verbose=False)
+                                extra_ldflags=["-fopenmp"], build_directory=str(build_dir), verbose=False)
     except Exception as e:  # noqa: BLE001 - no compiler, no headers, odd toolchain: PyTorch's kernels
         log.warning("could not build the %s decode kernels (%s); using PyTorch's kernels",
                     _LABELS[isa], str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -184,3 +189,28 @@ def _build(isa: str) -> KernelSet | None:
         log.warning("compiled the %s decode kernels in %.0f s (cached for next time)", _LABELS[isa],
                     time.perf_counter() - t0)
     return KernelSet(isa, module)
+
+
+def build_directory(isa: str) -> Path:
+    """Where the ``isa`` build lives: per Python and PyTorch version, as their ABIs differ."""
+    py = f"py{sys.version_info.major}{sys.version_info.minor}"
+    folder = cache_dir() / "kernels" / f"{isa}-{py}-torch{torch.__version__.split('+')[0]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+#: A build takes one or two minutes; a lock older than this was left by a killed build.
+STALE_LOCK_S = 15 * 60
+
+
+def _clear_stale_lock(folder: Path) -> None:
+    """PyTorch waits for ever on the lock file of a build that was killed (Ctrl-C, OOM, a
+    test timeout); one older than any real build is removed, with a log line."""
+    lock = folder / "lock"
+    try:
+        age = time.time() - lock.stat().st_mtime
+    except FileNotFoundError:
+        return
+    if age > STALE_LOCK_S:
+        log.warning("removing a stale kernel build lock (%.0f min old): %s", age / 60, lock)
+        lock.unlink(missing_ok=True)
