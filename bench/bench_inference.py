@@ -1,24 +1,30 @@
-"""Inference speed at the full jina-vlm dimensions, against this machine's limits and a baseline.
+"""Inference speed at the full jina-vlm dimensions, against this machine's limits and its peers.
 
-Not a test: it takes minutes. Weights are random bf16, built directly in memory (no
-checkpoint is written), which is all a speed measurement needs. One run reports:
+Not a test: it takes minutes. Weights are random bf16 (the release's dtype), built directly
+in memory (no checkpoint is written), which is all a speed measurement needs. One run reports:
 
-* limits of this machine, measured here: bf16 matmul GFLOP/s and memory read bandwidth;
-* ``jvlm``, through the engine: ViT + connector time for a 3x4-tile image (13 crops), decoder
-  prefill of its ~1,760-token prompt, decode ms/token (PyTorch's kernels, then jvlm's
-  streaming kernels), each as a fraction of its limit (FLOPs / peak for the compute-bound
-  parts, bytes read per token / bandwidth for decode), the time to first token of a second
-  question on the same image (feature + prefix cache), and a batch of four;
-* ``int8``: decode with the int8 weight-only decoder, and its effect on the logits;
-* ``baseline``: the same workload through Transformers (``SiglipVisionModel`` with all 27
-  layers + ``Qwen3ForCausalLM``, SDPA, ``generate()`` with its default cache).
+* ``limits`` of this machine, measured here: GEMM GFLOP/s in the compute dtype and in fp32,
+  memory read and copy bandwidth;
+* ``jvlm``, through the engine, on the path ``jvlm infer`` takes (``--dtype`` and ``--isa``
+  choose another): ViT + connector time for a 3x4-tile image (13 crops), decoder prefill of
+  its ~1,760-token prompt, each as a fraction of the GEMM peak; decode ms/token with
+  PyTorch's kernels and with jvlm's, as a fraction of the read limit (bytes per token /
+  bandwidth); decode with the image in context; a batch of four against one request alone;
+  the time to first token of a second question on the same image;
+* ``int8`` and ``int4``: decode with int8 / int4 weights against their own read limits, and
+  how far their logits move from the float model's (KL, mean |diff|, argmax agreement);
+* ``baseline``: the same workload through Transformers in its default configuration
+  (``SiglipVisionModel`` with all 27 layers + ``Qwen3ForCausalLM`` in bf16, SDPA,
+  ``generate()``);
+* ``llama``: llama.cpp's ``llama-bench`` on the same random decoder converted to GGUF (BF16,
+  Q8_0, Q4_K_M), when ``scripts/build_llama_cpp.sh`` has built it (``bench/peer_llama_cpp.py``).
 
 On a shared machine the speed drifts from minute to minute, so jvlm and the baseline are
 measured alternately, ``--repeats`` times, and the best of each is kept.
 
-    python bench/bench_inference.py                  # everything, full size (~15 min on 2 cores)
-    python bench/bench_inference.py --quick          # 10 ViT / 4 decoder layers, 1x2 tiles
-    python bench/bench_inference.py --parts limits,jvlm --threads 1 --out results.json
+    python bench/bench_inference.py --threads 2 --out results.json     # everything, full size
+    python bench/bench_inference.py --quick                            # 10 ViT / 4 decoder layers
+    python bench/bench_inference.py --dtype fp32 --isa avx2            # the AVX2 path on any x86 CPU
 """
 
 from __future__ import annotations
@@ -27,23 +33,30 @@ import argparse
 import gc
 import json
 import os
-import platform
 import time
 
 import numpy as np
 import torch
+from torch import nn
 
 from jvlm.config import JinaVLMConfig
 from jvlm.efficiency import efficiency_report, llm_body_params
+from jvlm.hardware import choose_compute_dtype, cpu_name, dtype_name, simd_summary
+from jvlm.inference import int4, kernels
 from jvlm.inference.engine import Engine
 from jvlm.inference.feature_cache import FeatureCache, PrefixCache
+from jvlm.inference.quantize import Int4Linear, Int8Linear, decoder_linears, describe, prepare_decoding
 from jvlm.inference.request import ImageInput, Request, SamplingParams
 from jvlm.model.vlm import JinaVLMForConditionalGeneration
 from jvlm.processing.image import image_block_ids, image_input_idx, image_layout
 
-PARTS = ("limits", "jvlm", "int8", "baseline")
+PARTS = ("limits", "jvlm", "int8", "int4", "baseline", "llama")
 FULL_IMAGE_WH = (2728, 2046)  # tiles as 3 rows x 4 cols: 12 tiles + thumbnail = 13 crops
 QUICK_IMAGE_WH = (760, 380)  # 1 x 2 tiles
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+#: bytes per decoder weight of each decode format (int8: + one fp32 scale per row, int4: one
+#: fp16 scale per group)
+WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5 + 2 / int4.GROUP_SIZE}
 
 
 def best_time(fn, repeat: int = 3) -> float:
@@ -57,19 +70,25 @@ def best_time(fn, repeat: int = 3) -> float:
 
 
 # ------------------------------------------------------------------------------ limits
-def measure_limits() -> dict:
-    """bf16 GEMM peak (best of decoder- and ViT-shaped products) and streaming read bandwidth."""
-    gflops = {}
+def gemm_peak(dtype: torch.dtype) -> dict:
+    """Best GFLOP/s of GEMMs shaped like the ViT and decoder products, in ``dtype``."""
+    out = {}
     for m, k, n in ((2048, 2048, 6144), (4096, 1152, 4304), (4096, 4096, 4096)):
-        a = torch.randn(m, k, dtype=torch.bfloat16)
-        b = torch.randn(k, n, dtype=torch.bfloat16)
-        gflops[f"{m}x{k}x{n}"] = 2 * m * k * n / best_time(lambda a=a, b=b: a @ b) / 1e9
+        a = torch.randn(m, k, dtype=dtype)
+        b = torch.randn(n, k, dtype=dtype)  # weight-shaped, as F.linear sees it
+        out[f"{m}x{k}x{n}"] = 2 * m * k * n / best_time(lambda a=a, b=b: torch.nn.functional.linear(a, b)) / 1e9
+    return {"gflops": max(out.values()), "by_shape": out}
+
+
+def measure_limits(dtypes: list[torch.dtype]) -> dict:
+    """GEMM peaks in each of ``dtypes`` and streaming read / copy bandwidth."""
+    res = {"gemm": {dtype_name(d): gemm_peak(d) for d in dtypes}}
     x = torch.ones(2**28)  # 1 GiB of fp32, far beyond any cache
-    read = x.numel() * 4 / best_time(lambda: x.sum(), repeat=5) / 1e9
+    res["read_gbps"] = x.numel() * 4 / best_time(lambda: x.sum(), repeat=5) / 1e9
     y = torch.empty_like(x)
-    copy = 2 * x.numel() * 4 / best_time(lambda: y.copy_(x), repeat=3) / 1e9
-    return {"bf16_matmul_gflops": max(gflops.values()), "bf16_matmul_by_shape": gflops,
-            "read_gbps": read, "copy_gbps": copy, "threads": torch.get_num_threads()}
+    res["copy_gbps"] = 2 * x.numel() * 4 / best_time(lambda: y.copy_(x), repeat=3) / 1e9
+    res["threads"] = torch.get_num_threads()
+    return res
 
 
 # ------------------------------------------------------------------------- the models
@@ -109,8 +128,14 @@ def jvlm_config(quick: bool) -> JinaVLMConfig:
     return cfg
 
 
-def build_jvlm(cfg: JinaVLMConfig) -> JinaVLMForConditionalGeneration:
+def build_jvlm(cfg: JinaVLMConfig, compute: torch.dtype) -> JinaVLMForConditionalGeneration:
+    """bf16 weights (as the release stores them) computed in ``compute``, as the loader does."""
     model = build_on_cpu(lambda: JinaVLMForConditionalGeneration(cfg))
+    if compute != torch.bfloat16:
+        for module in model.modules():  # one module at a time: peak memory stays near one copy
+            for name, p in list(module.named_parameters(recurse=False)):
+                setattr(module, name, nn.Parameter(p.detach().to(compute), requires_grad=False))
+    model.stored_dtype = torch.bfloat16
     base = cfg.text.base_rows
     model.structural_token_ids = list(range(base, base + 6))  # extra rows 0-5 (spec section 2)
     model.model.im_patch_token_id = base + 2
@@ -139,11 +164,12 @@ def synthetic_request(cfg: JinaVLMConfig, image_wh: tuple[int, int], question: i
                    params=SamplingParams(max_new_tokens=max_new_tokens, ignore_eos=True))
 
 
-def decode_bytes_per_token(cfg: JinaVLMConfig, context: int, weight_bytes: float = 2.0) -> float:
-    """Bytes one decode step must read: decoder weights, LM head, and the KV cache so far."""
+def decode_bytes_per_token(cfg: JinaVLMConfig, context: int, fmt: str, kv_bytes: int) -> float:
+    """Bytes one decode step must read: decoder weights and LM head in ``fmt``, and the KV
+    cache so far (``kv_bytes`` per element: the compute dtype's)."""
     t = cfg.text
-    weights = (llm_body_params(cfg) + t.base_rows * t.hidden_size) * weight_bytes
-    kv = 2 * t.n_layers * t.n_kv_heads * t.head_dim * 2 * context
+    weights = (llm_body_params(cfg) + t.base_rows * t.hidden_size) * WEIGHT_BYTES[fmt]
+    kv = 2 * t.n_layers * t.n_kv_heads * t.head_dim * kv_bytes * context
     return weights + kv
 
 
@@ -165,6 +191,15 @@ def text_request(start: int, n_decode: int, length: int = 32) -> Request:
                    params=SamplingParams(max_new_tokens=n_decode + 1, ignore_eos=True))
 
 
+def batch_step_ms(engine: Engine, start: int, n_decode: int, rows: int = 4) -> float:
+    """ms per decode step of ``rows`` equal requests decoding together (after the last one's
+    first token, every step advances all of them)."""
+    results = engine.generate_many([text_request(start + 40 * i, n_decode) for i in range(rows)])
+    begin = max(r.time_to_first_token_s for r in results)
+    end = max(r.total_s for r in results)
+    return 1000 * (end - begin) / (n_decode - 1)
+
+
 class _Clock:
     """A Transformers streamer that only records when each put() happens."""
 
@@ -178,27 +213,28 @@ class _Clock:
         pass
 
 
+def qwen3_dims(cfg: JinaVLMConfig) -> dict:
+    """The decoder's dimensions as a Transformers ``Qwen3Config`` names them."""
+    t = cfg.text
+    return dict(vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.mlp_size,
+                num_hidden_layers=t.n_layers, num_attention_heads=t.n_heads, num_key_value_heads=t.n_kv_heads,
+                head_dim=t.head_dim, max_position_embeddings=t.max_sequence_length, rope_theta=t.rope_theta,
+                rms_norm_eps=t.norm_eps, tie_word_embeddings=False)
+
+
 class Baseline:
-    """Transformers' SigLIP ViT (all layers, no pooling head) and Qwen3 at the same dimensions."""
+    """Transformers' SigLIP ViT (all layers, no pooling head) and Qwen3 at the same dimensions,
+    in bf16: what ``from_pretrained`` gives for the release's weights by default."""
 
     def __init__(self, cfg: JinaVLMConfig):
-        from transformers import (
-            Qwen3Config,
-            Qwen3ForCausalLM,
-            SiglipVisionConfig,
-            SiglipVisionModel,
-        )
+        from transformers import Qwen3Config, Qwen3ForCausalLM, SiglipVisionConfig, SiglipVisionModel
 
-        v, t = cfg.vision, cfg.text
+        v = cfg.vision
         vcfg = SiglipVisionConfig(hidden_size=v.hidden_size, intermediate_size=v.mlp_size,
                                   num_hidden_layers=v.n_layers, num_attention_heads=v.n_heads,
                                   image_size=v.image_size, patch_size=v.patch_size, hidden_act="gelu_pytorch_tanh",
                                   layer_norm_eps=v.norm_eps, vision_use_head=False, attn_implementation="sdpa")
-        qcfg = Qwen3Config(vocab_size=t.vocab_size, hidden_size=t.hidden_size, intermediate_size=t.mlp_size,
-                           num_hidden_layers=t.n_layers, num_attention_heads=t.n_heads,
-                           num_key_value_heads=t.n_kv_heads, head_dim=t.head_dim,
-                           max_position_embeddings=t.max_sequence_length, rope_theta=t.rope_theta,
-                           rms_norm_eps=t.norm_eps, tie_word_embeddings=False, attn_implementation="sdpa")
+        qcfg = Qwen3Config(**qwen3_dims(cfg), attn_implementation="sdpa")
         self.vit = build_on_cpu(lambda: SiglipVisionModel(vcfg), meta=False)
         self.lm = build_on_cpu(lambda: Qwen3ForCausalLM(qcfg), meta=False)
         self.lm.generation_config.eos_token_id = None
@@ -224,14 +260,36 @@ class Baseline:
         return clock.times[1] - t0, 1000 * (clock.times[-1] - clock.times[1]) / n_decode
 
 
-def bench_image(model, cfg, limits: dict, image_wh, repeats: int, baseline: Baseline | None) -> dict:
+def new_engine(model) -> Engine:
+    return Engine(model, None, feature_cache=FeatureCache(), prefix_cache=PrefixCache(4 * 2**30))
+
+
+def bench_torch_decode(model, cfg, limits: dict, n_decode: int, repeats: int, baseline: Baseline | None) -> dict:
+    """Decode with PyTorch's kernels (plain ``nn.Linear`` in the compute dtype, SDPA),
+    alternating with the baseline's ``generate()``; before the model is prepared for decoding."""
+    engine = new_engine(model)
+    engine.generate(text_request(100, 2))  # warm up
+    torch_ms, base_ms = [], []
+    for r in range(repeats):
+        torch_ms.append(decode_ms(engine, text_request(200 + r, n_decode)))
+        if baseline is not None:
+            base_ms.append(baseline.generate(33, n_decode)[1])
+        print(f"  decode #{r}: jvlm with PyTorch's kernels {torch_ms[-1]:.1f} ms, transformers "
+              f"{base_ms[-1] if base_ms else float('nan'):.1f} ms", flush=True)
+    out = {"torch_kernels_ms": min(torch_ms), "torch_kernels_batch4_step_ms": batch_step_ms(engine, 800, n_decode)}
+    if base_ms:
+        out["baseline_ms"] = min(base_ms)
+    return out
+
+
+def bench_image(model, cfg, limits: dict, compute: str, image_wh, repeats: int, baseline: Baseline | None) -> dict:
     """ViT, prefill and cached time to first token, alternating with the baseline's ViT and prefill."""
     eff = efficiency_report(*image_wh, cfg)
     connector = eff["prefill_flops"]["real"] - 2 * llm_body_params(cfg) * eff["tokens"]["block_tokens"]
     vit_flops = eff["vit_flops"]["linear"] + eff["vit_flops"]["attention"] + connector
     runs, base = [], []
     for r in range(repeats):
-        engine = Engine(model, None, feature_cache=FeatureCache(), prefix_cache=PrefixCache(4 * 2**30))
+        engine = new_engine(model)
         first = engine.generate(synthetic_request(cfg, image_wh, 12, seed=10 * r, max_new_tokens=2))
         second = engine.generate(synthetic_request(cfg, image_wh, 15, seed=10 * r + 1, max_new_tokens=2))
         runs.append((first, second))
@@ -249,14 +307,14 @@ def bench_image(model, cfg, limits: dict, image_wh, repeats: int, baseline: Base
     prompt = runs[0][0].prompt_tokens
     ttft1 = min(f.time_to_first_token_s for f, _ in runs)
     ttft2 = min(s.time_to_first_token_s for _, s in runs)
-    peak = limits["bf16_matmul_gflops"]
+    peak = limits["gemm"][compute]["gflops"]
     out = {
         "image_wh": image_wh, "crops": eff["n_crops"], "tiling": eff["tiling"], "prompt_tokens": prompt,
         "vit_s": vit_s, "vit_gflops": vit_flops / vit_s / 1e9, "vit_fraction_of_peak": vit_flops / vit_s / 1e9 / peak,
         "prefill_s": prefill_s, "prefill_gflops": prefill_flops(cfg, prompt) / prefill_s / 1e9,
         "prefill_fraction_of_peak": prefill_flops(cfg, prompt) / prefill_s / 1e9 / peak,
+        "prefill_tokens_per_s": prompt / prefill_s,
         "ttft_first_s": ttft1, "ttft_repeat_s": ttft2, "ttft_ratio": ttft1 / ttft2,
-        "repeat_prefill_tokens": runs[0][1].stats.get("prefill_tokens"),
     }
     if base:
         out["baseline_vit_s"] = min(v for v, _ in base)
@@ -264,94 +322,82 @@ def bench_image(model, cfg, limits: dict, image_wh, repeats: int, baseline: Base
     return out
 
 
-def bench_decode(model, cfg, limits: dict, image_wh, n_decode: int, repeats: int,
-                 baseline: Baseline | None) -> dict:
-    """Decode ms/token on a short prompt: PyTorch kernels, jvlm kernels, baseline, alternately;
-    then with the image in context (prefix cache) and a batch of four."""
-    from jvlm.inference import quantize
-
-    short = 33
-    engine = Engine(model, None, feature_cache=FeatureCache(), prefix_cache=PrefixCache(4 * 2**30))
+def bench_kernel_decode(model, cfg, limits: dict, image_wh, n_decode: int, repeats: int, fmt: str) -> dict:
+    """Decode ms/token on the prepared model (short prompt), with the image in context (prefix
+    cache), and a batch of four; each against the read limit of ``fmt``."""
+    kv_bytes = model.compute_dtype.itemsize
+    engine = new_engine(model)
     engine.generate(text_request(100, 2))  # warm up
-    torch_ms, own_ms, base_ms = [], [], []
-    for r in range(repeats):
-        model.decode_kernels = None  # PyTorch's kernels (weights stay plain tensors below)
-        for lin in quantize._decoder_linears(model, untie=False):
-            if isinstance(lin.weight, quantize.StreamedWeight):
-                lin.weight = lin.weight.plain()
-        torch_ms.append(decode_ms(engine, text_request(200 + r, n_decode)))
-        if quantize.use_cpu_kernels(model):
-            own_ms.append(decode_ms(engine, text_request(300 + r, n_decode)))
-        if baseline is not None:
-            base_ms.append(baseline.generate(short, n_decode)[1])
-        print(f"  decode #{r}: PyTorch kernels {torch_ms[-1]:.1f} ms, jvlm kernels "
-              f"{own_ms[-1] if own_ms else float('nan'):.1f} ms, transformers "
-              f"{base_ms[-1] if base_ms else float('nan'):.1f} ms", flush=True)
-    best = min(own_ms or torch_ms)
-    limit_ms = 1000 * decode_bytes_per_token(cfg, short + n_decode // 2) / (limits["read_gbps"] * 1e9)
-    # With the image in context: the prefix cache skips the prefill, decoding reads the KV too.
-    engine.generate(synthetic_request(cfg, image_wh, 12, seed=1, max_new_tokens=2))
-    image_ms = decode_ms(engine, synthetic_request(cfg, image_wh, 14, seed=2, max_new_tokens=n_decode + 1))
-    context = len(synthetic_request(cfg, image_wh, 14, 2, 1).prompt_ids) + n_decode // 2
-    image_limit_ms = 1000 * decode_bytes_per_token(cfg, context) / (limits["read_gbps"] * 1e9)
-    batch = [text_request(2000 + 40 * i, n_decode - 1, length=10 + 3 * i) for i in range(4)]
-    t0 = time.perf_counter()
-    results = engine.generate_many(batch)
-    batch_tps = sum(r.completion_tokens for r in results) / (time.perf_counter() - t0)
-    out = {
-        "decode_ms_per_token_torch_kernels": min(torch_ms), "decode_ms_per_token_jvlm_kernels": min(own_ms) if own_ms else None,
-        "decode_ms_per_token": best, "decode_limit_ms": limit_ms, "decode_fraction_of_bandwidth": limit_ms / best,
-        "decode_gbps": decode_bytes_per_token(cfg, short + n_decode // 2) / (best / 1000) / 1e9,
-        "image_context_tokens": context, "image_decode_ms_per_token": image_ms,
-        "image_decode_limit_ms": image_limit_ms, "image_decode_fraction_of_bandwidth": image_limit_ms / image_ms,
-        "batch4_tokens_per_s": batch_tps, "batch1_tokens_per_s": 1000 / best,
-    }
-    if base_ms:
-        out["baseline_decode_ms_per_token"] = min(base_ms)
+    ms = min(decode_ms(engine, text_request(300 + r, n_decode)) for r in range(repeats))
+    bw = limits["read_gbps"] * 1e9
+    limit_ms = 1000 * decode_bytes_per_token(cfg, 33 + n_decode // 2, fmt, kv_bytes) / bw
+    out = {"ms": ms, "limit_ms": limit_ms, "fraction_of_limit": limit_ms / ms,
+           "batch4_step_ms": batch_step_ms(engine, 2000, n_decode)}
+    out["batch4_over_one"] = out["batch4_step_ms"] / ms
+    if image_wh is not None:
+        engine.generate(synthetic_request(cfg, image_wh, 12, seed=1, max_new_tokens=2))  # fills the caches
+        image_ms = decode_ms(engine, synthetic_request(cfg, image_wh, 14, seed=2, max_new_tokens=n_decode + 1))
+        context = len(synthetic_request(cfg, image_wh, 14, 2, 1).prompt_ids) + n_decode // 2
+        image_limit = 1000 * decode_bytes_per_token(cfg, context, fmt, kv_bytes) / bw
+        out.update(image_context_tokens=context, image_ms=image_ms, image_limit_ms=image_limit,
+                   image_fraction_of_limit=image_limit / image_ms)
     return out
 
 
-def bench_int8(model, cfg, limits: dict, n_decode: int, repeats: int) -> dict:
-    """Decode speed with the int8 decoder (both kernels), and how far its logits move from bf16."""
-    from jvlm.inference.quantize import Int8Weight, quantize_decoder_int8
-
+@torch.inference_mode()
+def logits_trace(model) -> torch.Tensor:
+    """fp32 logits of a 64-token prefill and 16 decode steps: (80, V), both paths of every layer."""
     prompt = torch.tensor([[151643] + list(range(3000, 3063))])
-    steps = torch.tensor([[4000 + i] for i in range(16)])
+    cache = model.new_cache(1, 128)
+    out = [model(prompt, past_key_values=cache).logits[0].float()]
+    out += [model(torch.tensor([[4000 + i]]), past_key_values=cache).logits[0].float() for i in range(16)]
+    return torch.cat(out)
 
-    def logits_trace():
-        cache = model.new_cache(1, 128)
-        out = [model(prompt, past_key_values=cache).logits[0].float()]  # (64, V) prefill path
-        out += [model(s[None], past_key_values=cache).logits[0].float() for s in steps]  # decode path
-        return torch.cat(out)  # (80, V)
 
-    engine = Engine(model, None)
-    with torch.inference_mode():
-        ref = logits_trace()
-        quantize_decoder_int8(model)
-        q = logits_trace()
+def logit_change(q: torch.Tensor, ref: torch.Tensor) -> dict:
     diff = (q - ref).abs()
     kl = torch.nn.functional.kl_div(q.log_softmax(-1), ref.log_softmax(-1), log_target=True, reduction="batchmean")
-    int8_weights = [m.weight for m in model.modules() if isinstance(getattr(m, "weight", None), Int8Weight)]
-    own_kernel = int8_weights[0]._ext
-    own_ms, torch_ms = [], []
-    for r in range(repeats):
-        for w in int8_weights:
-            w._ext = own_kernel
-        own_ms.append(decode_ms(engine, text_request(500 + r, n_decode)))
-        for w in int8_weights:  # the same int8 weights through PyTorch's own kernel
-            w._ext = None
-        torch_ms.append(decode_ms(engine, text_request(600 + r, n_decode)))
-    for w in int8_weights:
-        w._ext = own_kernel
-    int8_limit = 1000 * decode_bytes_per_token(cfg, 40, weight_bytes=1.0) / (limits["read_gbps"] * 1e9)
-    best = min(own_ms) if own_kernel is not None else min(torch_ms)
-    return {
-        "decode_ms_per_token": best, "decode_ms_per_token_torch_int8_kernel": min(torch_ms),
-        "int8_limit_ms": int8_limit, "fraction_of_int8_limit": int8_limit / best,
-        "logits_max_abs_diff": diff.max().item(), "logits_mean_abs_diff": diff.mean().item(),
-        "logits_ref_std": ref.std().item(), "top1_agreement": (q.argmax(-1) == ref.argmax(-1)).float().mean().item(),
-        "kl_bf16_to_int8": kl.item(),
-    }
+    return {"kl": kl.item(), "logits_mean_abs_diff": diff.mean().item(), "logits_max_abs_diff": diff.max().item(),
+            "logits_ref_std": ref.std().item(), "top1_agreement": (q.argmax(-1) == ref.argmax(-1)).float().mean().item()}
+
+
+def float_weights(model) -> list[tuple[nn.Module, str, torch.Tensor]]:
+    """(parent, attribute, weight) of every decoder linear layer, in the float format it runs."""
+    return [(parent, name, lin.weight.detach()) for parent, name, lin in decoder_linears(model)]
+
+
+def bench_quantized(model, cfg, limits: dict, fmt: str, saved, ref: torch.Tensor, ks, n_decode: int,
+                    repeats: int) -> dict:
+    """Swap every decoder linear layer for ``fmt`` (from the float weights in ``saved``), then
+    its logits against the float model's and its decode speed against its read limit."""
+    cls = {"int8": Int8Linear, "int4": Int4Linear}[fmt]
+    compute = model.compute_dtype
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for parent, name, w in saved:
+            setattr(parent, name, cls(w, compute, ks))
+    quantize_s = time.perf_counter() - t0
+    out = {"quantize_s": quantize_s, "setup": describe(model).as_dict(), **logit_change(logits_trace(model), ref)}
+    out.update(bench_kernel_decode(model, cfg, limits, None, n_decode, repeats, fmt))
+    if fmt == "int8" and ks is not None:  # the same int8 weights through PyTorch's own kernel
+        layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
+        for m in layers:
+            m.kernels = None
+        engine = new_engine(model)
+        engine.generate(text_request(100, 2))
+        out["torch_int8_kernel_ms"] = min(decode_ms(engine, text_request(600 + r, n_decode)) for r in range(repeats))
+        for m in layers:
+            m.kernels = ks
+    return out
+
+
+def bench_llama(cfg, threads: int, prompt_tokens: int, n_decode: int) -> dict:
+    try:
+        import peer_llama_cpp  # bench/peer_llama_cpp.py, beside this script
+    except ImportError as e:
+        return {"skipped": f"bench/peer_llama_cpp.py cannot be imported: {e}"}
+    return peer_llama_cpp.run(qwen3_dims(cfg), threads=threads,
+                              prompt_tokens=prompt_tokens, gen_tokens=n_decode)
 
 
 # ------------------------------------------------------------------------------- main
@@ -359,6 +405,10 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 ViT / 4 decoder layers and a 1x2-tile image")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    ap.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
+                    help="compute dtype of jvlm (weights stay bf16); auto: what `jvlm infer` picks on this CPU")
+    ap.add_argument("--isa", choices=("auto", *kernels.ISAS, "torch"), default="auto",
+                    help="decode kernel build (auto: the best this CPU runs; torch: none)")
     ap.add_argument("--decode-tokens", type=int, default=None, help="tokens timed in decode (default 32, quick 8)")
     ap.add_argument("--repeats", type=int, default=None, help="alternating repeats, best kept (default 2, quick 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -374,50 +424,83 @@ def main(argv=None) -> dict:
     repeats = args.repeats or (3 if args.quick else 2)
     cfg = jvlm_config(args.quick)
     image_wh = QUICK_IMAGE_WH if args.quick else FULL_IMAGE_WH
-    res: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.processor() or platform.machine(),
+    if args.dtype == "auto":
+        compute, why = choose_compute_dtype(torch.bfloat16, "cpu")
+    else:
+        compute, why = DTYPES[args.dtype], f"--dtype {args.dtype}"
+    cname = dtype_name(compute)
+    ks = None if args.isa == "torch" else kernels.load(None if args.isa == "auto" else args.isa)
+    res: dict = {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": f"{cpu_name()} ({simd_summary()})",
                  "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                 "quick": args.quick, "load_average_start": os.getloadavg()}
+                 "quick": args.quick, "compute_dtype": cname, "dtype_reason": why,
+                 "kernels": ks.name if ks is not None else "pytorch", "load_average_start": os.getloadavg()}
+    print(f"{res['cpu']}, {res['threads']} threads; jvlm computes in {cname} ({why}); decode kernels "
+          f"{res['kernels']}", flush=True)
 
-    limits = res["limits"] = measure_limits()
-    print(f"limits: bf16 matmul {limits['bf16_matmul_gflops']:.0f} GFLOP/s, read {limits['read_gbps']:.1f} GB/s, "
-          f"copy {limits['copy_gbps']:.1f} GB/s", flush=True)
-    if not {"jvlm", "int8", "baseline"} & set(parts):
-        return res
+    limits = res["limits"] = measure_limits(sorted({compute, torch.float32}, key=str))
+    print("limits: " + ", ".join(f"{k} GEMM {v['gflops']:.0f} GFLOP/s" for k, v in limits["gemm"].items())
+          + f", read {limits['read_gbps']:.1f} GB/s, copy {limits['copy_gbps']:.1f} GB/s", flush=True)
+    if "llama" in parts:
+        r = res["llama_cpp"] = bench_llama(cfg, res["threads"], 1765 if not args.quick else 256, n_decode)
+        print(f"llama.cpp: {json.dumps(r)}", flush=True)
+    if not {"jvlm", "int8", "int4", "baseline"} & set(parts):
+        return _finish(res, args.out)
     t0 = time.perf_counter()
-    model = build_jvlm(cfg)
+    model = build_jvlm(cfg, compute)
     baseline = Baseline(cfg) if "baseline" in parts else None
     print(f"built the models ({cfg.text.n_layers} decoder / {cfg.vision.n_layers} ViT layers) in "
           f"{time.perf_counter() - t0:.0f} s", flush=True)
+
     if "jvlm" in parts or baseline is not None:
-        r = res["image"] = bench_image(model, cfg, limits, image_wh, repeats, baseline)
-        print(f"image: ViT {r['vit_s']:.2f} s ({r['vit_fraction_of_peak']:.0%} of peak), prefill {r['prefill_s']:.2f} s "
-              f"for {r['prompt_tokens']} tokens ({r['prefill_fraction_of_peak']:.0%}), repeat-question TTFT "
-              f"{r['ttft_ratio']:.0f}x sooner ({r['ttft_first_s']:.2f} s -> {r['ttft_repeat_s']:.3f} s)", flush=True)
-        r = res["decode"] = bench_decode(model, cfg, limits, image_wh, n_decode, repeats, baseline)
-        print(f"decode: {r['decode_ms_per_token']:.1f} ms/token ({r['decode_fraction_of_bandwidth']:.0%} of the "
-              f"{r['decode_limit_ms']:.1f} ms bandwidth limit; PyTorch kernels "
-              f"{r['decode_ms_per_token_torch_kernels']:.1f} ms); with the image in context "
-              f"{r['image_decode_ms_per_token']:.1f} ms ({r['image_decode_fraction_of_bandwidth']:.0%}); "
-              f"batch of 4: {r['batch4_tokens_per_s']:.1f} tokens/s", flush=True)
+        r = res["decode_torch"] = bench_torch_decode(model, cfg, limits, n_decode, repeats, baseline)
+    setup = prepare_decoding(model, None, ks, stored_dtype=torch.bfloat16)  # what `jvlm infer` runs
+    res["setup"] = setup.as_dict()
+    print(f"decode path: {res['setup']}", flush=True)
+    if "jvlm" in parts or baseline is not None:
+        r = res["image"] = bench_image(model, cfg, limits, cname, image_wh, repeats, baseline)
+        print(f"image: ViT {r['vit_s']:.2f} s ({r['vit_fraction_of_peak']:.0%} of the {cname} peak), prefill "
+              f"{r['prefill_s']:.2f} s for {r['prompt_tokens']} tokens ({r['prefill_fraction_of_peak']:.0%}, "
+              f"{r['prefill_tokens_per_s']:.1f} tokens/s), repeat-question TTFT {r['ttft_ratio']:.0f}x sooner "
+              f"({r['ttft_first_s']:.2f} s -> {r['ttft_repeat_s']:.3f} s)", flush=True)
+        r = res["decode"] = bench_kernel_decode(model, cfg, limits, image_wh, n_decode, repeats, setup.weights)
+        t = res["decode_torch"]
+        print(f"decode ({setup.weights} weights, {setup.linear_kernel}): {r['ms']:.1f} ms/token "
+              f"({r['fraction_of_limit']:.0%} of the {r['limit_ms']:.1f} ms read limit; PyTorch's kernels "
+              f"{t['torch_kernels_ms']:.1f} ms); image in context {r['image_ms']:.1f} ms "
+              f"({r['image_fraction_of_limit']:.0%}); batch of 4: {r['batch4_step_ms']:.1f} ms/step = "
+              f"{r['batch4_over_one']:.2f}x one (PyTorch's kernels: "
+              f"{t['torch_kernels_batch4_step_ms'] / t['torch_kernels_ms']:.2f}x)", flush=True)
     if baseline is not None:
         i, d = res["image"], res["decode"]
         res["speedup_vs_transformers"] = {"vit": i["baseline_vit_s"] / i["vit_s"],
                                           "prefill": i["baseline_prefill_s"] / i["prefill_s"],
-                                          "decode": d["baseline_decode_ms_per_token"] / d["decode_ms_per_token"]}
+                                          "decode": res["decode_torch"]["baseline_ms"] / d["ms"]}
         print("speed-up over transformers: " + ", ".join(f"{k} {v:.2f}x" for k, v in res["speedup_vs_transformers"].items()),
               flush=True)
         del baseline
         gc.collect()
-    if "int8" in parts:
-        r = res["int8"] = bench_int8(model, cfg, limits, n_decode, repeats)
-        print(f"int8: decode {r['decode_ms_per_token']:.1f} ms/token (int8 limit {r['int8_limit_ms']:.1f} ms; "
-              f"PyTorch int8 kernel {r['decode_ms_per_token_torch_int8_kernel']:.1f} ms), logits max|diff| "
-              f"{r['logits_max_abs_diff']:.3f} (std {r['logits_ref_std']:.2f}), top-1 agreement "
-              f"{r['top1_agreement']:.1%}, KL {r['kl_bf16_to_int8']:.2e}", flush=True)
+    wanted = [f for f in ("int8", "int4") if f in parts and (f != "int4" or ks is not None)]
+    if "int4" in parts and ks is None:
+        res["int4"] = {"skipped": "int4 needs the decode kernels (--isa torch or none for this CPU)"}
+    if wanted:
+        saved = float_weights(model)
+        ref = logits_trace(model)
+        for fmt in wanted:
+            r = res[fmt] = bench_quantized(model, cfg, limits, fmt, saved, ref, ks, n_decode, repeats)
+            extra = (f"; PyTorch's int8 kernel {r['torch_int8_kernel_ms']:.1f} ms"
+                     if "torch_int8_kernel_ms" in r else "")
+            print(f"{fmt}: decode {r['ms']:.1f} ms/token ({r['fraction_of_limit']:.0%} of its {r['limit_ms']:.1f} ms "
+                  f"limit{extra}), batch of 4 {r['batch4_over_one']:.2f}x one; vs float logits: KL {r['kl']:.2e}, "
+                  f"mean |diff| {r['logits_mean_abs_diff']:.3f} (std {r['logits_ref_std']:.2f}), top-1 "
+                  f"{r['top1_agreement']:.0%}; quantized in {r['quantize_s']:.0f} s", flush=True)
+    return _finish(res, args.out)
+
+
+def _finish(res: dict, out: str | None) -> dict:
     res["load_average_end"] = os.getloadavg()
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump(res, fh, indent=2)
+    if out:
+        with open(out, "w") as fh:
+            json.dump(res, fh, indent=2, default=str)
     return res
 
 

@@ -29,4 +29,8 @@ if [ "$WITH_TEST" = 1 ]; then
 else
   pip_install -e ".[serve,pdf,train,eval]"
 fi
+# Compile the decode kernels for this CPU now (once, about a minute; cached in jvlm's cache folder)
+# rather than on the first `jvlm infer`. If they cannot be built, jvlm says so and uses PyTorch's.
+echo "install.sh: compiling jvlm's decode kernels for this CPU (once, about a minute)"
+.venv/bin/python -c "from jvlm.inference import kernels; ks = kernels.load(); print('install.sh: decode kernels:', ks.name if ks else 'none, PyTorch kernels will be used')" || true
 echo "install.sh: installed into .venv; run .venv/bin/jvlm --help (or: source .venv/bin/activate; jvlm --help)"

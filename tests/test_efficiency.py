@@ -75,3 +75,27 @@ def test_format_report_shows_paper_and_real_figures(paper):
         assert figure in text
     assert "paper" in text and "real" in text
     assert "MFLOPs" in format_report(efficiency_report(640, 480, JinaVLMConfig.preset("tiny")))
+
+
+def test_efficiency_names_the_compute_path_this_machine_would_run(monkeypatch, capsys):
+    """`jvlm efficiency` says which dtype and decode kernels `--dtype auto` / `--kernels auto`
+    pick here, the same choice the loader makes, so a user can see it before loading 5 GB."""
+    import json
+
+    import torch
+
+    from jvlm.cli.__init__ import main
+    from jvlm.hardware import choose_compute_dtype, dtype_name
+    from jvlm.inference import kernels
+
+    assert main(["efficiency", "--width", "640", "--height", "480", "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)["machine"]
+    compute, why = choose_compute_dtype(torch.bfloat16, "cpu")
+    assert m["compute_dtype_for_bf16_weights"] == dtype_name(compute) and m["reason"] == why
+    isa = kernels.default_isa()
+    assert m["decode_kernels"].startswith(kernels.label(isa) if isa else "pytorch")
+
+    monkeypatch.setenv("JVLM_KERNELS", "off")
+    assert main(["efficiency", "--width", "640", "--height", "480"]) == 0
+    text = capsys.readouterr().out
+    assert "This machine:" in text and "decode kernels  pytorch" in text

@@ -105,6 +105,11 @@ def default_isa() -> str | None:
     return choice
 
 
+def label(isa: str) -> str:
+    """The name reports give a build ("avx512-bf16", "avx2-fma", "neon")."""
+    return _LABELS[isa]
+
+
 class KernelSet:
     """The compiled kernels of one instruction set (a thin wrapper over the extension)."""
 
