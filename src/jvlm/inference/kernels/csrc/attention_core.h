@@ -14,41 +14,21 @@
 
 namespace jvlm {
 
-// The G heads at q (G x D, contiguous) against S cached rows: key s at kb + s * ks, value s at
-// vb + s * vs. mask[s] false = not attended (mask may be null). scores: G * S floats of
-// scratch. Writes G x D values at out, head g at out + g * D.
+// Softmax numerators of the G x S scores in place (masked: -inf -> 0), then the weighted sum
+// of the cached values, normalised: head g to out + g * D. Shared by every score kernel.
 template <typename T, int D, int G>
-void attend_group(const T* q, const T* kb, int64_t ks, const T* vb, int64_t vs, const bool* mask, int64_t S,
-                  float scale, float* scores, T* out) {
-  static_assert(D % VL == 0, "head_dim must be a multiple of the vector width");
+void softmax_times_values(const T* vb, int64_t vs, const bool* mask, int64_t S, const float* mx, float* scores,
+                          T* out) {
   constexpr int ND = D / VL;
-  vf qv[G][ND];
-  for (int g = 0; g < G; ++g)
-    for (int j = 0; j < ND; ++j) qv[g][j] = vload(q + g * D + VL * j);
-  float mx[G], total[G];
-  for (int g = 0; g < G; ++g) mx[g] = -INFINITY, total[g] = 0.f;
-  for (int64_t s = 0; s < S; ++s) {
-    if (mask && !mask[s]) {
-      for (int g = 0; g < G; ++g) scores[g * S + s] = -INFINITY;
-      continue;
-    }
-    const T* kr = kb + s * ks;
-    vf kv[ND];
-    for (int j = 0; j < ND; ++j) kv[j] = vload(kr + VL * j);
-    for (int g = 0; g < G; ++g) {
-      vf a[2] = {vzero(), vzero()};  // two chains: half the latency of one
-      for (int j = 0; j < ND; ++j) a[j & 1] = vfma(qv[g][j], kv[j], a[j & 1]);
-      const float sc = vsum(vadd(a[0], a[1])) * scale;
-      scores[g * S + s] = sc;
-      mx[g] = std::max(mx[g], sc);
-    }
-  }
-  for (int g = 0; g < G; ++g)
+  float total[G];
+  for (int g = 0; g < G; ++g) {
+    total[g] = 0.f;
     for (int64_t s = 0; s < S; ++s) {
       const float e = scores[g * S + s] == -INFINITY ? 0.f : std::exp(scores[g * S + s] - mx[g]);
       scores[g * S + s] = e;
       total[g] += e;
     }
+  }
   vf acc[G][ND];
   for (int g = 0; g < G; ++g)
     for (int j = 0; j < ND; ++j) acc[g][j] = vzero();
@@ -72,19 +52,51 @@ void attend_group(const T* q, const T* kb, int64_t ks, const T* vb, int64_t vs, 
   }
 }
 
+// The G heads at q (G x D, contiguous) against S cached rows: key s at kb + s * ks, value s at
+// vb + s * vs. mask[s] false = not attended (mask may be null). scores: G * S floats of
+// scratch. Writes G x D values at out, head g at out + g * D.
+template <typename T, int D, int G>
+void attend_group(const T* q, const T* kb, int64_t ks, const T* vb, int64_t vs, const bool* mask, int64_t S,
+                  float scale, float* scores, T* out) {
+  static_assert(D % VL == 0, "head_dim must be a multiple of the vector width");
+  constexpr int ND = D / VL;
+  vf qv[G][ND];
+  for (int g = 0; g < G; ++g)
+    for (int j = 0; j < ND; ++j) qv[g][j] = vload(q + g * D + VL * j);
+  float mx[G];
+  for (int g = 0; g < G; ++g) mx[g] = -INFINITY;
+  for (int64_t s = 0; s < S; ++s) {
+    if (mask && !mask[s]) {
+      for (int g = 0; g < G; ++g) scores[g * S + s] = -INFINITY;
+      continue;
+    }
+    const T* kr = kb + s * ks;
+    vf kv[ND];
+    for (int j = 0; j < ND; ++j) kv[j] = vload(kr + VL * j);
+    for (int g = 0; g < G; ++g) {
+      vf a[2] = {vzero(), vzero()};  // two chains: half the latency of one
+      for (int j = 0; j < ND; ++j) a[j & 1] = vfma(qv[g][j], kv[j], a[j & 1]);
+      const float sc = vsum(vadd(a[0], a[1])) * scale;
+      scores[g * S + s] = sc;
+      mx[g] = std::max(mx[g], sc);
+    }
+  }
+  softmax_times_values<T, D, G>(vb, vs, mask, S, mx, scores, out);
+}
+
 #if defined(JVLM_ISA_AVX512)
 // bf16 cache: scores with vdpbf16ps on q and k as stored (no rounding beyond the inputs').
 template <int D, int G>
 void attend_group_bf16dp(const bf16* q, const bf16* kb, int64_t ks, const bf16* vb, int64_t vs,
                          const bool* mask, int64_t S, float scale, float* scores, bf16* out) {
-  constexpr int NC = (D + 31) / 32, ND = D / VL;
+  constexpr int NC = (D + 31) / 32;
   constexpr __mmask32 last = D % 32 ? (__mmask32)0xFFFF : (__mmask32)0xFFFFFFFF;
   __m512i qv[G][NC];
   for (int g = 0; g < G; ++g)
     for (int c = 0; c < NC; ++c)
       qv[g][c] = _mm512_maskz_loadu_epi16(c == NC - 1 ? last : 0xFFFFFFFF, q + g * D + 32 * c);
-  float mx[G], total[G];
-  for (int g = 0; g < G; ++g) mx[g] = -INFINITY, total[g] = 0.f;
+  float mx[G];
+  for (int g = 0; g < G; ++g) mx[g] = -INFINITY;
   for (int64_t s = 0; s < S; ++s) {
     if (mask && !mask[s]) {
       for (int g = 0; g < G; ++g) scores[g * S + s] = -INFINITY;
@@ -101,33 +113,7 @@ void attend_group_bf16dp(const bf16* q, const bf16* kb, int64_t ks, const bf16* 
       mx[g] = std::max(mx[g], sc);
     }
   }
-  for (int g = 0; g < G; ++g)
-    for (int64_t s = 0; s < S; ++s) {
-      const float e = scores[g * S + s] == -INFINITY ? 0.f : std::exp(scores[g * S + s] - mx[g]);
-      scores[g * S + s] = e;
-      total[g] += e;
-    }
-  __m512 acc[G][ND];
-  for (int g = 0; g < G; ++g)
-    for (int j = 0; j < ND; ++j) acc[g][j] = _mm512_setzero_ps();
-  for (int64_t s = 0; s < S; ++s) {
-    if (mask && !mask[s]) continue;
-    const bf16* vr = vb + s * vs;
-    __m512 p[G];
-    for (int g = 0; g < G; ++g) p[g] = _mm512_set1_ps(scores[g * S + s]);
-    for (int j = 0; j < ND; ++j) {
-      const __m512 vv = vload(vr + VL * j);
-      for (int g = 0; g < G; ++g) acc[g][j] = _mm512_fmadd_ps(p[g], vv, acc[g][j]);
-    }
-  }
-  for (int g = 0; g < G; ++g) {
-    const __m512 inv = _mm512_set1_ps(total[g] > 0.f ? 1.f / total[g] : 0.f);
-    float buf[VL];
-    for (int j = 0; j < ND; ++j) {
-      _mm512_storeu_ps(buf, _mm512_mul_ps(acc[g][j], inv));
-      for (int d = 0; d < VL; ++d) store(out + g * D + VL * j + d, buf[d]);
-    }
-  }
+  softmax_times_values<bf16, D, G>(vb, vs, mask, S, mx, scores, out);
 }
 #endif
 
