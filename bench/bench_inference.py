@@ -396,8 +396,11 @@ def bench_llama(cfg, threads: int, prompt_tokens: int, n_decode: int) -> dict:
         import peer_llama_cpp  # bench/peer_llama_cpp.py, beside this script
     except ImportError as e:
         return {"skipped": f"bench/peer_llama_cpp.py cannot be imported: {e}"}
-    return peer_llama_cpp.run(qwen3_dims(cfg), threads=threads,
-                              prompt_tokens=prompt_tokens, gen_tokens=n_decode)
+    # Tied embeddings as in Qwen3-1.7B: the GGUF then holds one table, which decode reads once
+    # as the output head, the same bytes as jvlm's separate head.
+    return peer_llama_cpp.run(qwen3_dims(cfg) | {"tie_word_embeddings": True}, threads=threads,
+                              prompt_tokens=prompt_tokens, gen_tokens=n_decode, repetitions=2,
+                              decode_depth=prompt_tokens, verbose=True)
 
 
 # ------------------------------------------------------------------------------- main
@@ -493,7 +496,31 @@ def main(argv=None) -> dict:
                   f"limit{extra}), batch of 4 {r['batch4_over_one']:.2f}x one; vs float logits: KL {r['kl']:.2e}, "
                   f"mean |diff| {r['logits_mean_abs_diff']:.3f} (std {r['logits_ref_std']:.2f}), top-1 "
                   f"{r['top1_agreement']:.0%}; quantized in {r['quantize_s']:.0f} s", flush=True)
+    if "llama_cpp" in res and "quants" in res["llama_cpp"]:
+        res["vs_llama_cpp"] = versus_llama(res)
+        for row in res["vs_llama_cpp"]:
+            print(f"vs llama.cpp {row['what']}: jvlm {row['jvlm']:.1f} {row['unit']}, llama.cpp {row['llama_cpp']:.1f} "
+                  f"-> jvlm {row['jvlm_advantage']:.2f}x", flush=True)
     return _finish(res, args.out)
+
+
+def versus_llama(res: dict) -> list[dict]:
+    """jvlm beside llama.cpp at equal bits: decode ms/token (lower is better) and prefill
+    tokens/s (higher is better); ``jvlm_advantage`` > 1 where jvlm is faster."""
+    q = res["llama_cpp"]["quants"]
+    rows = []
+    pairs = (("bf16", res.get("decode"), "BF16"), ("int8", res.get("int8"), "Q8_0"), ("int4", res.get("int4"), "Q4_K_M"))
+    for ours, mine, theirs in pairs:
+        if mine and "ms" in mine and q.get(theirs, {}).get("decode_ms_per_token"):
+            rows.append({"what": f"decode {ours} vs {theirs}", "unit": "ms/token", "jvlm": mine["ms"],
+                         "llama_cpp": q[theirs]["decode_ms_per_token"],
+                         "jvlm_advantage": q[theirs]["decode_ms_per_token"] / mine["ms"]})
+    image = res.get("image")
+    if image and q.get("BF16", {}).get("prefill_tok_s"):
+        rows.append({"what": f"prefill ({res['compute_dtype']}) vs BF16", "unit": "tokens/s",
+                     "jvlm": image["prefill_tokens_per_s"], "llama_cpp": q["BF16"]["prefill_tok_s"],
+                     "jvlm_advantage": image["prefill_tokens_per_s"] / q["BF16"]["prefill_tok_s"]})
+    return rows
 
 
 def _finish(res: dict, out: str | None) -> dict:

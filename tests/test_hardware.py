@@ -76,3 +76,17 @@ def test_loader_widens_a_bf16_checkpoint_on_an_avx2_cpu_and_remembers_what_it_st
 def test_loader_keeps_bf16_where_the_cpu_has_it(flags, bf16_folder):
     flags(ZEN4)
     assert load_model(bf16_folder).compute_dtype == torch.bfloat16
+
+
+def test_cli_dtype_checkpoint_keeps_bf16_on_an_avx2_cpu_and_says_why(flags, bf16_folder):
+    """`--dtype checkpoint` is the command line's way to opt out of the per-CPU choice; the
+    runtime report names the flag as the reason."""
+    from jvlm.cli.infer import load_engine
+    from jvlm.cli.options import dtype_arg
+
+    flags(AVX2_ONLY)
+    assert dtype_arg("Checkpoint") == "checkpoint"
+    engine, _, _, setup = load_engine(str(bf16_folder), dtype_arg("checkpoint"), "cpu", kernels="torch")
+    assert setup.compute_dtype == "bf16" and setup.dtype_reason == "--dtype checkpoint"
+    _, _, _, auto = load_engine(str(bf16_folder), dtype_arg("auto"), "cpu", kernels="torch")
+    assert auto.compute_dtype == "fp32" and "no native bf16" in auto.dtype_reason

@@ -16,13 +16,13 @@ import sys
 
 #: every accepted spelling -> the canonical name ``jvlm.loading.parse_dtype`` takes
 DTYPE_SPELLINGS: dict[str, str] = {
-    "auto": "auto",
+    "auto": "auto", "checkpoint": "checkpoint",
     "bf16": "bf16", "bfloat16": "bf16",
     "fp16": "fp16", "float16": "fp16", "half": "fp16",
     "fp32": "fp32", "float32": "fp32", "float": "fp32",
 }
 DTYPE_HELP = "auto (the checkpoint's, but fp32 for bf16/fp16 weights on a CPU without native bf16/fp16 math), " \
-             "bfloat16/bf16, float16/fp16/half, float32/fp32/float"
+             "checkpoint (the checkpoint's dtype on any CPU), bfloat16/bf16, float16/fp16/half, float32/fp32/float"
 
 
 def add_precision_options(p: argparse.ArgumentParser) -> None:
