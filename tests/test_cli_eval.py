@@ -76,6 +76,9 @@ def test_eval_through_a_server(tmp_path, tiny_model_dir, capsys):
         (["--task", "mmlu", "--data", "x", "--model", "m", "--limit", "0"], "--limit must be at least 1"),
         (["--report", "r.json"], "add --summary DIR"),
         (["--task", "docvqa", "--data", "x", "--model", "m", "--text-backbone", "q"], "docvqa has images"),
+        # how a model runs is the server's business with --server: not silently dropped
+        (["--task", "mmlu", "--data", "x", "--server", "http://h", "--quantize", "int8"], "start the server with them"),
+        (["--task", "mmlu", "--data", "x", "--server", "http://h", "--dtype", "fp32"], "start the server with them"),
     ],
 )
 def test_argument_mistakes_say_what_to_do(args, message):
@@ -96,3 +99,14 @@ def test_list_tasks(capsys):
     assert run_cli("--list-tasks") == 0
     listed = capsys.readouterr().out.split("\n")
     assert any(line.startswith("mmbench_tr") and "circular accuracy" in line for line in listed)
+
+
+def test_quantized_in_process_answers_are_cached_apart_from_float_ones(tiny_model_dir):
+    """`jvlm eval --quantize int8` runs the int8 decoder and never reuses the float model's
+    cached answers (the cache key names the weight format)."""
+    from jvlm.eval.runner import InProcessBackend
+
+    plain = InProcessBackend.from_folder(tiny_model_dir, batch_size=1, kernels="torch")
+    int8 = InProcessBackend.from_folder(tiny_model_dir, batch_size=1, quantize="int8", kernels="torch")
+    assert plain.setup.weights != "int8" and int8.setup.weights == "int8"
+    assert plain.key != int8.key

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jvlm.cli.options import DTYPE_HELP, dtype_arg
+from jvlm.cli.options import DTYPE_HELP, add_decode_options, dtype_arg
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -43,6 +43,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     who.add_argument("--dtype", default=None, type=dtype_arg, metavar="DTYPE",
                      help=f"weight precision: {DTYPE_HELP} (default: the checkpoint's)")
     who.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default: auto)")
+    add_decode_options(who)
 
     how = p.add_argument_group("prompting")
     how.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: per benchmark)")
@@ -89,6 +90,9 @@ def _check(args: argparse.Namespace) -> None:
         fail("--data is required: the benchmark file as distributed")
     if bool(args.model) == bool(args.server):
         fail("pass exactly one of --model DIR (in this process) or --server URL")
+    if args.server and (args.quantize != "none" or args.kernels != "auto" or args.dtype):
+        fail("--dtype, --quantize and --kernels choose how a model runs in this process; with --server, "
+             "start the server with them (jvlm serve --quantize int4 ...)")
     if args.text_backbone and args.task not in TEXT_ONLY_TASKS:
         fail(f"--text-backbone compares text-only benchmarks ({', '.join(TEXT_ONLY_TASKS)}); {args.task} has images")
     for name in ("limit", "concurrency", "batch_size", "max_new_tokens", "max_crops"):
@@ -140,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
 
             folder = resolve_model(args.model).path  # a folder, a cached repo id, or jvlm-demo
             backend = InProcessBackend.from_folder(folder, dtype=args.dtype, device=args.device,
-                                                   batch_size=args.batch_size, progress=progress)
+                                                   batch_size=args.batch_size, progress=progress,
+                                                   quantize=args.quantize, kernels=args.kernels)
         run_results = [evaluate(args.task, samples, backend, limit=args.limit, settings=settings, cache=cache,
                                 progress=progress)]
         if args.text_backbone:

@@ -29,6 +29,11 @@ def add_precision_options(p: argparse.ArgumentParser) -> None:
     """``--dtype``, ``--quantize`` and ``--kernels``, the same for infer, chat and serve."""
     p.add_argument("--dtype", default="auto", type=dtype_arg, metavar="DTYPE",
                    help=f"compute precision: {DTYPE_HELP} (default auto)")
+    add_decode_options(p)
+
+
+def add_decode_options(p) -> None:
+    """``--quantize`` and ``--kernels`` (also for ``jvlm eval``, which has its own ``--dtype``)."""
     p.add_argument("--quantize", default="none", choices=["none", "int8", "int4"],
                    help="weight-only quantized decoder for faster CPU decoding: int8 (one scale per row) or int4 "
                         "(one scale per 32 weights); the vision tower stays in --dtype (default none)")

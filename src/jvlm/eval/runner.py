@@ -102,15 +102,23 @@ class InProcessBackend:
 
     @classmethod
     def from_folder(cls, folder: PathLike, *, dtype=None, device=None, batch_size: int = 8,
-                    progress: bool = False) -> InProcessBackend:
+                    progress: bool = False, quantize: str = "none", kernels: str = "auto") -> InProcessBackend:
+        """Load as ``jvlm infer`` does: ``dtype`` (None: "auto"), ``quantize`` "none" / "int8" /
+        "int4" and ``kernels`` "auto" / "torch" (``jvlm.inference.quantize.prepare``)."""
+        from jvlm.inference.quantize import prepare
         from jvlm.loading import load
         from jvlm.resolve import resolve_model
 
         resolved = resolve_model(folder)  # a folder, jvlm-demo, or a Hugging Face repo id
         folder = resolved.path
         model, processor = load(folder, dtype=dtype, device=device, progress=progress)
-        return cls(model, processor, name=Path(resolved.name).name, key=folder_key(folder, str(model.dtype)),
-                   batch_size=batch_size)
+        setup = prepare(model, quantize, kernels, requested_dtype=dtype or "auto")
+        # answers depend on the compute dtype and the weight format, not on which kernel ran
+        key = folder_key(folder, str(model.dtype)) if setup.weights not in ("int8", "int4") else \
+            folder_key(folder, str(model.dtype), setup.weights)
+        backend = cls(model, processor, name=Path(resolved.name).name, key=key, batch_size=batch_size)
+        backend.setup = setup
+        return backend
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Completion]:
         from jvlm.inference.prompt import build_request
