@@ -92,6 +92,7 @@ def _read_build(folder: Path) -> dict | None:
         "llama_cpp_commit": info.get("llama_cpp_commit"),
         "cmake_flags": info.get("cmake_flags", []),
         "native_isa": info.get("native_isa", []),
+        "compiler": info.get("compiler", ""),
     }
 
 
@@ -270,8 +271,11 @@ def run(decoder: dict, threads: int, prompt_tokens: int, gen_tokens: int, quants
     workdir = Path(workdir) if workdir else Path(build["folder"]) / "gguf"
     say = (lambda s: print(f"llama_cpp: {s}", file=sys.stderr, flush=True)) if verbose else (lambda s: None)
     paths = prepare_ggufs(build, dims, quants, workdir, threads, seed=seed, say=say)
-    build_flags = list(build["cmake_flags"]) + (
-        ["native ISA: " + " ".join(build["native_isa"])] if build["native_isa"] else [])
+    build_flags = list(build["cmake_flags"])
+    if build["native_isa"]:
+        build_flags.append("native ISA: " + " ".join(build["native_isa"]))
+    if build["compiler"]:
+        build_flags.append(build["compiler"])
     out = {
         "llama_cpp": {"commit": build["llama_cpp_commit"],
                       "llama_cpp_python_version": build["llama_cpp_python_version"],

@@ -120,8 +120,18 @@ if ! "$CONVERT_PY" -c 'import gguf, sys; sys.exit(0 if "'"$LLAMA_SRC"'" in gguf.
   if [ "$CONVERT_PY" = "$PREFIX/venv/bin/python" ]; then
     "$CONVERT_PY" -m pip install "${PIP_FLAGS[@]}" --no-deps -e "$LLAMA_SRC/gguf-py"
   else
-    # a reused interpreter is left alone: the converter puts its gguf-py on sys.path itself
-    "$CONVERT_PY" -m pip install "${PIP_FLAGS[@]}" sentencepiece safetensors pyyaml 2>/dev/null || true
+    # a reused interpreter gets only the small modules it lacks (the converter puts its own
+    # gguf-py on sys.path itself)
+    missing=$("$CONVERT_PY" -c '
+import importlib.util
+need = {"sentencepiece": "sentencepiece", "safetensors": "safetensors", "numpy": "numpy",
+        "yaml": "pyyaml", "tqdm": "tqdm", "requests": "requests"}
+print(" ".join(p for m, p in need.items() if importlib.util.find_spec(m) is None))')
+    if [ -n "$missing" ]; then
+      log "installing $missing into $CONVERT_PY for the converter"
+      # shellcheck disable=SC2086
+      "$CONVERT_PY" -m pip install "${PIP_FLAGS[@]}" $missing
+    fi
   fi
 fi
 
@@ -147,14 +157,16 @@ else
 fi
 
 # --- 5. manifest ----------------------------------------------------------------------------------
-FLAGS=$(grep -E '^(GGML_NATIVE|GGML_AVX[A-Z0-9_]*|GGML_OPENMP|CMAKE_BUILD_TYPE|BUILD_SHARED_LIBS):' \
-  "$BUILD/CMakeCache.txt" 2>/dev/null | tr '\n' ' ' || true)
+# (the GGML_AVX* switches are not listed: GGML_NATIVE=ON overrides them)
+FLAGS=$(grep -E '^(GGML_NATIVE|GGML_OPENMP|CMAKE_BUILD_TYPE|BUILD_SHARED_LIBS):' "$BUILD/CMakeCache.txt" \
+  2>/dev/null | sed -E 's/:[A-Z]+=/=/' | tr '\n' ' ' || true)
+COMPILER=$("$BIN/llama-bench" --version 2>&1 | grep -o 'built with .*' | head -1 || true)
 # what GGML_NATIVE's -march=native turns on here (the vector extensions only)
 ISA=$(g++ -march=native -Q --help=target 2>/dev/null \
   | awk '$2=="[enabled]" && $1 ~ /^-m(avx|fma|f16c|amx)/ {sub(/^-m/,"",$1); printf "%s ", $1}' || true)
-"$SYS_PY" - "$PREFIX" "$VERSION" "$COMMIT" "$CONVERT_PY" "$LLAMA_SRC" "$FLAGS" "$ISA" <<'EOF'
+"$SYS_PY" - "$PREFIX" "$VERSION" "$COMMIT" "$CONVERT_PY" "$LLAMA_SRC" "$FLAGS" "$ISA" "$COMPILER" <<'EOF'
 import json, sys, os
-prefix, version, commit, py, src, flags, isa = sys.argv[1:]
+prefix, version, commit, py, src, flags, isa, compiler = sys.argv[1:]
 manifest = {
     "llama_cpp_python_version": version,
     "llama_cpp_commit": commit,
@@ -165,6 +177,7 @@ manifest = {
     "python": py,
     "cmake_flags": flags.split(),
     "native_isa": isa.split(),
+    "compiler": compiler,
 }
 with open(os.path.join(prefix, "manifest.json"), "w") as f:
     json.dump(manifest, f, indent=2)
