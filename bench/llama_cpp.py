@@ -61,7 +61,7 @@ def _cache_root() -> Path:
 
 
 def _version_key(name: str):
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-]", name))
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", name))
 
 
 def _read_build(folder: Path) -> dict | None:
