@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build llama.cpp's benchmark tools for bench/llama_cpp.py:
+# Build llama.cpp's benchmark tools for bench/peer_llama_cpp.py:
 #   llama-bench, llama-quantize, and the HF -> GGUF converter (convert_hf_to_gguf.py with its gguf-py)
 # from the llama-cpp-python source distribution on PyPI, which vendors llama.cpp under vendor/llama.cpp.
 #
@@ -13,7 +13,7 @@
 #   src/vendor/llama.cpp/convert_hf_to_gguf.py (+ gguf-py)
 #   venv/                                   the converter's interpreter (unless PYTHON was reused)
 #   manifest.json                           paths, version, llama.cpp commit, build flags; read by
-#                                           bench/llama_cpp.py (point JVLM_LLAMA_CPP at this folder
+#                                           bench/peer_llama_cpp.py (point JVLM_LLAMA_CPP at this folder
 #                                           to use a build elsewhere)
 # A second run with the binaries present does nothing but print where they are.
 # Needs: python3 (with venv), pip, gcc/g++ (installed with apt-get if g++ is missing), about 6 minutes
@@ -189,4 +189,4 @@ echo "  llama-quantize:     $BIN/llama-quantize"
 echo "  converter:          $LLAMA_SRC/convert_hf_to_gguf.py"
 echo "  converter python:   $CONVERT_PY"
 echo "  manifest:           $PREFIX/manifest.json"
-echo "  benchmark:          python bench/llama_cpp.py --quick --threads 2"
+echo "  benchmark:          python bench/peer_llama_cpp.py --quick --threads 2"

@@ -1,4 +1,4 @@
-"""bench/llama_cpp.py: skips cleanly without the llama.cpp tools, and (when they are built with
+"""bench/peer_llama_cpp.py: skips cleanly without the llama.cpp tools, and (when they are built with
 scripts/build_llama_cpp.sh) converts, quantizes and benchmarks a tiny Qwen3 decoder."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "llama_cpp.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "peer_llama_cpp.py"
 
 TINY = {
     "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,

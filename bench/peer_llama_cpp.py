@@ -19,8 +19,8 @@ else the newest build under ${JVLM_CACHE:-~/.cache/jvlm}/llama.cpp/). Without th
 Steps 1-2 run in the converter's interpreter named by the build (it has torch and transformers);
 this module itself imports only the standard library at load time.
 
-    python bench/llama_cpp.py --quick --threads 2
-    python bench/llama_cpp.py --prompt 1765 --gen 64 --threads 2       # Qwen3-1.7B dimensions
+    python bench/peer_llama_cpp.py --quick --threads 2
+    python bench/peer_llama_cpp.py --prompt 1765 --gen 64 --threads 2       # Qwen3-1.7B dimensions
 """
 from __future__ import annotations
 
