@@ -248,7 +248,8 @@ def llama_bench(build: dict, gguf: Path, threads: int, prompt_tokens: int, gen_t
     return json.loads(proc.stdout)
 
 
-_BUILD_FIELDS = ("build_commit", "build_number", "cpu_info", "gpu_info", "backends")
+_BUILD_FIELDS = ("build_commit", "build_number", "cpu_info", "gpu_info", "backends",
+                 "n_batch", "n_ubatch", "flash_attn", "type_k", "type_v")
 
 
 def run(decoder: dict, threads: int, prompt_tokens: int, gen_tokens: int, quants=DEFAULT_QUANTS,
