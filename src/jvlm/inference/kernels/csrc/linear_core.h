@@ -210,18 +210,23 @@ void linear_f32(const float* x, int64_t M, int64_t K, const W* w, const float* b
       });
 }
 
-// The same with int8 weights (scales ws) and int16 activations (scales xs).
+// The same with int8 weights (scales ws) and int16 activations (scales xs). One weight row at a
+// time, as one linear stream, for each group of activation rows: an int8 row (K bytes) stays in
+// L1 between groups, and the chunked walk above would spend more on its bookkeeping than on
+// the few vector steps a 512-byte int8 chunk holds.
 template <typename OUT>
 void linear_i8(const int16_t* x, const float* xs, int64_t M, int64_t K, const int8_t* w, const float* ws,
                const float* bias, OUT* y, int64_t N, int64_t n0, int64_t n1) {
-  blocked<vi>(M, K - K % (2 * VL * U), n0, n1, vizero,
-      [&](int64_t n, int64_t m0, auto mt, int64_t k0, int64_t k1, vi (*acc)[U]) {
-        accumulate_i8<decltype(mt)::value>(x + m0 * K, K, w + n * K, k0, k1, acc);
-      },
-      [&](int64_t n, int64_t m0, auto mt, int64_t k, vi (*acc)[U]) {
-        finish_i8<decltype(mt)::value>(x + m0 * K, xs + m0, K, w + n * K, k, acc, ws[n], bias ? bias[n] : 0.f,
-                                       y + m0 * N + n, N);
-      });
+  const int64_t k_main = K - K % (2 * VL * U);
+  for (int64_t n = n0; n < n1; ++n)
+    for_groups(M, [&](int64_t m0, auto mt) {
+      constexpr int MT = decltype(mt)::value;
+      vi acc[MT][U];
+      for (int m = 0; m < MT; ++m)
+        for (int u = 0; u < U; ++u) acc[m][u] = vizero();
+      accumulate_i8<MT>(x + m0 * K, K, w + n * K, 0, k_main, acc);
+      finish_i8<MT>(x + m0 * K, xs + m0, K, w + n * K, k_main, acc, ws[n], bias ? bias[n] : 0.f, y + m0 * N + n, N);
+    });
 }
 
 #if defined(JVLM_ISA_AVX512)
