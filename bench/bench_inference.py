@@ -456,7 +456,8 @@ def main(argv=None) -> dict:
 
     if "jvlm" in parts or baseline is not None:
         r = res["decode_torch"] = bench_torch_decode(model, cfg, limits, n_decode, repeats, baseline)
-    setup = prepare_decoding(model, None, ks, stored_dtype=torch.bfloat16)  # what `jvlm infer` runs
+    prepare_decoding(model, None, ks, stored_dtype=torch.bfloat16)  # what `jvlm infer` runs
+    setup = describe(model, args.dtype)
     res["setup"] = setup.as_dict()
     print(f"decode path: {res['setup']}", flush=True)
     if "jvlm" in parts or baseline is not None:

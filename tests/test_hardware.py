@@ -90,3 +90,15 @@ def test_cli_dtype_checkpoint_keeps_bf16_on_an_avx2_cpu_and_says_why(flags, bf16
     assert setup.compute_dtype == "bf16" and setup.dtype_reason == "--dtype checkpoint"
     _, _, _, auto = load_engine(str(bf16_folder), dtype_arg("auto"), "cpu", kernels="torch")
     assert auto.compute_dtype == "fp32" and "no native bf16" in auto.dtype_reason
+
+
+def test_report_never_credits_the_cpu_rule_for_a_dtype_it_did_not_choose(flags, bf16_folder):
+    """A model loaded in bf16 on an AVX2 CPU (by the Python API) is reported as such, not with
+    the rule's reason for a dtype it is not running in."""
+    from jvlm.inference.quantize import describe
+
+    flags(AVX2_ONLY)
+    setup = describe(load_model(bf16_folder, dtype="bf16"))
+    assert setup.compute_dtype == "bf16"
+    assert "set when the model was loaded" in setup.dtype_reason and "fp32" in setup.dtype_reason
+    assert "no native bf16" in describe(load_model(bf16_folder)).dtype_reason

@@ -178,10 +178,13 @@ def describe(model, requested_dtype: str | None = "auto") -> DecodeSetup:
         weights, kernel = first.fmt, first.kernel_name
     else:
         weights, kernel = dtype_name(first.weight.dtype) if first is not None else dtype_name(compute), "pytorch"
+    rule, rule_reason = choose_compute_dtype(model.stored_dtype or compute, model.device)
     if requested_dtype not in (None, "auto"):
         reason = f"--dtype {requested_dtype}"
-    else:
-        reason = choose_compute_dtype(model.stored_dtype or compute, model.device)[1]
+    elif rule == compute:
+        reason = rule_reason
+    else:  # loaded in a dtype of the caller's choosing
+        reason = f"set when the model was loaded (this CPU's default would be {dtype_name(rule)})"
     return DecodeSetup(compute_dtype=dtype_name(compute), dtype_reason=reason, weights=weights, linear_kernel=kernel,
                        attention=model.model.language_model.attention.name,
                        cpu=f"{cpu_name()} ({simd_summary()})" if model.device.type == "cpu" else model.device.type)
