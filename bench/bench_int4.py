@@ -26,6 +26,8 @@ from jvlm.inference import kernels as kernel_builds
 from jvlm.inference.int4 import dequantize_int4, linear_int4_reference, quantize_int4
 from jvlm.inference.quantize import quantize_rows
 
+from bench_inference import best_time  # beside this script
+
 SHAPES = ((2048, 6144), (6144, 2048))  # (K, N): the MLP's up/gate and down projections
 #: Bytes of weights cycled per timing pass: beyond the last-level cache (32 MB per CCD here).
 CYCLED_BYTES = 192 << 20
@@ -82,16 +84,6 @@ def quality(kernel) -> None:
         print(f"{k:>5} x {n:<5} {kind:>9}" + "".join(f" {c:>{wd}.4f}" for c, wd in zip(cols, widths)))
 
 
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def call_times(fn, args: list, repeats: int) -> tuple[float, float]:
     """(best, median) seconds of single calls ``fn(*a)`` cycling through ``args`` (each copy
     cold in cache when its turn comes), ``repeats`` passes."""
@@ -111,7 +103,7 @@ def read_bandwidth(nbytes: int, repeats: int) -> tuple[float, float]:
     """GB/s of ``torch.sum``: (one sum over 1 GiB of fp32, best of ``repeats``; best single sum
     over ``nbytes`` chunks cycled through CYCLED_BYTES, the kernel's own access pattern)."""
     big = torch.ones(1 << 28)
-    whole = big.numel() * 4 / best_time(lambda: big.sum(), repeats) / 1e9
+    whole = big.numel() * 4 / best_time(lambda: big.sum(), repeat=repeats) / 1e9
     del big
     chunks = [(torch.ones(nbytes // 4),) for _ in range(max(2, CYCLED_BYTES // nbytes))]
     best, _ = call_times(lambda t: t.sum(), chunks, repeats)

@@ -14,6 +14,26 @@
 
 namespace jvlm {
 
+// The score pass of every kernel: scores[g * S + s] = dot(q_g, key s) * scale (-inf where
+// masked) and each head's maximum in mx. dots(s, dot) writes the G dot products of key s.
+template <int G, typename Dots>
+inline void score_rows(const bool* mask, int64_t S, float scale, float* scores, float* mx, Dots&& dots) {
+  for (int g = 0; g < G; ++g) mx[g] = -INFINITY;
+  for (int64_t s = 0; s < S; ++s) {
+    if (mask && !mask[s]) {
+      for (int g = 0; g < G; ++g) scores[g * S + s] = -INFINITY;
+      continue;
+    }
+    float dot[G];
+    dots(s, dot);
+    for (int g = 0; g < G; ++g) {
+      const float sc = dot[g] * scale;
+      scores[g * S + s] = sc;
+      mx[g] = std::max(mx[g], sc);
+    }
+  }
+}
+
 // Softmax numerators of the G x S scores in place (masked: -inf -> 0), then the weighted sum
 // of the cached values, normalised: head g to out + g * D. Shared by every score kernel.
 template <typename T, int D, int G>
@@ -64,23 +84,16 @@ void attend_group(const T* q, const T* kb, int64_t ks, const T* vb, int64_t vs, 
   for (int g = 0; g < G; ++g)
     for (int j = 0; j < ND; ++j) qv[g][j] = vload(q + g * D + VL * j);
   float mx[G];
-  for (int g = 0; g < G; ++g) mx[g] = -INFINITY;
-  for (int64_t s = 0; s < S; ++s) {
-    if (mask && !mask[s]) {
-      for (int g = 0; g < G; ++g) scores[g * S + s] = -INFINITY;
-      continue;
-    }
+  score_rows<G>(mask, S, scale, scores, mx, [&](int64_t s, float* dot) {
     const T* kr = kb + s * ks;
     vf kv[ND];
     for (int j = 0; j < ND; ++j) kv[j] = vload(kr + VL * j);
     for (int g = 0; g < G; ++g) {
       vf a[2] = {vzero(), vzero()};  // two chains: half the latency of one
       for (int j = 0; j < ND; ++j) a[j & 1] = vfma(qv[g][j], kv[j], a[j & 1]);
-      const float sc = vsum(vadd(a[0], a[1])) * scale;
-      scores[g * S + s] = sc;
-      mx[g] = std::max(mx[g], sc);
+      dot[g] = vsum(vadd(a[0], a[1]));
     }
-  }
+  });
   softmax_times_values<T, D, G>(vb, vs, mask, S, mx, scores, out);
 }
 
@@ -96,23 +109,16 @@ void attend_group_bf16dp(const bf16* q, const bf16* kb, int64_t ks, const bf16* 
     for (int c = 0; c < NC; ++c)
       qv[g][c] = _mm512_maskz_loadu_epi16(c == NC - 1 ? last : 0xFFFFFFFF, q + g * D + 32 * c);
   float mx[G];
-  for (int g = 0; g < G; ++g) mx[g] = -INFINITY;
-  for (int64_t s = 0; s < S; ++s) {
-    if (mask && !mask[s]) {
-      for (int g = 0; g < G; ++g) scores[g * S + s] = -INFINITY;
-      continue;
-    }
+  score_rows<G>(mask, S, scale, scores, mx, [&](int64_t s, float* dot) {
     const bf16* kr = kb + s * ks;
     __m512i kv[NC];
     for (int c = 0; c < NC; ++c) kv[c] = _mm512_maskz_loadu_epi16(c == NC - 1 ? last : 0xFFFFFFFF, kr + 32 * c);
     for (int g = 0; g < G; ++g) {
       __m512 a = _mm512_setzero_ps();
       for (int c = 0; c < NC; ++c) a = _mm512_dpbf16_ps(a, (__m512bh)qv[g][c], (__m512bh)kv[c]);
-      const float sc = _mm512_reduce_add_ps(a) * scale;
-      scores[g * S + s] = sc;
-      mx[g] = std::max(mx[g], sc);
+      dot[g] = _mm512_reduce_add_ps(a);
     }
-  }
+  });
   softmax_times_values<bf16, D, G>(vb, vs, mask, S, mx, scores, out);
 }
 #endif
