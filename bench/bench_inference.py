@@ -56,6 +56,15 @@ QUICK_IMAGE_WH = (760, 380)  # 1 x 2 tiles
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 #: bytes per decoder weight of each decode format (int8: + one fp32 scale per row, int4: one
 #: fp16 scale per group)
+#: token ids below stand for a Qwen tokenizer's; they are taken modulo the model's base
+#: vocabulary, so the script also runs on a small preset (``--preset tiny``, a smoke test)
+ID_RANGE = 151936
+
+
+def tid(i: int) -> int:
+    return i % ID_RANGE
+
+
 WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5 + 2 / int4.GROUP_SIZE}
 
 
@@ -70,20 +79,23 @@ def best_time(fn, repeat: int = 3) -> float:
 
 
 # ------------------------------------------------------------------------------ limits
-def gemm_peak(dtype: torch.dtype) -> dict:
-    """Best GFLOP/s of GEMMs shaped like the ViT and decoder products, in ``dtype``."""
+def gemm_peak(dtype: torch.dtype, scale: int = 1) -> dict:
+    """Best GFLOP/s of GEMMs shaped like the ViT and decoder products, in ``dtype`` (each
+    dimension divided by ``scale``: a quick look, not a limit)."""
     out = {}
     for m, k, n in ((2048, 2048, 6144), (4096, 1152, 4304), (4096, 4096, 4096)):
+        m, k, n = m // scale, k // scale, n // scale
         a = torch.randn(m, k, dtype=dtype)
         b = torch.randn(n, k, dtype=dtype)  # weight-shaped, as F.linear sees it
         out[f"{m}x{k}x{n}"] = 2 * m * k * n / best_time(lambda a=a, b=b: torch.nn.functional.linear(a, b)) / 1e9
     return {"gflops": max(out.values()), "by_shape": out}
 
 
-def measure_limits(dtypes: list[torch.dtype]) -> dict:
-    """GEMM peaks in each of ``dtypes`` and streaming read / copy bandwidth."""
-    res = {"gemm": {dtype_name(d): gemm_peak(d) for d in dtypes}}
-    x = torch.ones(2**28)  # 1 GiB of fp32, far beyond any cache
+def measure_limits(dtypes: list[torch.dtype], scale: int = 1) -> dict:
+    """GEMM peaks in each of ``dtypes`` and streaming read / copy bandwidth (``scale`` > 1:
+    smaller products and buffers, for a smoke test)."""
+    res = {"gemm": {dtype_name(d): gemm_peak(d, scale) for d in dtypes}}
+    x = torch.ones(2**28 // scale)  # 1 GiB of fp32, far beyond any cache
     res["read_gbps"] = x.numel() * 4 / best_time(lambda: x.sum(), repeat=5) / 1e9
     y = torch.empty_like(x)
     res["copy_gbps"] = 2 * x.numel() * 4 / best_time(lambda: y.copy_(x), repeat=3) / 1e9
@@ -120,9 +132,9 @@ def build_on_cpu(factory, dtype=torch.bfloat16, meta: bool = True) -> torch.nn.M
     return random_init_(model.to_empty(device="cpu")).eval()
 
 
-def jvlm_config(quick: bool) -> JinaVLMConfig:
-    cfg = JinaVLMConfig.preset("jina-vlm")
-    if quick:
+def jvlm_config(quick: bool, preset: str = "jina-vlm") -> JinaVLMConfig:
+    cfg = JinaVLMConfig.preset(preset)
+    if quick and preset == "jina-vlm":
         cfg.vision.n_layers = 10  # taps -4 and -10 still mean two different layers
         cfg.text.n_layers = 4
     return cfg
@@ -149,10 +161,10 @@ def synthetic_request(cfg: JinaVLMConfig, image_wh: tuple[int, int], question: i
     base = cfg.text.base_rows
     lay = image_layout(image_wh[1], image_wh[0], cfg.image)
     block = image_block_ids(lay, im_start=base, im_end=base + 1, im_patch=base + 2, im_col=base + 3).tolist()
-    head = [151643, 151644, 872, 198]  # BOS, <|im_start|>, "user", "\n"
+    head = [tid(i) for i in (151643, 151644, 872, 198)]  # BOS, <|im_start|>, "user", "\n"
     rng = np.random.default_rng(seed)
-    words = rng.integers(1000, 100000, question).tolist()
-    tail = [151645, 198, 151644, 77091, 198]  # end of turn, assistant header
+    words = [tid(i) for i in rng.integers(1000, 100000, question).tolist()]
+    tail = [tid(i) for i in (151645, 198, 151644, 77091, 198)]  # end of turn, assistant header
     rel = image_input_idx(lay, cfg.image)
     idx = np.where(rel >= 0, rel + len(head), -1)
     g = np.random.default_rng(0)  # same pixels for every question: same image
@@ -187,7 +199,7 @@ def decode_ms(engine: Engine, request: Request) -> float:
 
 
 def text_request(start: int, n_decode: int, length: int = 32) -> Request:
-    return Request(prompt_ids=[151643] + list(range(start, start + length)),
+    return Request(prompt_ids=[tid(151643)] + [tid(i) for i in range(start, start + length)],
                    params=SamplingParams(max_new_tokens=n_decode + 1, ignore_eos=True))
 
 
@@ -251,7 +263,7 @@ class Baseline:
     @torch.inference_mode()
     def generate(self, prompt_tokens: int, n_decode: int) -> tuple[float, float]:
         """(time to first token s, decode ms/token) of ``generate()``."""
-        ids = torch.randint(1000, 100000, (1, prompt_tokens))
+        ids = torch.randint(1000, 100000, (1, prompt_tokens)) % ID_RANGE
         clock = _Clock()
         t0 = time.perf_counter()
         self.lm.generate(ids, max_new_tokens=n_decode + 1, min_new_tokens=n_decode + 1, do_sample=False,
@@ -347,10 +359,10 @@ def bench_kernel_decode(model, cfg, limits: dict, image_wh, n_decode: int, repea
 @torch.inference_mode()
 def logits_trace(model) -> torch.Tensor:
     """fp32 logits of a 64-token prefill and 16 decode steps: (80, V), both paths of every layer."""
-    prompt = torch.tensor([[151643] + list(range(3000, 3063))])
+    prompt = torch.tensor([[tid(i) for i in [151643, *range(3000, 3063)]]])
     cache = model.new_cache(1, 128)
     out = [model(prompt, past_key_values=cache).logits[0].float()]
-    out += [model(torch.tensor([[4000 + i]]), past_key_values=cache).logits[0].float() for i in range(16)]
+    out += [model(torch.tensor([[tid(4000 + i)]]), past_key_values=cache).logits[0].float() for i in range(16)]
     return torch.cat(out)
 
 
@@ -407,6 +419,8 @@ def bench_llama(cfg, threads: int, prompt_tokens: int, n_decode: int) -> dict:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="10 ViT / 4 decoder layers and a 1x2-tile image")
+    ap.add_argument("--preset", default="jina-vlm", choices=("jina-vlm", "tiny"),
+                    help="model dimensions (tiny: a smoke test of this script, its numbers mean nothing)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--dtype", choices=("auto", "bf16", "fp32"), default="auto",
                     help="compute dtype of jvlm (weights stay bf16); auto: what `jvlm infer` picks on this CPU")
@@ -423,10 +437,13 @@ def main(argv=None) -> dict:
         ap.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    n_decode = args.decode_tokens or (8 if args.quick else 32)
-    repeats = args.repeats or (3 if args.quick else 2)
-    cfg = jvlm_config(args.quick)
-    image_wh = QUICK_IMAGE_WH if args.quick else FULL_IMAGE_WH
+    n_decode = args.decode_tokens or (8 if small else 32)
+    repeats = args.repeats or (3 if small else 2)
+    cfg = jvlm_config(args.quick, args.preset)
+    global ID_RANGE
+    ID_RANGE = cfg.text.base_rows
+    small = args.quick or args.preset != "jina-vlm"
+    image_wh = QUICK_IMAGE_WH if small else FULL_IMAGE_WH
     if args.dtype == "auto":
         compute, why = choose_compute_dtype(torch.bfloat16, "cpu")
     else:
@@ -440,11 +457,12 @@ def main(argv=None) -> dict:
     print(f"{res['cpu']}, {res['threads']} threads; jvlm computes in {cname} ({why}); decode kernels "
           f"{res['kernels']}", flush=True)
 
-    limits = res["limits"] = measure_limits(sorted({compute, torch.float32}, key=str))
+    limits = res["limits"] = measure_limits(sorted({compute, torch.float32}, key=str),
+                                            scale=1 if args.preset == "jina-vlm" else 4)
     print("limits: " + ", ".join(f"{k} GEMM {v['gflops']:.0f} GFLOP/s" for k, v in limits["gemm"].items())
           + f", read {limits['read_gbps']:.1f} GB/s, copy {limits['copy_gbps']:.1f} GB/s", flush=True)
     if "llama" in parts:
-        r = res["llama_cpp"] = bench_llama(cfg, res["threads"], 1765 if not args.quick else 256, n_decode)
+        r = res["llama_cpp"] = bench_llama(cfg, res["threads"], 256 if small else 1765, n_decode)
         print(f"llama.cpp: {json.dumps(r)}", flush=True)
     if not {"jvlm", "int8", "int4", "baseline"} & set(parts):
         return _finish(res, args.out)
