@@ -272,15 +272,21 @@ class Baseline:
         return clock.times[1] - t0, 1000 * (clock.times[-1] - clock.times[1]) / n_decode
 
 
-def new_engine(model) -> Engine:
-    return Engine(model, None, feature_cache=FeatureCache(), prefix_cache=PrefixCache(4 * 2**30))
+def new_engine(model, warm: bool = False) -> Engine:
+    engine = Engine(model, None, feature_cache=FeatureCache(), prefix_cache=PrefixCache(4 * 2**30))
+    if warm:
+        engine.generate(text_request(100, 2))
+    return engine
 
 
-def bench_torch_decode(model, cfg, limits: dict, n_decode: int, repeats: int, baseline: Baseline | None) -> dict:
+def best_decode_ms(engine: Engine, start: int, n_decode: int, repeats: int) -> float:
+    return min(decode_ms(engine, text_request(start + r, n_decode)) for r in range(repeats))
+
+
+def bench_torch_decode(model, n_decode: int, repeats: int, baseline: Baseline | None) -> dict:
     """Decode with PyTorch's kernels (plain ``nn.Linear`` in the compute dtype, SDPA),
     alternating with the baseline's ``generate()``; before the model is prepared for decoding."""
-    engine = new_engine(model)
-    engine.generate(text_request(100, 2))  # warm up
+    engine = new_engine(model, warm=True)
     torch_ms, base_ms = [], []
     for r in range(repeats):
         torch_ms.append(decode_ms(engine, text_request(200 + r, n_decode)))
@@ -338,9 +344,8 @@ def bench_kernel_decode(model, cfg, limits: dict, image_wh, n_decode: int, repea
     """Decode ms/token on the prepared model (short prompt), with the image in context (prefix
     cache), and a batch of four; each against the read limit of ``fmt``."""
     kv_bytes = model.compute_dtype.itemsize
-    engine = new_engine(model)
-    engine.generate(text_request(100, 2))  # warm up
-    ms = min(decode_ms(engine, text_request(300 + r, n_decode)) for r in range(repeats))
+    engine = new_engine(model, warm=True)
+    ms = best_decode_ms(engine, 300, n_decode, repeats)
     bw = limits["read_gbps"] * 1e9
     limit_ms = 1000 * decode_bytes_per_token(cfg, 33 + n_decode // 2, fmt, kv_bytes) / bw
     out = {"ms": ms, "limit_ms": limit_ms, "fraction_of_limit": limit_ms / ms,
@@ -395,9 +400,7 @@ def bench_quantized(model, cfg, limits: dict, fmt: str, saved, ref: torch.Tensor
         layers = [m for m in model.modules() if isinstance(m, Int8Linear)]
         for m in layers:
             m.kernels = None
-        engine = new_engine(model)
-        engine.generate(text_request(100, 2))
-        out["torch_int8_kernel_ms"] = min(decode_ms(engine, text_request(600 + r, n_decode)) for r in range(repeats))
+        out["torch_int8_kernel_ms"] = best_decode_ms(new_engine(model, warm=True), 600, n_decode, repeats)
         for m in layers:
             m.kernels = ks
     return out
@@ -473,7 +476,7 @@ def main(argv=None) -> dict:
           f"{time.perf_counter() - t0:.0f} s", flush=True)
 
     if "jvlm" in parts or baseline is not None:
-        r = res["decode_torch"] = bench_torch_decode(model, cfg, limits, n_decode, repeats, baseline)
+        r = res["decode_torch"] = bench_torch_decode(model, n_decode, repeats, baseline)
     prepare_decoding(model, None, ks, stored_dtype=torch.bfloat16)  # what `jvlm infer` runs
     setup = describe(model, args.dtype)
     res["setup"] = setup.as_dict()

@@ -31,7 +31,7 @@ def machine_path() -> dict:
     try:
         isa = kernels.default_isa()
     except ValueError as e:  # a JVLM_KERNELS value this CPU cannot run: say so, as loading would
-        isa, kernel = None, f"none ({e})"
+        kernel = f"none ({e})"
     else:
         kernel = kernels.label(isa) if isa else "pytorch (no decode kernels for this CPU, or JVLM_KERNELS=off)"
     return {"cpu": f"{cpu_name()} ({simd_summary()})", "compute_dtype_for_bf16_weights": dtype_name(compute),

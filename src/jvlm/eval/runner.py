@@ -113,9 +113,10 @@ class InProcessBackend:
         folder = resolved.path
         model, processor = load(folder, dtype=dtype, device=device, progress=progress)
         setup = prepare(model, quantize, kernels, requested_dtype=dtype or "auto")
-        # answers depend on the compute dtype and the weight format, not on which kernel ran
-        key = folder_key(folder, str(model.dtype)) if setup.weights not in ("int8", "int4") else \
-            folder_key(folder, str(model.dtype), setup.weights)
+        # answers depend on the compute dtype and the weight format, not on which kernel ran;
+        # float weights keep the key they had before quantized formats existed
+        quantized = (setup.weights,) if quantize != "none" else ()
+        key = folder_key(folder, str(model.dtype), *quantized)
         backend = cls(model, processor, name=Path(resolved.name).name, key=key, batch_size=batch_size)
         backend.setup = setup
         return backend

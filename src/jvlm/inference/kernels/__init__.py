@@ -115,7 +115,7 @@ class KernelSet:
 
     def __init__(self, isa: str, module) -> None:
         self.isa = isa
-        self.name = _LABELS[isa]
+        self.name = label(isa)
         self._module = module
 
     def __repr__(self) -> str:

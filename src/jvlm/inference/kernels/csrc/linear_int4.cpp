@@ -267,14 +267,13 @@ void int4_rows(const QuantizedRows& a, int64_t m0, const uint8_t* w, const uint1
   }
 }
 
-// Split the N rows of W over threads in blocks of 16; within a block, each group of at most
-// MT_MAX activation rows makes one pass (the block's weights stay in cache meanwhile).
+// jvlm::parallel_rows over the N rows of W; within each block of ROW_BLOCK rows, each group of
+// at most MT_MAX activation rows makes one pass (the block's weights stay in cache meanwhile).
 template <typename F>
 void for_rows(int64_t M, int64_t N, F&& block) {
-  const int64_t unit = 16;
-  at::parallel_for(0, (N + unit - 1) / unit, 8, [&](int64_t b0, int64_t b1) {
-    for (int64_t n0 = b0 * unit; n0 < std::min(N, b1 * unit); n0 += unit) {
-      const int64_t n1 = std::min(N, n0 + unit);
+  jvlm::parallel_rows(N, [&](int64_t r0, int64_t r1) {
+    for (int64_t n0 = r0; n0 < r1; n0 += jvlm::ROW_BLOCK) {
+      const int64_t n1 = std::min(r1, n0 + jvlm::ROW_BLOCK);
       for (int64_t m0 = 0; m0 < M; m0 += MT_MAX) block(m0, (int)std::min<int64_t>(MT_MAX, M - m0), n0, n1);
     }
   });

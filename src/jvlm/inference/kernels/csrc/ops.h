@@ -25,12 +25,15 @@ struct Export {
   explicit Export(Exporter f) { exporters().push_back(std::move(f)); }
 };
 
-// f(n0, n1) over the N output rows in blocks of 16 (weight rows are independent), in parallel.
+// Output rows are handed to threads in whole blocks of this many (at least 8 blocks a task).
+constexpr int64_t ROW_BLOCK = 16;
+
+// f(n0, n1) over the N output rows in blocks of ROW_BLOCK (weight rows are independent), in
+// parallel; each call gets a run of whole blocks.
 template <typename F>
 void parallel_rows(int64_t N, F&& f) {
-  constexpr int64_t unit = 16;
-  at::parallel_for(0, (N + unit - 1) / unit, 8, [&](int64_t b0, int64_t b1) {
-    f(b0 * unit, std::min(N, b1 * unit));
+  at::parallel_for(0, (N + ROW_BLOCK - 1) / ROW_BLOCK, 8, [&](int64_t b0, int64_t b1) {
+    f(b0 * ROW_BLOCK, std::min(N, b1 * ROW_BLOCK));
   });
 }
 
