@@ -226,6 +226,8 @@ def test_int8_decoder_with_pytorchs_kernel_moves_logits_little(tiny_model_dir):
     got = _next_logits(model, processor)
     assert (got - ref).abs().max() < 0.05 * ref.abs().max()
     assert got.argmax() == ref.argmax()
+    req = build_request(processor, "Describe the weather today", params=SamplingParams(max_new_tokens=6))
+    assert Engine(model, processor).generate(req).completion_tokens >= 1  # and it still generates
 
 
 @pytest.mark.slow
