@@ -6,8 +6,11 @@
 // path is checked by a standalone driver cross-compiled for aarch64 and run under qemu.
 //
 //   vf      VL fp32 lanes             vi      VL int32 lanes (VL = 16, 8, 4)
-//   U       independent accumulators per activation row (hides the multiply-add latency)
-//   MT_MAX  activation rows multiplied per pass over a weight row (bounded by the registers)
+//   NR      weight rows multiplied together (linear_core.h): NR independent sums per
+//           activation row hide the multiply-add latency
+//   vh      2 * VL int16 lanes (int8 weights widened, int16 activations)
+//   MT_MAX  activation rows multiplied per pass over NR weight rows (bounded by the registers:
+//           MT_MAX * NR accumulators, NR weight vectors and one activation vector)
 #pragma once
 
 #include <cmath>
@@ -51,15 +54,9 @@ inline void store(bf16* y, float v) {
   y->bits = (uint16_t)(u >> 16);
 }
 
-// Asks for the cache lines of [p, p + BYTES) ahead of their use (no fault past the end).
-template <int BYTES>
-inline void prefetch(const void* p) {
-  for (int i = 0; i < BYTES; i += 64) __builtin_prefetch((const char*)p + i, 0, 3);
-}
-
 #if defined(JVLM_ISA_AVX512)
 
-constexpr int VL = 16, U = 4, MT_MAX = 4;
+constexpr int VL = 16, MT_MAX = 4;  // 16 + 4 + 1 of the 32 zmm registers
 typedef __m512 vf;
 typedef __m512i vi;
 inline vf vzero() { return _mm512_setzero_ps(); }
@@ -74,16 +71,16 @@ inline vf vmul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 inline vf vfma(vf a, vf b, vf acc) { return _mm512_fmadd_ps(a, b, acc); }
 inline float vsum(vf a) { return _mm512_reduce_add_ps(a); }
 inline vi vizero() { return _mm512_setzero_si512(); }
-// acc += pairwise products of 2*VL int16 activations and 2*VL int8 weights (2 per lane).
-inline vi vmadd8(vi acc, const int16_t* x, const int8_t* w) {
-  const __m512i wv = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)w));
-  return _mm512_dpwssd_epi32(acc, _mm512_loadu_si512(x), wv);
-}
+typedef __m512i vh;  // 2 * VL int16 lanes
+inline vh vload16(const int16_t* x) { return _mm512_loadu_si512(x); }
+inline vh vwiden8(const int8_t* w) { return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)w)); }
+// acc += pairwise products of 2*VL int16 activations and 2*VL (widened) int8 weights, 2 per lane.
+inline vi vdot16(vi acc, vh x, vh w) { return _mm512_dpwssd_epi32(acc, x, w); }
 inline vf vitof(vi a) { return _mm512_cvtepi32_ps(a); }
 
 #elif defined(JVLM_ISA_AVX2)
 
-constexpr int VL = 8, U = 4, MT_MAX = 3;  // 12 accumulators of the 16 ymm registers
+constexpr int VL = 8, MT_MAX = 2;  // 8 + 4 + 1 of the 16 ymm registers
 typedef __m256 vf;
 typedef __m256i vi;
 inline vf vzero() { return _mm256_setzero_ps(); }
@@ -103,15 +100,15 @@ inline float vsum(vf a) {
   return _mm_cvtss_f32(s);
 }
 inline vi vizero() { return _mm256_setzero_si256(); }
-inline vi vmadd8(vi acc, const int16_t* x, const int8_t* w) {
-  const __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)w));
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_loadu_si256((const __m256i*)x), wv));
-}
+typedef __m256i vh;
+inline vh vload16(const int16_t* x) { return _mm256_loadu_si256((const __m256i*)x); }
+inline vh vwiden8(const int8_t* w) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)w)); }
+inline vi vdot16(vi acc, vh x, vh w) { return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)); }
 inline vf vitof(vi a) { return _mm256_cvtepi32_ps(a); }
 
 #elif defined(JVLM_ISA_NEON)
 
-constexpr int VL = 4, U = 4, MT_MAX = 4;
+constexpr int VL = 4, MT_MAX = 4;  // 16 + 4 + 1 of the 32 q registers
 typedef float32x4_t vf;
 typedef int32x4_t vi;
 inline vf vzero() { return vdupq_n_f32(0.f); }
@@ -126,11 +123,10 @@ inline vf vmul(vf a, vf b) { return vmulq_f32(a, b); }
 inline vf vfma(vf a, vf b, vf acc) { return vfmaq_f32(acc, a, b); }
 inline float vsum(vf a) { return vaddvq_f32(a); }
 inline vi vizero() { return vdupq_n_s32(0); }
-inline vi vmadd8(vi acc, const int16_t* x, const int8_t* w) {
-  const int16x8_t wv = vmovl_s8(vld1_s8(w));
-  const int16x8_t xv = vld1q_s16(x);
-  return vmlal_high_s16(vmlal_s16(acc, vget_low_s16(xv), vget_low_s16(wv)), xv, wv);
-}
+typedef int16x8_t vh;
+inline vh vload16(const int16_t* x) { return vld1q_s16(x); }
+inline vh vwiden8(const int8_t* w) { return vmovl_s8(vld1_s8(w)); }
+inline vi vdot16(vi acc, vh x, vh w) { return vmlal_high_s16(vmlal_s16(acc, vget_low_s16(x), vget_low_s16(w)), x, w); }
 inline vf vitof(vi a) { return vcvtq_f32_s32(a); }
 
 #endif
