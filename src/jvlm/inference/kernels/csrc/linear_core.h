@@ -133,24 +133,32 @@ inline void tile_i8(const int16_t* x, const float* xs, int64_t K, const int8_t* 
 }
 
 #if defined(JVLM_ISA_AVX512)
-// bf16 activations and weights: vdpbf16ps does 32 multiply-adds per instruction into fp32;
-// the last (partial) step masks its loads.
+// bf16 activations and weights: vdpbf16ps does 32 multiply-adds per instruction into fp32.
 template <int MT, int R, typename OUT>
 inline void tile_bf16dp(const bf16* x, int64_t K, const bf16* w, const float* bias, OUT* y, int64_t N) {
   __m512 acc[MT][R];
   for (int m = 0; m < MT; ++m)
     for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
-  auto step = [&](int64_t k, __mmask32 mask) {
+  // (Written out twice rather than as one lambda: GCC then kept the accumulators on the stack,
+  // storing all of them at every step, which made four rows three times slower.)
+  const int64_t k_main = K - K % 32;
+  for (int64_t k = 0; k < k_main; k += 32) {
     __m512i wv[R];
-    for (int r = 0; r < R; ++r) ahead(w + (R + r) * K + k), wv[r] = _mm512_maskz_loadu_epi16(mask, w + r * K + k);
+    for (int r = 0; r < R; ++r) ahead(w + (R + r) * K + k), wv[r] = _mm512_loadu_si512(w + r * K + k);
     for (int m = 0; m < MT; ++m) {
-      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mask, x + m * K + k);
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + m * K + k);
       for (int r = 0; r < R; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv, (__m512bh)wv[r]);
     }
-  };
-  const int64_t k_main = K - K % 32;
-  for (int64_t k = 0; k < k_main; k += 32) step(k, (__mmask32)0xFFFFFFFFu);  // the compiler drops the mask
-  if (k_main < K) step(k_main, (__mmask32)((1u << (K - k_main)) - 1));
+  }
+  if (k_main < K) {  // the last partial step, with masked loads
+    const __mmask32 mask = (__mmask32)((1u << (K - k_main)) - 1);
+    __m512i wv[R];
+    for (int r = 0; r < R; ++r) wv[r] = _mm512_maskz_loadu_epi16(mask, w + r * K + k_main);
+    for (int m = 0; m < MT; ++m) {
+      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mask, x + m * K + k_main);
+      for (int r = 0; r < R; ++r) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], xv, (__m512bh)wv[r]);
+    }
+  }
   for (int m = 0; m < MT; ++m)
     for (int r = 0; r < R; ++r) store(y + m * N + r, vsum(acc[m][r]) + (bias ? bias[r] : 0.f));
 }
