@@ -460,12 +460,12 @@ def main(argv=None) -> dict:
         ap.error(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    n_decode = args.decode_tokens or (8 if small else 32)
-    repeats = args.repeats or (3 if small else 2)
     cfg = jvlm_config(args.quick, args.preset)
     global ID_RANGE
     ID_RANGE = cfg.text.base_rows
     small = args.quick or args.preset != "jina-vlm"
+    n_decode = args.decode_tokens or (8 if small else 32)
+    repeats = args.repeats or (3 if small else 2)
     image_wh = QUICK_IMAGE_WH if small else FULL_IMAGE_WH
     if args.dtype == "auto":
         compute, why = choose_compute_dtype(torch.bfloat16, "cpu")

@@ -52,3 +52,18 @@ def test_every_part_runs_and_reports_against_its_limit(bench, tmp_path):
         assert res["int4"]["setup"]["weights"] == "int4"
         # int4 rounds each weight 16x more coarsely than int8: its logits must move further
         assert res["int4"]["kl"] > res["int8"]["kl"]
+    # each decode timing is set against the bandwidth measured beside it, not only the start's
+    assert res["decode"]["read_gbps_beside"] > 0
+    assert res["decode"]["fraction_of_limit"] == pytest.approx(res["decode"]["limit_ms"] / res["decode"]["ms"])
+
+
+def test_runs_with_its_default_repeats_and_decode_length(bench):
+    """The documented command passes neither --repeats nor --decode-tokens."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        res = bench.main(["--preset", "tiny", "--parts", "limits,jvlm", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert res["decode"]["ms"] > 0 and res["image"]["vit_s"] > 0
