@@ -133,6 +133,48 @@ def test_linear_refuses_what_it_cannot_do(ks):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float32], ids=["x-bf16", "x-fp32"])
+@pytest.mark.parametrize("w_dtype", [torch.bfloat16, torch.float32], ids=["w-bf16", "w-fp32"])
+@pytest.mark.parametrize("d", [128, 2048 + 3, 1])
+def test_rms_norm_matches_the_module(ks, x_dtype, w_dtype, d):
+    from jvlm.model.text import RMSNorm
+
+    torch.manual_seed(d)
+    norm = RMSNorm(d, 1e-6)
+    norm.weight.data = (torch.randn(d) * 0.5 + 1).to(w_dtype)
+    x = (torch.randn(3, 5, d) * 3).to(x_dtype)
+    with torch.inference_mode():
+        ref = norm(x)
+        got = ks.rms_norm(x, norm.weight, norm.eps)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    # the same roundings; only the sum of squares may differ in its last bits, which can move
+    # the rounding of x * r and then of weight * that: at most a couple of units in the last place
+    ulp = 2.0 ** -6 if ref.dtype == torch.bfloat16 else 2.0 ** -21
+    assert ((got.double() - ref.double()).abs() <= ulp * ref.double().abs() + 1e-30).all()
+
+
+def test_rms_norm_refuses_what_it_cannot_do(ks):
+    w = torch.ones(8)
+    with pytest.raises(RuntimeError, match="contiguous"):
+        ks.rms_norm(torch.zeros(8, 4).t(), w, 1e-6)
+    with pytest.raises(RuntimeError, match="bf16 or fp32"):
+        ks.rms_norm(torch.zeros(2, 8, dtype=torch.float16), w, 1e-6)
+
+
+def test_norm_kernel_leaves_training_to_pytorch(ks):
+    """With the seam set, a norm that needs gradients still gets them (the kernel has none)."""
+    from jvlm.model.text import RMSNorm
+
+    norm = RMSNorm(16, 1e-6)
+    norm.kernel = ks.rms_norm
+    x = torch.randn(2, 16, requires_grad=True)
+    norm(x).sum().backward()
+    assert x.grad is not None and norm.weight.grad is not None
+    with torch.no_grad():
+        assert torch.allclose(norm(x), ks.rms_norm(x.detach(), norm.weight.detach(), 1e-6))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("h,kv,d", [(8, 2, 32), (16, 8, 128), (4, 4, 16), (8, 1, 64), (8, 8, 16)])
 def test_decode_attention_matches_sdpa_with_padding_mask(ks, dtype, h, kv, d):
@@ -200,6 +242,10 @@ def test_kernels_keep_the_model_answers_alone_and_batched(ks, tiny_model_dir, co
     assert all(isinstance(m.weight, torch.Tensor) and m.weight.dtype == torch.bfloat16
                for m in model.modules() if isinstance(m, StreamedLinear))
     assert isinstance(model.model.language_model.attention, KernelAttention)
+    from jvlm.model.text import RMSNorm
+
+    norms = [m for m in model.model.language_model.modules() if isinstance(m, RMSNorm)]
+    assert norms and all(m.kernel is not None for m in norms)  # the norm seam is set too
     engine = Engine(model, processor)
     alone = [engine.generate(r).token_ids for r in _requests(processor, PROMPTS)]
     together = [r.token_ids for r in engine.generate_many(_requests(processor, PROMPTS))]

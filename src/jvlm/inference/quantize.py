@@ -192,7 +192,7 @@ def describe(model, requested_dtype: str | None = "auto") -> DecodeSetup:
 
 def prepare_decoding(model, quantize: str | None = None, kernels=None, stored_dtype: torch.dtype | None = None,
                      ) -> DecodeSetup:
-    """Swap the decoder's linear layers for decode modules and its attention for the kernels'.
+    """Swap the decoder's linear layers for decode modules, and its attention and norms for the kernels'.
 
     ``quantize``: None (keep float weights), "int8" or "int4". ``kernels``: a ``KernelSet``
     (``jvlm.inference.kernels.load()``) or None for PyTorch only. ``stored_dtype``: the dtype
@@ -237,6 +237,7 @@ def prepare_decoding(model, quantize: str | None = None, kernels=None, stored_dt
             setattr(parent, name, new)
     if kernels is not None:
         model.model.language_model.set_attention(KernelAttention(kernels))
+        model.model.language_model.set_norm_kernel(kernels.rms_norm)
     setup = describe(model, None)
     if saved:
         log.info("decoder weights: %s (%.1f MB less), kernels: %s", setup.weights, saved / 1e6, setup.linear_kernel)

@@ -19,15 +19,28 @@ from jvlm.config import TextConfig
 from jvlm.model.attention import Attention, SdpaAttention, attention_by_name, causal_mask
 
 
+#: Rows up to which an RMSNorm with a ``kernel`` hands its input to it (a decode step's).
+NORM_KERNEL_ROWS = 256
+
+
 class RMSNorm(nn.Module):
-    """RMSNorm computed in fp32, cast back to the input dtype, then scaled (Qwen3 order)."""
+    """RMSNorm computed in fp32, cast back to the input dtype, then scaled (Qwen3 order).
+
+    ``kernel``: the norm seam, None or a function ``(x, weight, eps) -> y`` computing the same
+    in one call (``TextDecoder.set_norm_kernel``; the CPU decode kernels provide one). It takes
+    inference inputs of at most ``NORM_KERNEL_ROWS`` rows; autograd and larger inputs stay here.
+    """
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.kernel = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.kernel is not None and x.numel() <= NORM_KERNEL_ROWS * x.shape[-1]
+                and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
+            return self.kernel(x.contiguous(), self.weight, self.eps)
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * xf.to(x.dtype)
@@ -279,6 +292,13 @@ class TextDecoder(nn.Module):
         """Use ``attention`` (``jvlm.model.attention``) in every layer."""
         for layer in self.layers:
             layer.attn.attention = attention
+
+    def set_norm_kernel(self, kernel) -> None:
+        """Give every RMSNorm of the decoder (``RMSNorm.kernel``) a one-call implementation for
+        decode steps, or None for PyTorch's operations."""
+        for module in self.modules():
+            if isinstance(module, RMSNorm):
+                module.kernel = kernel
 
     def set_attn_implementation(self, name: str) -> None:
         """"sdpa" or "eager" for every layer (the same numbers up to rounding)."""

@@ -16,6 +16,8 @@ and each cached key/value row once for all query heads of its group:
   dot products (``vpdpbusd`` on AVX-512 VNNI, ``vpmaddubsw`` on AVX2, ``sdot``/widening
   multiply-adds on ARM64), one fp32 multiply per group.
 * ``decode_attention``: one query token against a KV cache view, bf16 or fp32.
+* ``rms_norm``: the decoder's RMSNorm for the few rows of a decode step in one call (PyTorch
+  spends its time there dispatching eight tiny operations).
 
 Each output element is summed in the same order whatever the number of rows, so a request
 gets bit-identical results alone or in a batch.
@@ -58,7 +60,7 @@ ISAS: tuple[str, ...] = ("avx512", "avx2", "neon")
 #: Linear kernels take at most this many activation rows (a decode batch); more go to PyTorch.
 MAX_ROWS = 16
 #: The C++ sources of every build, in ``csrc/``.
-SOURCES: tuple[str, ...] = ("module.cpp", "linear.cpp", "attention.cpp", "linear_int4.cpp")
+SOURCES: tuple[str, ...] = ("module.cpp", "linear.cpp", "attention.cpp", "linear_int4.cpp", "norm.cpp")
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 _LABELS = {"avx512": "avx512-bf16", "avx2": "avx2-fma", "neon": "neon"}
@@ -138,6 +140,11 @@ class KernelSet:
         (N, K/2), fp16 scales (N, K/group_size), group_size 32; x (M, K) bf16 or fp32,
         M <= MAX_ROWS. Returns (M, N) in x's dtype."""
         return self._module.linear_int4(x, packed, scales, group_size, bias)
+
+    def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        """``jvlm.model.text.RMSNorm`` over the last dimension in one call: x (..., D) contiguous,
+        weight (D,), each bf16 or fp32. Returns x's shape in the promoted dtype."""
+        return self._module.rms_norm(x, weight, eps)
 
     def decode_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                          scale: float) -> torch.Tensor:
