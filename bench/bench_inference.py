@@ -410,7 +410,11 @@ def logit_change(q: torch.Tensor, ref: torch.Tensor) -> dict:
 
 def float_weights(model) -> list[tuple[nn.Module, str, torch.Tensor]]:
     """(parent, attribute, weight) of every decoder linear layer, in the float format it runs."""
-    return [(parent, name, lin.weight.detach()) for parent, name, lin in decoder_linears(model)]
+    found = [(parent, name, lin.weight.detach()) for parent, name, lin in decoder_linears(model)]
+    t = model.cfg.text
+    if len(found) != 4 * t.n_layers + 1:  # qkv, out, up, down per layer, and the LM head
+        raise RuntimeError(f"found {len(found)} decoder linear layers, expected {4 * t.n_layers + 1}")
+    return found
 
 
 def bench_quantized(model, cfg, limits: dict, fmt: str, saved, ref: torch.Tensor, ks, n_decode: int,
@@ -424,7 +428,9 @@ def bench_quantized(model, cfg, limits: dict, fmt: str, saved, ref: torch.Tensor
         for parent, name, w in saved:
             setattr(parent, name, cls(w, compute, ks))
     quantize_s = time.perf_counter() - t0
-    out = {"quantize_s": quantize_s, "setup": describe(model).as_dict(), **logit_change(logits_trace(model), ref)}
+    out = {"quantize_s": quantize_s, "setup": describe(model).as_dict(),
+           "layers_in_format": sum(isinstance(m, cls) for m in model.modules()), "layers": len(saved),
+           **logit_change(logits_trace(model), ref)}
     out.update(bench_kernel_decode(model, cfg, limits, None, n_decode, repeats, fmt))
     if fmt == "int8" and ks is not None:  # the same int8 weights through PyTorch's own kernel
         layers = [m for m in model.modules() if isinstance(m, Int8Linear)]

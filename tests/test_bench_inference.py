@@ -46,6 +46,10 @@ def test_every_part_runs_and_reports_against_its_limit(bench, tmp_path):
     assert res["image"]["vit_s"] > 0 and res["image"]["prefill_tokens_per_s"] > 0
     assert res["decode"]["ms"] > 0 and res["decode"]["limit_ms"] > 0
     assert res["int8"]["setup"]["weights"] == "int8"
+    # every decoder projection and the LM head runs the format measured, not only some of them
+    for fmt in ("int8", "int4"):
+        if "skipped" not in res[fmt]:
+            assert res[fmt]["layers_in_format"] == res[fmt]["layers"] > 1, fmt
     if isa is None:  # int4 needs the kernels, and says so
         assert "skipped" in res["int4"]
     else:

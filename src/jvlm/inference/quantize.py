@@ -158,12 +158,13 @@ class DecodeSetup:
         return asdict(self)
 
 
-def decoder_linears(model) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) for every linear layer of the text decoder and the LM head."""
+def decoder_linears(model) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute, layer) for every linear layer of the text decoder and the LM head:
+    ``nn.Linear`` or, once converted, ``DecodeLinear`` (wrappers such as PEFT's are not listed)."""
     found = []
     for parent in model.model.language_model.modules():
         for name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
+            if isinstance(child, (nn.Linear, DecodeLinear)):
                 found.append((parent, name, child))
     return found + [(model, "lm_head", model.lm_head)]
 
