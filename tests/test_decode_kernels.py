@@ -172,6 +172,8 @@ def test_norm_kernel_leaves_training_to_pytorch(ks):
     assert x.grad is not None and norm.weight.grad is not None
     with torch.no_grad():
         assert torch.allclose(norm(x), ks.rms_norm(x.detach(), norm.weight.detach(), 1e-6))
+        half = norm.half()  # a dtype the kernel does not take: PyTorch's operations, no error
+        assert half(x.half()).dtype == torch.float16
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from jvlm.model.attention import Attention, SdpaAttention, attention_by_name, ca
 
 #: Rows up to which an RMSNorm with a ``kernel`` hands its input to it (a decode step's).
 NORM_KERNEL_ROWS = 256
+_KERNEL_DTYPES = (torch.bfloat16, torch.float32)
 
 
 class RMSNorm(nn.Module):
@@ -28,7 +29,8 @@ class RMSNorm(nn.Module):
 
     ``kernel``: the norm seam, None or a function ``(x, weight, eps) -> y`` computing the same
     in one call (``TextDecoder.set_norm_kernel``; the CPU decode kernels provide one). It takes
-    inference inputs of at most ``NORM_KERNEL_ROWS`` rows; autograd and larger inputs stay here.
+    bf16/fp32 CPU inference inputs of at most ``NORM_KERNEL_ROWS`` rows; autograd, other dtypes
+    and devices, and larger inputs stay here.
     """
 
     def __init__(self, dim: int, eps: float):
@@ -38,7 +40,8 @@ class RMSNorm(nn.Module):
         self.kernel = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.kernel is not None and x.numel() <= NORM_KERNEL_ROWS * x.shape[-1]
+        if (self.kernel is not None and x.numel() <= NORM_KERNEL_ROWS * x.shape[-1] and x.device.type == "cpu"
+                and x.dtype in _KERNEL_DTYPES and self.weight.dtype in _KERNEL_DTYPES
                 and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))):
             return self.kernel(x.contiguous(), self.weight, self.eps)
         xf = x.float()
