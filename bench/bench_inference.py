@@ -56,8 +56,6 @@ PARTS = ("limits", "jvlm", "int8", "int4", "baseline", "llama")
 FULL_IMAGE_WH = (2728, 2046)  # tiles as 3 rows x 4 cols: 12 tiles + thumbnail = 13 crops
 QUICK_IMAGE_WH = (760, 380)  # 1 x 2 tiles
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-#: bytes per decoder weight of each decode format (int8: + one fp32 scale per row, int4: one
-#: fp16 scale per group)
 #: token ids below stand for a Qwen tokenizer's; they are taken modulo the model's base
 #: vocabulary, so the script also runs on a small preset (``--preset tiny``, a smoke test)
 ID_RANGE = 151936
@@ -67,6 +65,8 @@ def tid(i: int) -> int:
     return i % ID_RANGE
 
 
+#: bytes per decoder weight of each decode format (int4: + one fp16 scale per group; int8's one
+#: scale per row is negligible)
 WEIGHT_BYTES = {"fp32": 4.0, "bf16": 2.0, "int8": 1.0, "int4": 0.5 + 2 / int4.GROUP_SIZE}
 
 
@@ -97,19 +97,20 @@ def measure_limits(dtypes: list[torch.dtype], scale: int = 1) -> dict:
     """GEMM peaks in each of ``dtypes`` and streaming read / copy bandwidth (``scale`` > 1:
     smaller products and buffers, for a smoke test)."""
     res = {"gemm": {dtype_name(d): gemm_peak(d, scale) for d in dtypes}, "scale": scale}
-    x = torch.ones(2**28 // scale)  # 1 GiB of fp32, far beyond any cache
-    res["read_gbps"] = x.numel() * 4 / best_time(lambda: x.sum(), repeat=5) / 1e9
+    res["read_gbps"] = read_gbps(scale, mib=1024, repeat=5)  # far beyond any cache
+    x = torch.ones(2**28 // scale)
     y = torch.empty_like(x)
     res["copy_gbps"] = 2 * x.numel() * 4 / best_time(lambda: y.copy_(x), repeat=3) / 1e9
     res["threads"] = torch.get_num_threads()
     return res
 
 
-def read_gbps(scale: int = 1) -> float:
-    """Read bandwidth now (a sum over 256 MiB, best of 3): on a shared host it moves by tens of
-    percent within minutes, so each decode timing is set against one measured beside it."""
-    x = torch.ones(2**26 // scale)
-    return x.numel() * 4 / best_time(lambda: x.sum(), repeat=3) / 1e9
+def read_gbps(scale: int = 1, mib: int = 256, repeat: int = 3) -> float:
+    """Read bandwidth now: the best ``sum`` over ``mib`` MiB of fp32 (divided by ``scale``). On
+    a shared host it moves by tens of percent within minutes, so besides the start-of-run limit
+    each decode timing is set against one measured beside it."""
+    x = torch.ones(mib * 2**18 // scale)
+    return x.numel() * 4 / best_time(lambda: x.sum(), repeat=repeat) / 1e9
 
 
 def timed_beside_bandwidth(fn, scale: int = 1) -> tuple[float, float]:
@@ -382,9 +383,9 @@ def bench_kernel_decode(model, cfg, limits: dict, image_wh, n_decode: int, repea
     out["batch4_over_one"] = out["batch4_step_ms"] / ms
     if image_wh is not None:
         engine.generate(synthetic_request(cfg, image_wh, 12, seed=1, max_new_tokens=2))  # fills the caches
-        image_ms, gbps = timed_beside_bandwidth(lambda: decode_ms(
-            engine, synthetic_request(cfg, image_wh, 14, seed=2, max_new_tokens=n_decode + 1)), scale)
-        context = len(synthetic_request(cfg, image_wh, 14, 2, 1).prompt_ids) + n_decode // 2
+        request = synthetic_request(cfg, image_wh, 14, seed=2, max_new_tokens=n_decode + 1)
+        context = len(request.prompt_ids) + n_decode // 2
+        image_ms, gbps = timed_beside_bandwidth(lambda: decode_ms(engine, request), scale)
         image_limit = 1000 * decode_bytes_per_token(cfg, context, fmt, kv_bytes) / (gbps * 1e9)
         out.update(image_context_tokens=context, image_ms=image_ms, image_limit_ms=image_limit,
                    image_fraction_of_limit=image_limit / image_ms)

@@ -89,7 +89,7 @@ class InProcessBackend:
     text_only = False
 
     def __init__(self, model, processor, *, name: str, key: str | None = None, batch_size: int = 8,
-                 feature_cache_bytes: int = 256 * 2**20):
+                 feature_cache_bytes: int = 256 * 2**20, setup=None):
         from jvlm.inference.engine import Engine
         from jvlm.inference.feature_cache import FeatureCache
 
@@ -97,6 +97,7 @@ class InProcessBackend:
         self.name = name
         self.key = key or name
         self.batch_size = batch_size
+        self.setup = setup  # the decode path (``DecodeSetup``) when known
         self.feature_cache = FeatureCache(feature_cache_bytes) if feature_cache_bytes > 0 else None
         self.engine = Engine(model, processor, max_batch_size=batch_size, feature_cache=self.feature_cache)
 
@@ -117,9 +118,7 @@ class InProcessBackend:
         # float weights keep the key they had before quantized formats existed
         quantized = (setup.weights,) if quantize != "none" else ()
         key = folder_key(folder, str(model.dtype), *quantized)
-        backend = cls(model, processor, name=Path(resolved.name).name, key=key, batch_size=batch_size)
-        backend.setup = setup
-        return backend
+        return cls(model, processor, name=Path(resolved.name).name, key=key, batch_size=batch_size, setup=setup)
 
     def generate(self, prompts: Sequence[Prompt]) -> list[Completion]:
         from jvlm.inference.prompt import build_request

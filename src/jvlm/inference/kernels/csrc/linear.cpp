@@ -7,12 +7,7 @@
 namespace {
 
 using jvlm::bf16;
-
-
-template <typename T>
-T* raw(const torch::Tensor& t) {
-  return reinterpret_cast<T*>(t.data_ptr());
-}
+using jvlm::raw;
 
 void check_common(const char* op, const torch::Tensor& x, const torch::Tensor& w,
                   const c10::optional<torch::Tensor>& bias) {

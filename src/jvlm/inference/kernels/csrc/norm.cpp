@@ -13,11 +13,7 @@
 namespace {
 
 using jvlm::bf16;
-
-template <typename T>
-T* raw(const torch::Tensor& t) {
-  return reinterpret_cast<T*>(t.data_ptr());
-}
+using jvlm::raw;
 
 inline float round_to(const float*, float v) { return v; }
 inline float round_to(const bf16*, float v) {

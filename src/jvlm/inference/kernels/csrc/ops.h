@@ -25,6 +25,12 @@ struct Export {
   explicit Export(Exporter f) { exporters().push_back(std::move(f)); }
 };
 
+// A tensor's data as T* (bf16 tensors as jvlm::bf16, which torch's data_ptr<T> does not know).
+template <typename T>
+T* raw(const torch::Tensor& t) {
+  return reinterpret_cast<T*>(t.data_ptr());
+}
+
 // Output rows are handed to threads in whole blocks of this many (at least 8 blocks a task).
 constexpr int64_t ROW_BLOCK = 16;
 
