@@ -176,6 +176,214 @@ def test_norm_kernel_leaves_training_to_pytorch(ks):
         assert half(x.half()).dtype == torch.float16
 
 
+# One unit in the last place, relative: a kernel's rounding may sit one unit from PyTorch's
+# where the sum of squares of a norm (or the last ulp of exp in SiLU) differs in its last bit.
+UNIT = {torch.bfloat16: 2.0 ** -7, torch.float32: 2.0 ** -22}
+
+
+def _within_units(got, ref, units, scale=None):
+    scale = ref.double().abs() if scale is None else scale
+    return bool(((got.double() - ref.double()).abs() <= units * UNIT[ref.dtype] * scale + 1e-30).all())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+def test_add_norm_and_gate_kernels_match_the_modules(ks, dtype):
+    from jvlm.model.text import RMSNorm
+
+    torch.manual_seed(1)
+    d, f = 2048 + 6, 6144 + 3  # odd tails on purpose
+    norm = RMSNorm(d, 1e-6).to(dtype)
+    norm.weight.data = (torch.randn(d) * 0.5 + 1).to(dtype)
+    x, y = (torch.randn(3, d) * 3).to(dtype), torch.randn(3, d).to(dtype)
+    u = (torch.randn(3, 2 * f) * 4).to(dtype)
+    u[0, f:f + 4] = torch.tensor([-100.0, 100.0, 0.0, float("nan")])  # silu's far tails, NaN
+    with torch.inference_mode():
+        total, h = ks.add_rms_norm(x, y, norm.weight, norm.eps)
+        gated = ks.silu_mul(u)
+        ref_h, ref_gated = norm(x + y), F.silu(u[:, f:]) * u[:, :f]
+    assert torch.equal(total, x + y) and h.dtype == dtype and gated.shape == (3, f)
+    assert _within_units(h, ref_h, 2)
+    # far tails: silu(100) = 100; silu(-100) is -0 in PyTorch, a number below 1e-30 here
+    assert torch.isnan(gated[0, 3]) and gated[0, 1] == ref_gated[0, 1] and abs(float(gated[0, 0])) < 1e-30
+    usual = ~torch.isnan(ref_gated)
+    usual[0, 0] = False
+    assert _within_units(gated[usual], ref_gated[usual], 2)  # two exps, each about a unit from e^x
+    with pytest.raises(RuntimeError, match="one dtype"):
+        ks.add_rms_norm(x, y.float() if dtype == torch.bfloat16 else y.bfloat16(), norm.weight, 1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("h,kv,d", [(16, 8, 128), (8, 2, 32), (4, 4, 16)])
+def test_qk_rope_cache_matches_the_attention_module(ks, dtype, h, kv, d):
+    """q as TextAttention hands it to the attention, and k, v where it writes them in the
+    cache (a view that starts after dropped columns, as after a batch's shortest request left)."""
+    from jvlm.config import TextConfig
+    from jvlm.model.text import KVCache, TextAttention, rope_cos_sin
+
+    torch.manual_seed(h + d)
+    cfg = TextConfig(hidden_size=64, n_heads=h, n_kv_heads=kv, head_dim=d, n_layers=2)
+    attn = TextAttention(cfg).to(dtype)
+    with torch.no_grad():
+        for p in attn.parameters():
+            p.copy_(torch.randn(p.shape) * 0.5)
+        for norm in (attn.q_lnorm, attn.k_lnorm):
+            norm.weight.copy_(torch.rand(d) + 0.5)
+    b, layer = 3, 1
+    caches = []
+    for _ in range(2):
+        c = KVCache(2, b, kv, d, 12, dtype)
+        c.length = 7
+        c.drop_front(2)  # length 5, a view into the buffer
+        caches.append(c)
+    positions = torch.tensor([[5], [3], [0]])  # left-padded rows sit at smaller positions
+    cos, sin = rope_cos_sin(positions, d, 1e6, dtype)
+    x = torch.randn(b, 1, 64).to(dtype)
+    seen = {}
+
+    def spy(q, k, v, mask):
+        seen["q"] = q
+        return torch.zeros_like(q)
+
+    attn.attention = spy
+    # a projection that is not a bare nn.Linear (as in decoding: a DecodeLinear) gets its bias
+    # added after its product is rounded, which is what the kernel does
+    attn.qkv_w = torch.nn.Sequential(attn.qkv_w)
+    with torch.inference_mode():
+        attn(x, cos, sin, None, caches[0], layer)
+        qkv = attn.qkv_w(x.reshape(b, 64))
+        q = ks.qk_rope_cache(qkv, attn.q_b, attn.k_b, attn.v_b, attn.q_lnorm.weight, attn.k_lnorm.weight,
+                             attn.q_lnorm.eps, cos.reshape(b, d), sin.reshape(b, d), caches[1].k, caches[1].v, layer, 5)
+    ref_q = seen["q"][:, :, 0]
+    ref_k, ref_v = caches[0].k[layer, :, :, 5], caches[0].v[layer, :, :, 5]
+    got_k, got_v = caches[1].k[layer, :, :, 5], caches[1].v[layer, :, :, 5]
+    # a norm output one unit off moves both products of its rotation by a unit each
+    assert _within_units(q, ref_q, 3, ref_q.double().abs().amax(-1, keepdim=True))
+    assert _within_units(got_k, ref_k, 3, ref_k.double().abs().amax(-1, keepdim=True))
+    assert torch.equal(got_v, ref_v)
+    untouched = torch.ones(12 - 2, dtype=torch.bool)
+    untouched[5] = False
+    assert not caches[1].k[:, :, :, untouched].any() and not caches[1].k[0].any()  # nothing else written
+    with pytest.raises(RuntimeError, match="outside the cache"):
+        ks.qk_rope_cache(qkv, attn.q_b, attn.k_b, attn.v_b, attn.q_lnorm.weight, attn.k_lnorm.weight, 1e-6,
+                         cos.reshape(b, d), sin.reshape(b, d), caches[1].k, caches[1].v, layer, 10)
+
+
+def _random_norms_(model, seed):
+    """Norm scales away from init_random's ones, so that each norm's own weight matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.model.language_model.named_parameters():
+            if "lnorm" in name or "ln_f" in name:
+                p.copy_(1 + 0.3 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def _decoder_steps(decoder, embeds, mask, steps, cache):
+    """Prefill ``embeds`` then ``steps`` (B, 1, hidden) one at a time: hidden states of the steps."""
+    decoder(embeds, None if mask is None else mask[:, :embeds.shape[1]], cache)
+    out = []
+    for t, x in enumerate(steps):
+        end = embeds.shape[1] + t + 1
+        out.append(decoder(x, None if mask is None else mask[:, :end], cache))
+    return torch.cat(out, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
+@pytest.mark.parametrize("fmt", [None, "int8", "int4"], ids=["bf16-weights", "int8", "int4"])
+def test_fused_decode_step_computes_what_the_modules_compute(ks, dtype, fmt):
+    """The whole step in kernel calls against the same step through the modules (the step
+    seam unset): the same hidden states and KV cache, for a left-padded batch of three."""
+    from jvlm.config import JinaVLMConfig
+    from jvlm.inference.decode_step import FusedDecodeStep
+    from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
+
+    cfg = JinaVLMConfig.preset("tiny")
+    model = _random_norms_(init_random(JinaVLMForConditionalGeneration(cfg), seed=3), 3).to(dtype).eval()
+    prepare_decoding(model, fmt, ks, stored_dtype=torch.bfloat16)  # as released: fp32 compute streams bf16
+    decoder = model.model.language_model
+    step = decoder.step_kernel
+    assert isinstance(step, FusedDecodeStep)
+    g = torch.Generator().manual_seed(0)
+    hidden = cfg.text.hidden_size
+    embeds = torch.randn(3, 7, hidden, generator=g).to(dtype)
+    steps = [torch.randn(3, 1, hidden, generator=g).to(dtype) for _ in range(4)]
+    mask = torch.ones(3, 11, dtype=torch.long)
+    mask[1, :3] = 0
+    mask[2, :1] = 0
+    results = {}
+    with torch.inference_mode():
+        for fused in (True, False):
+            decoder.set_step_kernel(step if fused else None)
+            cache = decoder.new_cache(3, 8)  # grows during the steps
+            assert not fused or step.takes(decoder, steps[0], cache)
+            results[fused] = (_decoder_steps(decoder, embeds, mask, steps, cache), cache.filled())
+    (h, (k, v)), (ref_h, (ref_k, ref_v)) = results[True], results[False]
+    torch.testing.assert_close(h, ref_h)
+    torch.testing.assert_close(k, ref_k)
+    torch.testing.assert_close(v, ref_v)
+
+
+@pytest.mark.slow
+def test_fused_decode_step_gives_a_row_the_same_bits_alone_or_in_a_batch(ks):
+    from jvlm.config import JinaVLMConfig
+    from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
+
+    cfg = JinaVLMConfig.preset("tiny")
+    model = _random_norms_(init_random(JinaVLMForConditionalGeneration(cfg), seed=4), 4).to(torch.bfloat16).eval()
+    prepare_decoding(model, "int4", ks)
+    decoder, t = model.model.language_model, cfg.text
+    g = torch.Generator().manual_seed(1)
+    shape = (t.n_layers, 3, t.n_kv_heads, 6, t.head_dim)
+    past_k, past_v = torch.randn(shape, generator=g).bfloat16(), torch.randn(shape, generator=g).bfloat16()
+    x = torch.randn(3, 1, t.hidden_size, generator=g).bfloat16()
+    with torch.inference_mode():
+        together = decoder.new_cache(3, 8)
+        together.fill(past_k, past_v)
+        batch = decoder(x, None, together)
+        for row in range(3):
+            alone = decoder.new_cache(1, 8)
+            alone.fill(past_k[:, row:row + 1], past_v[:, row:row + 1])
+            assert torch.equal(decoder(x[row:row + 1], None, alone), batch[row:row + 1])
+            assert torch.equal(alone.k[:, 0, :, :7], together.k[:, row, :, :7])
+
+
+@pytest.mark.slow
+def test_fused_decode_step_leaves_what_it_was_not_written_for_to_the_modules(ks):
+    from jvlm.config import JinaVLMConfig
+    from jvlm.model.attention import SdpaAttention
+    from jvlm.model.text import ExternalCache
+    from jvlm.model.vlm import JinaVLMForConditionalGeneration, init_random
+
+    cfg = JinaVLMConfig.preset("tiny")
+    model = init_random(JinaVLMForConditionalGeneration(cfg)).eval()
+    prepare_decoding(model, "int8", ks)
+    decoder = model.model.language_model
+    step = decoder.step_kernel
+    x = torch.randn(2, 1, cfg.text.hidden_size)
+    cache = decoder.new_cache(2, 4)
+    with torch.no_grad():
+        assert step.takes(decoder, x, cache)
+        assert not step.takes(decoder, x.bfloat16(), cache)  # another dtype than the cache's
+        assert not step.takes(decoder, torch.randn(1, 1, cfg.text.hidden_size), cache)  # rows != cache rows
+        from transformers import DynamicCache
+
+        assert not step.takes(decoder, x, ExternalCache(DynamicCache()))  # Transformers' own cache
+    assert not step.takes(decoder, x, cache)  # autograd on: the modules
+    with torch.no_grad():
+        down = decoder.layers[1].ffn.down
+        decoder.layers[1].ffn.down = torch.nn.Linear(down.in_features, down.out_features, bias=False)  # e.g. wrapped
+        assert not step.takes(decoder, x, cache)
+        decoder.layers[1].ffn.down = down
+        decoder.set_attention(SdpaAttention())
+        assert not step.takes(decoder, x, cache)
+        # declined steps still run, through the modules
+        decoder(torch.randn(2, 3, cfg.text.hidden_size), None, cache)
+        assert decoder(x, None, cache).shape == x.shape and cache.length == 4
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=["bf16", "fp32"])
 @pytest.mark.parametrize("h,kv,d", [(8, 2, 32), (16, 8, 128), (4, 4, 16), (8, 1, 64), (8, 8, 16)])
@@ -248,6 +456,9 @@ def test_kernels_keep_the_model_answers_alone_and_batched(ks, tiny_model_dir, co
 
     norms = [m for m in model.model.language_model.modules() if isinstance(m, RMSNorm)]
     assert norms and all(m.kernel is not None for m in norms)  # the norm seam is set too
+    from jvlm.inference.decode_step import FusedDecodeStep
+
+    assert isinstance(model.model.language_model.step_kernel, FusedDecodeStep)  # and the step seam
     engine = Engine(model, processor)
     alone = [engine.generate(r).token_ids for r in _requests(processor, PROMPTS)]
     together = [r.token_ids for r in engine.generate_many(_requests(processor, PROMPTS))]

@@ -9,6 +9,7 @@
 
 #include "attention_core.h"
 #include "linear_core.h"
+#include "step_core.h"
 
 using jvlm::bf16;
 
@@ -111,9 +112,93 @@ void check_attention(int D, int G, int S) {
   }
 }
 
+// Vector bf16 rounding equals the scalar one (torch's) on ties, overflow, NaN, infinities and
+// denormals; vexp is within 2 ulp of exp on [-87, 88].
+void check_rounding_and_exp() {
+  const float specials[] = {1.00390625f, 1.01171875f, -1.00390625f, 3.3961514e38f, -3.3961514e38f, INFINITY,
+                            -INFINITY, NAN, 1e-40f, -1e-40f, 0.f, -0.f, 65504.f, 1.f / 3.f};
+  constexpr int n = sizeof(specials) / sizeof(float);
+  float lanes[jvlm::VL];
+  bf16 vec[jvlm::VL];
+  for (int i = 0; i < n; ++i) {
+    for (int l = 0; l < jvlm::VL; ++l) lanes[l] = specials[(i + l) % n];
+    jvlm::vstore(vec, jvlm::vload(lanes));
+    for (int l = 0; l < jvlm::VL; ++l)
+      expect(vec[l].bits == to_bf16(lanes[l]).bits, "vstore bf16", i, l, 0, vec[l].bits, to_bf16(lanes[l]).bits);
+  }
+  for (int i = 0; i < 4000; ++i) {
+    for (int l = 0; l < jvlm::VL; ++l) lanes[l] = 87.f * uniform() + (i % 2 ? 0.999f : 0.f);
+    float out[jvlm::VL];
+    jvlm::vstore(out, jvlm::vexp(jvlm::vload(lanes)));
+    for (int l = 0; l < jvlm::VL; ++l) {
+      const double want = std::exp((double)lanes[l]);
+      expect(std::fabs(out[l] - want) <= 2.4e-7 * want, "vexp", i, l, 0, out[l], want);
+    }
+  }
+}
+
+template <typename T>
+float rnd(float v) {  // to T and back, as a torch operation in T rounds its result
+  T t;
+  jvlm::store(&t, v);
+  return jvlm::to_float(t);
+}
+
+// Norms, SiLU gate and the q/k head (bias, norm, rotary) against the same roundings written
+// out scalar, with sums in double: equal up to the last bit of the sums.
+template <typename T>
+void check_step(int D) {
+  const double ulp = std::is_same<T, float>::value ? 4e-7 : 1.6e-2;  // ~2 units in the last place
+  std::vector<T> x(D), y(D), w(D), bias(D), c(D), s(D), out(D), tmp(D), u(2 * D), g(D);
+  auto fill = [](std::vector<T>& v, float scale, float offset) {
+    for (auto& e : v) jvlm::store(&e, scale * uniform() + offset);
+  };
+  fill(x, 3.f, 0.f), fill(y, 1.f, 0.f), fill(w, 0.5f, 1.f), fill(bias, 0.1f, 0.f), fill(u, 6.f, 0.f);
+  for (int k = 0; k < D; ++k) jvlm::store(&c[k], std::cos(0.37f * k)), jvlm::store(&s[k], std::sin(0.37f * k));
+  auto f = [](const std::vector<T>& v, int k) { return jvlm::to_float(v[k]); };
+  auto rms = [&](const std::vector<float>& v) {
+    double ss = 0;
+    for (float e : v) ss += (double)e * e;
+    return (float)(1.0 / std::sqrt(ss / D + 1e-6));
+  };
+  // add_rows + rms_norm_row (the residual add and the norm after it)
+  jvlm::add_rows(x.data(), y.data(), out.data(), D);
+  jvlm::rms_norm_row(out.data(), w.data(), tmp.data(), D, 1e-6f);
+  std::vector<float> sum(D);
+  for (int k = 0; k < D; ++k) sum[k] = rnd<T>(f(x, k) + f(y, k));
+  const float r = rms(sum);
+  for (int k = 0; k < D; ++k) {
+    expect(f(out, k) == sum[k], "add_rows", D, k, 0, f(out, k), sum[k]);
+    const float want = rnd<T>(f(w, k) * rnd<T>(sum[k] * r));
+    expect(std::fabs(f(tmp, k) - want) <= ulp * std::fabs(want) + 1e-30, "rms_norm_row", D, k, 0, f(tmp, k), want);
+  }
+  // silu_mul_row
+  jvlm::silu_mul_row(u.data(), g.data(), D);
+  for (int k = 0; k < D; ++k) {
+    const double gate = f(u, D + k);
+    const float want = rnd<T>(rnd<T>((float)(gate / (1.0 + std::exp(-gate)))) * f(u, k));
+    expect(std::fabs(f(g, k) - want) <= ulp * std::fabs(want) + 1e-30, "silu_mul_row", D, k, 0, f(g, k), want);
+  }
+  // qk_head
+  jvlm::qk_head(x.data(), bias.data(), w.data(), 1e-6f, c.data(), s.data(), D, out.data(), tmp.data());
+  std::vector<float> xb(D), n(D);
+  for (int k = 0; k < D; ++k) xb[k] = rnd<T>(f(x, k) + f(bias, k));
+  const float rq = rms(xb);
+  for (int k = 0; k < D; ++k) n[k] = rnd<T>(f(w, k) * rnd<T>(xb[k] * rq));
+  for (int k = 0; k < D; ++k) {
+    const float rot = k < D / 2 ? -n[k + D / 2] : n[k - D / 2];
+    const float want = rnd<T>(rnd<T>(n[k] * f(c, k)) + rnd<T>(rot * f(s, k)));
+    // a norm output one unit off moves the two products by a unit each
+    expect(std::fabs(f(out, k) - want) <= 2 * ulp * (std::fabs(n[k]) + std::fabs(rot)), "qk_head", D, k, 0,
+           f(out, k), want);
+  }
+}
+
 }  // namespace
 
 int main() {
+  check_rounding_and_exp();
+  for (int D : {16, 32, 64, 128, 2048 + 6}) check_step<float>(D), check_step<bf16>(D);
   for (int M : {1, 2, 3, 4, 5, 16})
     for (int K : {1, 3, 77, 128, 2048 + 37}) check_linear(M, K, 19);
   for (int D : {16, 32, 64, 128})

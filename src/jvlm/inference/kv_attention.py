@@ -34,12 +34,15 @@ class KernelAttention:
         return self._fallback(q, k, v, mask)
 
     @staticmethod
+    def takes_shapes(n_heads: int, n_kv_heads: int, head_dim: int) -> bool:
+        """Whether the kernel takes this many query and key/value heads of this size."""
+        return head_dim in HEAD_DIMS and n_heads % n_kv_heads == 0 and n_heads // n_kv_heads in GROUPS
+
+    @staticmethod
     def _takes(q, k, v, mask) -> bool:
         if q.shape[2] != 1 or q.device.type != "cpu" or not (q.dtype == k.dtype == v.dtype):
             return False
-        if q.dtype not in (torch.bfloat16, torch.float32) or q.shape[-1] not in HEAD_DIMS:
-            return False
-        if q.shape[1] % k.shape[1] or q.shape[1] // k.shape[1] not in GROUPS:
+        if q.dtype not in (torch.bfloat16, torch.float32) or not KernelAttention.takes_shapes(q.shape[1], k.shape[1], q.shape[-1]):
             return False
         if k.stride(-1) != 1 or v.stride(-1) != 1:
             return False

@@ -193,7 +193,8 @@ def describe(model, requested_dtype: str | None = "auto") -> DecodeSetup:
 
 def prepare_decoding(model, quantize: str | None = None, kernels=None, stored_dtype: torch.dtype | None = None,
                      ) -> DecodeSetup:
-    """Swap the decoder's linear layers for decode modules, and its attention and norms for the kernels'.
+    """Swap the decoder's linear layers for decode modules, and its attention, norms and decode
+    step for the kernels' (``jvlm.inference.decode_step``).
 
     ``quantize``: None (keep float weights), "int8" or "int4". ``kernels``: a ``KernelSet``
     (``jvlm.inference.kernels.load()``) or None for PyTorch only. ``stored_dtype``: the dtype
@@ -237,8 +238,12 @@ def prepare_decoding(model, quantize: str | None = None, kernels=None, stored_dt
             saved += w.numel() * w.element_size() - sum(b.numel() * b.element_size() for b in new.buffers())
             setattr(parent, name, new)
     if kernels is not None:
-        model.model.language_model.set_attention(KernelAttention(kernels))
-        model.model.language_model.set_norm_kernel(kernels.rms_norm)
+        from jvlm.inference.decode_step import FusedDecodeStep
+
+        decoder = model.model.language_model
+        decoder.set_attention(KernelAttention(kernels))
+        decoder.set_norm_kernel(kernels.rms_norm)
+        decoder.set_step_kernel(FusedDecodeStep(kernels))
     setup = describe(model, None)
     if saved:
         log.info("decoder weights: %s (%.1f MB less), kernels: %s", setup.weights, saved / 1e6, setup.linear_kernel)

@@ -286,6 +286,8 @@ class TextDecoder(nn.Module):
         self.embedding = ExtendedEmbedding(cfg.base_rows, cfg.additional_vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList(TextBlock(cfg) for _ in range(cfg.n_layers))
         self.ln_f = RMSNorm(cfg.hidden_size, cfg.norm_eps)
+        # The step seam: None, or a function running a whole one-token step (set_step_kernel).
+        self.step_kernel = None
 
     @property
     def attention(self) -> Attention:
@@ -303,6 +305,13 @@ class TextDecoder(nn.Module):
             if isinstance(module, RMSNorm):
                 module.kernel = kernel
 
+    def set_step_kernel(self, step) -> None:
+        """Hand one-token steps with a cache to ``step(decoder, embeds, attention_mask, cache)``,
+        which computes the whole step (the final hidden states, after ``ln_f``) and advances the
+        cache, or returns None to leave it to the modules; None removes it. The CPU decode
+        kernels provide one (``jvlm.inference.decode_step``)."""
+        self.step_kernel = step
+
     def set_attn_implementation(self, name: str) -> None:
         """"sdpa" or "eager" for every layer (the same numbers up to rounding)."""
         self.set_attention(attention_by_name(name))
@@ -316,6 +325,10 @@ class TextDecoder(nn.Module):
                 cache: KVCache | ExternalCache | None = None) -> torch.Tensor:
         """(B, T, hidden) input embeddings -> (B, T, hidden) final hidden states (after ln_f)."""
         b, t, _ = embeds.shape
+        if self.step_kernel is not None and cache is not None and t == 1:
+            hidden = self.step_kernel(self, embeds, attention_mask, cache)
+            if hidden is not None:
+                return hidden
         past = cache.length if cache is not None else 0
         if cache is not None:
             cache.reserve(t)

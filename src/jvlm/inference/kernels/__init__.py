@@ -16,8 +16,10 @@ and each cached key/value row once for all query heads of its group:
   dot products (``vpdpbusd`` on AVX-512 VNNI, ``vpmaddubsw`` on AVX2, ``sdot``/widening
   multiply-adds on ARM64), one fp32 multiply per group.
 * ``decode_attention``: one query token against a KV cache view, bf16 or fp32.
-* ``rms_norm``: the decoder's RMSNorm for the few rows of a decode step in one call (PyTorch
-  spends its time there dispatching eight tiny operations).
+* ``rms_norm``, ``add_rms_norm``, ``silu_mul``, ``qk_rope_cache``: the element-wise work of a
+  decode step (norms, residual adds, the MLP's gate, the q/k norms and rotary embedding with
+  the KV cache write), each in one call where PyTorch spends its time dispatching several tiny
+  operations; ``jvlm.inference.decode_step`` runs a whole step with them.
 
 Each output element is summed in the same order whatever the number of rows, so a request
 gets bit-identical results alone or in a batch.
@@ -30,7 +32,7 @@ of them can be built on a machine that runs a better one:
 * ``neon``: ARM64 (AArch64 Advanced SIMD). The arithmetic cores (``csrc/*_core.h``) do not
   include torch; ``tests/kernels_neon/check.cpp`` cross-compiles them for aarch64 and checks
   them against a scalar reference under qemu. The torch glue around them (``linear.cpp``,
-  ``attention.cpp``) is built only on an ARM64 machine and has not yet been run on one.
+  ``attention.cpp``, ``step.cpp``, ...) is built only on an ARM64 machine and has not yet been run on one.
 
 The C++ sources live in ``csrc/`` and are compiled on first use with the local compiler
 (about a minute, cached under ``<jvlm cache>/kernels``, see ``jvlm.paths``); nothing compiles at
@@ -60,7 +62,7 @@ ISAS: tuple[str, ...] = ("avx512", "avx2", "neon")
 #: Linear kernels take at most this many activation rows (a decode batch); more go to PyTorch.
 MAX_ROWS = 16
 #: The C++ sources of every build, in ``csrc/``.
-SOURCES: tuple[str, ...] = ("module.cpp", "linear.cpp", "attention.cpp", "linear_int4.cpp", "norm.cpp")
+SOURCES: tuple[str, ...] = ("module.cpp", "linear.cpp", "attention.cpp", "linear_int4.cpp", "step.cpp")
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 _LABELS = {"avx512": "avx512-bf16", "avx2": "avx2-fma", "neon": "neon"}
@@ -145,6 +147,27 @@ class KernelSet:
         """``jvlm.model.text.RMSNorm`` over the last dimension in one call: x (..., D) contiguous,
         weight (D,), each bf16 or fp32. Returns x's shape in the promoted dtype."""
         return self._module.rms_norm(x, weight, eps)
+
+    def add_rms_norm(self, x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(s, rms_norm(s))`` for ``s = x + y`` (a residual add and the norm after it): x, y
+        (..., D) and weight (D,), contiguous, one dtype (bf16 or fp32)."""
+        s, h = self._module.add_rms_norm(x, y, weight, eps)
+        return s, h
+
+    def silu_mul(self, u: torch.Tensor) -> torch.Tensor:
+        """``silu(u[..., F:]) * u[..., :F]`` for u (..., 2F) contiguous bf16 or fp32 (the
+        decoder MLP's [value | gate] halves), each operation rounded to u's dtype."""
+        return self._module.silu_mul(u)
+
+    def qk_rope_cache(self, qkv: torch.Tensor, q_b: torch.Tensor, k_b: torch.Tensor, v_b: torch.Tensor,
+                      q_w: torch.Tensor, k_w: torch.Tensor, eps: float, cos: torch.Tensor, sin: torch.Tensor,
+                      k_cache: torch.Tensor, v_cache: torch.Tensor, layer: int, col: int) -> torch.Tensor:
+        """The attention inputs of one decode step (``jvlm.model.text.TextAttention``): qkv
+        (B, (H + 2 KV) D) plus its biases; q and k through their per-head norms (weights q_w,
+        k_w) and the rotary embedding (cos, sin: (B, D)). k and v go to column ``col`` of layer
+        ``layer`` of the caches (L, B, KV, capacity, D); q (B, H, D) is returned. One dtype."""
+        return self._module.qk_rope_cache(qkv, q_b, k_b, v_b, q_w, k_w, eps, cos, sin, k_cache, v_cache, layer, col)
 
     def decode_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                          scale: float) -> torch.Tensor:

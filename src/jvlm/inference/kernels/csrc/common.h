@@ -11,6 +11,10 @@
 //   vh      2 * VL int16 lanes (int8 weights widened, int16 activations)
 //   MT_MAX  activation rows multiplied per pass over NR weight rows (bounded by the registers:
 //           MT_MAX * NR accumulators, NR weight vectors and one activation vector)
+//
+// Element-wise helpers (step_core.h): vround_bf16 rounds each lane to bf16 exactly as torch
+// does (round to nearest even, NaN kept), vstore(bf16*) stores lanes so rounded, vexp is an
+// exp accurate to about one fp32 ulp.
 #pragma once
 
 #include <cmath>
@@ -77,6 +81,24 @@ inline vh vwiden8(const int8_t* w) { return _mm512_cvtepi8_epi16(_mm256_loadu_si
 // acc += pairwise products of 2*VL int16 activations and 2*VL (widened) int8 weights, 2 per lane.
 inline vi vdot16(vi acc, vh x, vh w) { return _mm512_dpwssd_epi32(acc, x, w); }
 inline vf vitof(vi a) { return _mm512_cvtepi32_ps(a); }
+inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
+inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
+inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
+inline vf vrint(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline vf vpow2i(vf n) {  // 2^n for integral n in [-126, 127]
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
+}
+inline vf vround_bf16(vf a) {
+  const __m512i u = _mm512_castps_si512(a);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_and_si512(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF))),
+                               _mm512_set1_epi32((int)0xFFFF0000u));
+  r = _mm512_mask_mov_epi32(r, _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_set1_epi32(0x7FC00000));
+  return _mm512_castsi512_ps(r);
+}
+inline void vstore(bf16* p, vf a) {
+  _mm256_storeu_si256((__m256i*)p, _mm512_cvtepi32_epi16(_mm512_srli_epi32(_mm512_castps_si512(vround_bf16(a)), 16)));
+}
 
 #elif defined(JVLM_ISA_AVX2)
 
@@ -105,6 +127,27 @@ inline vh vload16(const int16_t* x) { return _mm256_loadu_si256((const __m256i*)
 inline vh vwiden8(const int8_t* w) { return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)w)); }
 inline vi vdot16(vi acc, vh x, vh w) { return _mm256_add_epi32(acc, _mm256_madd_epi16(x, w)); }
 inline vf vitof(vi a) { return _mm256_cvtepi32_ps(a); }
+inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
+inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
+inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+inline vf vrint(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline vf vpow2i(vf n) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
+}
+inline vf vround_bf16(vf a) {
+  const __m256i u = _mm256_castps_si256(a);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_and_si256(_mm256_add_epi32(u, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF))),
+                                     _mm256_set1_epi32((int)0xFFFF0000u));
+  const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(a, a, _CMP_UNORD_Q));
+  return _mm256_castsi256_ps(_mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC00000), nan));
+}
+inline void vstore(bf16* p, vf a) {
+  const __m256i h = _mm256_srli_epi32(_mm256_castps_si256(vround_bf16(a)), 16);
+  // packus interleaves the two 128-bit halves; the permute puts the eight results in order
+  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(h, h), 0xD8);
+  _mm_storeu_si128((__m128i*)p, _mm256_castsi256_si128(packed));
+}
 
 #elif defined(JVLM_ISA_NEON)
 
@@ -128,7 +171,54 @@ inline vh vload16(const int16_t* x) { return vld1q_s16(x); }
 inline vh vwiden8(const int8_t* w) { return vmovl_s8(vld1_s8(w)); }
 inline vi vdot16(vi acc, vh x, vh w) { return vmlal_high_s16(vmlal_s16(acc, vget_low_s16(x), vget_low_s16(w)), x, w); }
 inline vf vitof(vi a) { return vcvtq_f32_s32(a); }
+inline vf vdiv(vf a, vf b) { return vdivq_f32(a, b); }
+inline vf vmin(vf a, vf b) { return vminq_f32(a, b); }
+inline vf vmax(vf a, vf b) { return vmaxq_f32(a, b); }
+inline vf vrint(vf a) { return vrndnq_f32(a); }
+inline vf vpow2i(vf n) {
+  return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23));
+}
+inline vf vround_bf16(vf a) {
+  const uint32x4_t u = vreinterpretq_u32_f32(a);
+  const uint32x4_t odd = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
+  const uint32x4_t r = vandq_u32(vaddq_u32(u, vaddq_u32(odd, vdupq_n_u32(0x7FFF))), vdupq_n_u32(0xFFFF0000u));
+  const uint32x4_t is_num = vceqq_f32(a, a);
+  return vreinterpretq_f32_u32(vbslq_u32(is_num, r, vdupq_n_u32(0x7FC00000u)));
+}
+inline void vstore(bf16* p, vf a) {
+  vst1_u16((uint16_t*)p, vshrn_n_u32(vreinterpretq_u32_f32(vround_bf16(a)), 16));
+}
 
 #endif
+
+// Rounds each lane to x's dtype (the model's compute dtype): nothing for fp32.
+inline vf vround_to(const float*, vf a) { return a; }
+inline vf vround_to(const bf16*, vf a) { return vround_bf16(a); }
+inline float round_to(const float*, float v) { return v; }
+inline float round_to(const bf16*, float v) {
+  bf16 b;
+  store(&b, v);
+  return to_float(b);
+}
+
+// exp(x) lane-wise, within about one fp32 ulp: x = n ln2 + r with |r| <= ln2 / 2, e^r by its
+// Taylor series to r^7 (error below 1e-8 relative), times 2^n. Inputs are clamped to
+// [-87, 88], where 2^n stays a normal float: below, e^x < 2e-38 is returned as about 2e-38
+// (and NaN as a number: callers keep NaN in their own arithmetic, as silu's x / (1 + e^-x) does).
+inline vf vexp(vf x) {
+  x = vmin(vmax(x, vset1(-87.f)), vset1(88.f));
+  const vf n = vrint(vmul(x, vset1(1.44269504088896341f)));
+  vf r = vfma(n, vset1(-0.693359375f), x);  // ln2 in two parts: n * 0.693359375 is exact
+  r = vfma(n, vset1(2.12194440e-4f), r);
+  vf p = vset1(1.f / 5040);
+  p = vfma(p, r, vset1(1.f / 720));
+  p = vfma(p, r, vset1(1.f / 120));
+  p = vfma(p, r, vset1(1.f / 24));
+  p = vfma(p, r, vset1(1.f / 6));
+  p = vfma(p, r, vset1(0.5f));
+  p = vfma(p, r, vset1(1.f));
+  p = vfma(p, r, vset1(1.f));
+  return vmul(p, vpow2i(n));
+}
 
 }  // namespace jvlm
