@@ -270,6 +270,40 @@ def test_qk_rope_cache_matches_the_attention_module(ks, dtype, h, kv, d):
                          cos.reshape(b, d), sin.reshape(b, d), caches[1].k, caches[1].v, layer, 10)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [2048, 2048 + 96], ids=["full-tiles", "short-last-tile"])
+def test_dequantize_int4_kernel_is_the_reference_dequantization(ks, k):
+    from jvlm.inference import int4
+
+    packed, scales = int4.quantize_int4(torch.randn(40, k) * 0.02)
+    for dtype in (torch.float32, torch.bfloat16):
+        assert torch.equal(ks.dequantize_int4(packed, scales, 32, dtype), int4.dequantize_int4(packed, scales, 32, dtype))
+        assert torch.equal(ks.dequantize_int4(packed[7:23], scales[7:23], 32, dtype),
+                           int4.dequantize_int4(packed, scales, 32, dtype)[7:23])  # a block of rows alone
+    with pytest.raises(RuntimeError, match="do not match"):
+        ks.dequantize_int4(packed, scales[:, 1:].contiguous(), 32, torch.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["bf16", "int8", "int4"])
+def test_products_of_many_rows_widen_the_weight_in_blocks(ks, fmt, monkeypatch):
+    """Prefill (more than MAX_ROWS rows) multiplies by the weight widened a block of output rows
+    at a time: the same product as with the whole weight widened at once."""
+    from jvlm.inference import quantize
+
+    torch.manual_seed(5)
+    w = torch.randn(200, 256) * 0.05
+    layer = {"bf16": lambda: StreamedLinear(w, torch.float32, ks), "int8": lambda: Int8Linear(w, torch.float32, ks),
+             "int4": lambda: Int4Linear(w, torch.float32, ks)}[fmt]()
+    x = torch.randn(40, 256)
+    whole = F.linear(x, layer.dense_weight())
+    monkeypatch.setattr(quantize, "DENSE_BLOCK_BYTES", 64 * 256 * 4)  # 64 rows a block: 4 blocks, the last short
+    with torch.inference_mode():
+        got = layer(x)
+    torch.testing.assert_close(got, whole)
+    assert got.shape == (40, 200)
+
+
 def _random_norms_(model, seed):
     """Norm scales away from init_random's ones, so that each norm's own weight matters."""
     g = torch.Generator().manual_seed(seed)

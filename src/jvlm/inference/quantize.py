@@ -12,7 +12,7 @@ CPU its speed is set by memory bandwidth, not arithmetic. ``prepare_decoding`` r
 
 Each module takes the decode kernels (``jvlm.inference.kernels``) for products of at most
 ``MAX_ROWS`` rows and PyTorch's GEMM on the widened weight for more (prefill: compute-bound,
-where PyTorch is good). The vision tower is never touched: it runs once per image and is
+where PyTorch is good), widened one block of output rows at a time (``DENSE_BLOCK_BYTES``). The vision tower is never touched: it runs once per image and is
 compute-bound. ``describe`` says, for reports, which formats and kernels a model runs.
 """
 
@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 #: Products with at most this many rows (a decode batch) take the decode kernels.
 MAX_ROWS = 16
+#: Products of more rows (prefill) widen a quantized weight to floats this many bytes at a
+#: time: no float copy of a whole weight is made (one of the MLP's, 50 MB in bf16, cost more
+#: in allocation and page faults than its GEMM for a short prompt), and each block is still in
+#: cache when the GEMM reads it.
+DENSE_BLOCK_BYTES = 2 * 2**20
 #: ``--quantize`` choices.
 FORMATS = ("int8", "int4")
 
@@ -69,14 +74,26 @@ class DecodeLinear(nn.Module):
         if x2.shape[0] <= MAX_ROWS:
             y = self.few_rows(x2.contiguous())
         else:
-            y = F.linear(x2, self.dense_weight())
+            y = self.many_rows(x2)
         return y.reshape(*shape[:-1], self.out_features)
 
     def few_rows(self, x2: torch.Tensor) -> torch.Tensor:  # (M, K) -> (M, N), M <= MAX_ROWS
         raise NotImplementedError
 
-    def dense_weight(self) -> torch.Tensor:  # (N, K) in the compute dtype
+    def many_rows(self, x2: torch.Tensor) -> torch.Tensor:
+        """(M, K) -> (M, N) with PyTorch's GEMM, the weight widened a block of rows at a time."""
+        rows = max(16, DENSE_BLOCK_BYTES // (self.in_features * x2.element_size()))
+        if rows >= self.out_features:
+            return F.linear(x2, self.dense_rows(0, self.out_features))
+        return torch.cat([F.linear(x2, self.dense_rows(n, min(n + rows, self.out_features)))
+                          for n in range(0, self.out_features, rows)], dim=-1)
+
+    def dense_rows(self, n0: int, n1: int) -> torch.Tensor:  # (n1 - n0, K) in the compute dtype
         raise NotImplementedError
+
+    def dense_weight(self) -> torch.Tensor:
+        """The whole (N, K) weight in the compute dtype."""
+        return self.dense_rows(0, self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -95,8 +112,13 @@ class StreamedLinear(DecodeLinear):
     def few_rows(self, x2):
         return self.kernels.linear_bf16(x2, self.weight)
 
-    def dense_weight(self):
-        return self.weight.to(self.compute_dtype)
+    def many_rows(self, x2):
+        if self.weight.dtype == x2.dtype:  # nothing to widen
+            return F.linear(x2, self.weight)
+        return super().many_rows(x2)
+
+    def dense_rows(self, n0, n1):
+        return self.weight[n0:n1].to(self.compute_dtype)
 
 
 class Int8Linear(DecodeLinear):
@@ -116,8 +138,8 @@ class Int8Linear(DecodeLinear):
         # PyTorch's own int8 weight-only kernel wants its scales in the activations' dtype
         return torch.ops.aten._weight_int8pack_mm(x2, self.qweight, self.scales.to(x2.dtype))
 
-    def dense_weight(self):
-        return self.qweight.to(self.compute_dtype) * self.scales.to(self.compute_dtype)[:, None]
+    def dense_rows(self, n0, n1):  # level * scale in fp32, rounded once to the compute dtype
+        return (self.qweight[n0:n1].float() * self.scales[n0:n1, None]).to(self.compute_dtype)
 
 
 class Int4Linear(DecodeLinear):
@@ -137,10 +159,13 @@ class Int4Linear(DecodeLinear):
     def few_rows(self, x2):
         return self.kernels.linear_int4(x2, self.packed, self.scales, self.group_size)
 
-    def dense_weight(self):
+    def dense_rows(self, n0, n1):
         from jvlm.inference import int4
 
-        return int4.dequantize_int4(self.packed, self.scales, self.group_size, self.compute_dtype)
+        packed, scales = self.packed[n0:n1], self.scales[n0:n1]
+        if self.kernels is not None and self.compute_dtype in (torch.float32, torch.bfloat16):
+            return self.kernels.dequantize_int4(packed, scales, self.group_size, self.compute_dtype)
+        return int4.dequantize_int4(packed, scales, self.group_size, self.compute_dtype)
 
 
 @dataclass

@@ -143,6 +143,12 @@ class KernelSet:
         M <= MAX_ROWS. Returns (M, N) in x's dtype."""
         return self._module.linear_int4(x, packed, scales, group_size, bias)
 
+    def dequantize_int4(self, packed: torch.Tensor, scales: torch.Tensor, group_size: int,
+                        dtype: torch.dtype) -> torch.Tensor:
+        """The (N, K) weight of ``jvlm.inference.int4``'s format in ``dtype`` (fp32 or bf16), as
+        ``int4.dequantize_int4`` computes it, for prefill's products of many rows."""
+        return self._module.dequantize_int4(packed, scales, group_size, dtype)
+
     def rms_norm(self, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         """``jvlm.model.text.RMSNorm`` over the last dimension in one call: x (..., D) contiguous,
         weight (D,), each bf16 or fp32. Returns x's shape in the promoted dtype."""

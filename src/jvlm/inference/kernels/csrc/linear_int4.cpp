@@ -35,6 +35,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -309,7 +310,62 @@ torch::Tensor run(const torch::Tensor& x, const torch::Tensor& packed, const tor
   return y;
 }
 
+// Rounds to bf16 (nearest, ties to even) without a branch: the weights here are finite.
+inline uint16_t bf16_bits(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return (uint16_t)((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+inline void put(float* y, float v) { *y = v; }
+inline void put(uint16_t* y, float v) { *y = bf16_bits(v); }
+
+// Rows n0..n1 of the weight, level * scale in fp32, each rounded once to OUT (fp32 or bf16
+// bits): jvlm/inference/int4.py's dequantize_int4, for prefill's GEMM. Each block's 16 bytes
+// are first gathered from its 4-byte pieces, then the plain loops vectorize.
+template <typename OUT>
+void dequantize_rows(const uint8_t* w, const uint16_t* ws, OUT* y, int64_t K, int64_t n0, int64_t n1) {
+  const int64_t G = K / BLOCK, full = G / TILE;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint8_t* wr = w + n * (K / 2);
+    const uint16_t* sr = ws + n * G;
+    OUT* yr = y + n * K;
+    for (int64_t g = 0; g < G; ++g) {
+      const int64_t t = g / TILE, L = g % TILE, blocks = t < full ? TILE : G - full * TILE;
+      const uint8_t* tile = wr + t * TILE * BLOCK / 2;
+      uint8_t bytes[BLOCK / 2];
+      for (int c = 0; c < 4; ++c) std::memcpy(bytes + 4 * c, tile + 4 * (c * blocks + L), 4);
+      const float s = static_cast<float>(c10::Half(sr[g], c10::Half::from_bits()));
+      OUT* out = yr + g * BLOCK;
+      for (int j = 0; j < BLOCK / 2; ++j) {
+        put(out + j, (float)((int)(bytes[j] & 0x0F) - 8) * s);
+        put(out + j + BLOCK / 2, (float)((int)(bytes[j] >> 4) - 8) * s);
+      }
+    }
+  }
+}
+
 }  // namespace
+
+// The (N, K) weight of the int4 format in fp32 or bf16 (dtype), for products of many rows.
+torch::Tensor dequantize_int4(torch::Tensor packed, torch::Tensor scales, int64_t group_size, c10::ScalarType dtype) {
+  TORCH_CHECK(group_size == BLOCK, "dequantize_int4 takes group_size 32, got ", group_size);
+  TORCH_CHECK(packed.dim() == 2 && scales.dim() == 2 && packed.scalar_type() == torch::kByte &&
+                  scales.scalar_type() == torch::kHalf && packed.is_contiguous() && scales.is_contiguous() &&
+                  packed.device().is_cpu() && scales.device().is_cpu(),
+              "dequantize_int4: contiguous CPU packed uint8 (N, K/2) and scales float16 (N, K/32) expected");
+  const int64_t N = packed.size(0), K = 2 * packed.size(1);
+  TORCH_CHECK(K % BLOCK == 0 && scales.size(0) == N && scales.size(1) == K / BLOCK,
+              "dequantize_int4: scales ", scales.sizes(), " do not match packed ", packed.sizes());
+  TORCH_CHECK(dtype == torch::kFloat || dtype == torch::kBFloat16, "dequantize_int4: fp32 or bf16 output");
+  auto y = torch::empty({N, K}, packed.options().dtype(dtype));
+  const auto* wp = packed.data_ptr<uint8_t>();
+  const auto* sp = reinterpret_cast<const uint16_t*>(scales.data_ptr());
+  at::parallel_for(0, N, 16, [&](int64_t n0, int64_t n1) {
+    if (dtype == torch::kFloat) dequantize_rows(wp, sp, y.data_ptr<float>(), K, n0, n1);
+    else dequantize_rows(wp, sp, reinterpret_cast<uint16_t*>(y.data_ptr()), K, n0, n1);
+  });
+  return y;
+}
 
 // y (M, N) = x (M, K) @ W.T (+ bias) in x's dtype (bf16 or fp32) for W in the int4 format
 // above: packed uint8 (N, K/2), scales float16 (N, K/32), group_size 32, bias fp32 (N,).
@@ -351,4 +407,5 @@ std::string linear_int4_isa() {
 }
 
 JVLM_EXPORT(linear_int4, "y = x @ W.T (+ bias), group-wise int4 weights, few rows");
+JVLM_EXPORT(dequantize_int4, "the (N, K) weight of the int4 format in fp32 or bf16, for products of many rows");
 JVLM_EXPORT(linear_int4_isa, "the code path this build of linear_int4 compiled");
