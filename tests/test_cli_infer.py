@@ -194,4 +194,5 @@ def test_json_names_the_compute_path_and_why(capsys, tiny_model_dir):
     rt = json.loads(out)["runtime"]
     assert rt["compute_dtype"] == "fp32" and rt["dtype_reason"] == "--dtype fp32"
     assert rt["weights"] == "int8" and rt["linear_kernel"] == "pytorch" and rt["attention"] == "sdpa"
+    assert rt["decode_step"] == "modules"  # no kernels in this test: the modules run every step
     assert rt["cpu"]

@@ -493,6 +493,7 @@ def test_kernels_keep_the_model_answers_alone_and_batched(ks, tiny_model_dir, co
     from jvlm.inference.decode_step import FusedDecodeStep
 
     assert isinstance(model.model.language_model.step_kernel, FusedDecodeStep)  # and the step seam
+    assert describe(model).decode_step == f"{ks.name} (fused decode step)"
     engine = Engine(model, processor)
     alone = [engine.generate(r).token_ids for r in _requests(processor, PROMPTS)]
     together = [r.token_ids for r in engine.generate_many(_requests(processor, PROMPTS))]

@@ -135,6 +135,13 @@ void check_rounding_and_exp() {
       expect(std::fabs(out[l] - want) <= 2.4e-7 * want, "vexp", i, l, 0, out[l], want);
     }
   }
+  const float below[] = {-87.5f, -100.f, -INFINITY, NAN};  // 0: under fp32's normal range, or no number
+  for (int i = 0; i < 4; ++i) {
+    for (int l = 0; l < jvlm::VL; ++l) lanes[l] = below[i];
+    float out[jvlm::VL];
+    jvlm::vstore(out, jvlm::vexp(jvlm::vload(lanes)));
+    expect(out[0] == 0.f, "vexp below -87", i, 0, 0, out[0], 0.0);
+  }
 }
 
 template <typename T>

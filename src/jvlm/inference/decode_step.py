@@ -24,6 +24,9 @@ adapter) simply sends the step back to the modules.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 
 from jvlm.inference.kv_attention import KernelAttention
@@ -45,7 +48,8 @@ class FusedDecodeStep:
 
     def __call__(self, decoder: TextDecoder, embeds: torch.Tensor, attention_mask: torch.Tensor | None,
                  cache) -> torch.Tensor | None:
-        if not self.takes(decoder, embeds, cache):
+        plan = self.plan(decoder, embeds, cache)
+        if plan is None:
             return None
         ks, cfg = self.kernels, decoder.cfg
         b, _, hidden = embeds.shape
@@ -57,44 +61,69 @@ class FusedDecodeStep:
         cos, sin = (t.reshape(b, d) for t in rope_cos_sin(inputs.positions, d, cfg.rope_theta, embeds.dtype))
         keys, values = cache.k[:, :, :, :past + 1], cache.v[:, :, :, :past + 1]
         scale = d ** -0.5
-        layers = decoder.layers
         x = embeds.reshape(b, hidden)
-        h = ks.rms_norm(x, layers[0].attn_lnorm.weight, layers[0].attn_lnorm.eps)
-        for i, layer in enumerate(layers):
-            attn, ffn = layer.attn, layer.ffn
-            q = ks.qk_rope_cache(attn.qkv_w.few_rows(h), attn.q_b, attn.k_b, attn.v_b, attn.q_lnorm.weight,
-                                 attn.k_lnorm.weight, attn.q_lnorm.eps, cos, sin, cache.k, cache.v, i, past)
-            y = attn.out.few_rows(ks.decode_attention(q, keys[i], values[i], mask, scale).reshape(b, -1))
-            x, h = ks.add_rms_norm(x, y, layer.ffn_lnorm.weight, layer.ffn_lnorm.eps)
-            y = ffn.down.few_rows(ks.silu_mul(ffn.up.few_rows(h)))
-            norm = layers[i + 1].attn_lnorm if i + 1 < len(layers) else decoder.ln_f
-            x, h = ks.add_rms_norm(x, y, norm.weight, norm.eps)
+        norm_w, eps = plan[0].attn_norm
+        h = ks.rms_norm(x, norm_w, eps)
+        for i, L in enumerate(plan):
+            q = ks.qk_rope_cache(L.qkv(h), *L.qk, cos, sin, cache.k, cache.v, i, past)
+            y = L.out(ks.decode_attention(q, keys[i], values[i], mask, scale).reshape(b, -1))
+            x, h = ks.add_rms_norm(x, y, *L.ffn_norm)
+            y = L.down(ks.silu_mul(L.up(h)))
+            x, h = ks.add_rms_norm(x, y, *L.next_norm)
         cache.advance(1)
         return h.reshape(b, 1, hidden)
 
     def takes(self, decoder: TextDecoder, embeds: torch.Tensor, cache) -> bool:
         """Whether this step can run here (see the module's docstring)."""
+        return self.plan(decoder, embeds, cache) is not None
+
+    def plan(self, decoder: TextDecoder, embeds: torch.Tensor, cache) -> list[_Layer] | None:
+        """What each layer's step calls, read off the modules now; None if the step cannot run."""
         dtype = embeds.dtype
         if (torch.is_grad_enabled() or not isinstance(cache, KVCache) or embeds.dim() != 3 or embeds.shape[1] != 1
                 or embeds.shape[0] > MAX_ROWS or embeds.device.type != "cpu" or dtype not in _DTYPES
                 or cache.k.dtype != dtype or cache.batch != embeds.shape[0] or not embeds.is_contiguous()):
-            return False
+            return None
         cfg = decoder.cfg
-        if cfg.head_dim % 2 or cfg.n_heads % cfg.n_kv_heads:
-            return False
-        if decoder.ln_f.weight.dtype != dtype:
-            return False
-        for layer in decoder.layers:
+        if (cfg.head_dim % 2 or not KernelAttention.takes_shapes(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
+                or not _usable(decoder.ln_f.weight, dtype)):
+            return None
+        plan = []
+        layers = list(decoder.layers)
+        for i, layer in enumerate(layers):
             attn, ffn = layer.attn, layer.ffn
             if not isinstance(attn.attention, KernelAttention) or attn.attention.kernels is not self.kernels:
-                return False
-            for lin in (attn.qkv_w, attn.out, ffn.up, ffn.down):
-                if not isinstance(lin, DecodeLinear) or lin.kernels is None or lin.compute_dtype != dtype:
-                    return False
-            if attn.q_lnorm.eps != attn.k_lnorm.eps:
-                return False
-            for p in (attn.q_b, attn.k_b, attn.v_b, attn.q_lnorm.weight, attn.k_lnorm.weight,
-                      layer.attn_lnorm.weight, layer.ffn_lnorm.weight):
-                if p.dtype != dtype or p.device.type != "cpu":
-                    return False
-        return KernelAttention.takes_shapes(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
+                return None
+            linears = (attn.qkv_w, attn.out, ffn.up, ffn.down)
+            if not all(isinstance(lin, DecodeLinear) and lin.kernels is not None and lin.compute_dtype == dtype
+                       for lin in linears):
+                return None
+            q_norm, k_norm = attn.q_lnorm, attn.k_lnorm
+            tensors = (attn.q_b, attn.k_b, attn.v_b, q_norm.weight, k_norm.weight, layer.attn_lnorm.weight,
+                       layer.ffn_lnorm.weight)
+            if q_norm.eps != k_norm.eps or not all(_usable(t, dtype) for t in tensors):
+                return None
+            after = layers[i + 1].attn_lnorm if i + 1 < len(layers) else decoder.ln_f
+            plan.append(_Layer(attn_norm=(layer.attn_lnorm.weight, layer.attn_lnorm.eps),
+                               qkv=linears[0].few_rows, qk=(*tensors[:5], q_norm.eps), out=linears[1].few_rows,
+                               ffn_norm=(layer.ffn_lnorm.weight, layer.ffn_lnorm.eps), up=linears[2].few_rows,
+                               down=linears[3].few_rows, next_norm=(after.weight, after.eps)))
+        return plan or None
+
+
+def _usable(t: torch.Tensor, dtype: torch.dtype) -> bool:
+    return t.dtype == dtype and t.device.type == "cpu"
+
+
+@dataclass
+class _Layer:
+    """One layer's calls and tensors for a step (``FusedDecodeStep.plan``)."""
+
+    attn_norm: tuple  # (weight, eps) of the norm before attention
+    qkv: Callable  # few-row products: (M, K) -> (M, N)
+    qk: tuple  # q_b, k_b, v_b, q norm weight, k norm weight, eps: qk_rope_cache's arguments
+    out: Callable
+    ffn_norm: tuple
+    up: Callable
+    down: Callable
+    next_norm: tuple  # the next layer's attention norm, or ln_f after the last layer

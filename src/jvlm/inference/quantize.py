@@ -12,8 +12,9 @@ CPU its speed is set by memory bandwidth, not arithmetic. ``prepare_decoding`` r
 
 Each module takes the decode kernels (``jvlm.inference.kernels``) for products of at most
 ``MAX_ROWS`` rows and PyTorch's GEMM on the widened weight for more (prefill: compute-bound,
-where PyTorch is good), widened one block of output rows at a time (``DENSE_BLOCK_BYTES``). The vision tower is never touched: it runs once per image and is
-compute-bound. ``describe`` says, for reports, which formats and kernels a model runs.
+where PyTorch is good), widened one block of output rows at a time (``DENSE_BLOCK_BYTES``).
+The vision tower is never touched: it runs once per image and is compute-bound. ``describe``
+says, for reports, which formats and kernels a model runs.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ class DecodeSetup:
     weights: str  # "bf16", "fp32", "int8", "int4": the decoder's weight format
     linear_kernel: str  # "avx512-bf16", "avx2-fma", "neon", "pytorch"
     attention: str  # the decoder's attention implementation (``Attention.name``)
+    decode_step: str  # who runs a decode step: the fused kernels' name, or "modules"
     cpu: str  # the CPU's name and widest vector unit
 
     def as_dict(self) -> dict:
@@ -213,6 +215,7 @@ def describe(model, requested_dtype: str | None = "auto") -> DecodeSetup:
         reason = f"set when the model was loaded (this CPU's default would be {dtype_name(rule)})"
     return DecodeSetup(compute_dtype=dtype_name(compute), dtype_reason=reason, weights=weights, linear_kernel=kernel,
                        attention=model.model.language_model.attention.name,
+                       decode_step=getattr(model.model.language_model.step_kernel, "name", "modules"),
                        cpu=f"{cpu_name()} ({simd_summary()})" if model.device.type == "cpu" else model.device.type)
 
 

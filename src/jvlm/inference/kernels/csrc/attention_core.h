@@ -41,11 +41,20 @@ void softmax_times_values(const T* vb, int64_t vs, const bool* mask, int64_t S, 
                           T* out) {
   constexpr int ND = D / VL;
   float total[G];
-  for (int g = 0; g < G; ++g) {
-    total[g] = 0.f;
-    for (int64_t s = 0; s < S; ++s) {
-      const float e = scores[g * S + s] == -INFINITY ? 0.f : std::exp(scores[g * S + s] - mx[g]);
-      scores[g * S + s] = e;
+  for (int g = 0; g < G; ++g) {  // masked scores are -inf: vexp gives 0 there
+    float* sc = scores + g * S;
+    const vf minus_mx = vset1(-mx[g]);
+    vf sum = vzero();
+    int64_t s = 0;
+    for (; s + VL <= S; s += VL) {
+      const vf e = vexp(vadd(vload(sc + s), minus_mx));
+      vstore(sc + s, e);
+      sum = vadd(sum, e);
+    }
+    total[g] = vsum(sum);
+    for (; s < S; ++s) {
+      const float e = sc[s] == -INFINITY ? 0.f : std::exp(sc[s] - mx[g]);
+      sc[s] = e;
       total[g] += e;
     }
   }

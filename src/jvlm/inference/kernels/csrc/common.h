@@ -85,6 +85,9 @@ inline vf vdiv(vf a, vf b) { return _mm512_div_ps(a, b); }
 inline vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
 inline vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
 inline vf vrint(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline vf vzero_below(vf a, vf x, float lo) {  // a, or 0 where x < lo or x is NaN
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(lo), _CMP_GE_OQ), a);
+}
 inline vf vpow2i(vf n) {  // 2^n for integral n in [-126, 127]
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23));
 }
@@ -131,6 +134,7 @@ inline vf vdiv(vf a, vf b) { return _mm256_div_ps(a, b); }
 inline vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
 inline vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
 inline vf vrint(vf a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+inline vf vzero_below(vf a, vf x, float lo) { return _mm256_and_ps(a, _mm256_cmp_ps(x, _mm256_set1_ps(lo), _CMP_GE_OQ)); }
 inline vf vpow2i(vf n) {
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
 }
@@ -175,6 +179,9 @@ inline vf vdiv(vf a, vf b) { return vdivq_f32(a, b); }
 inline vf vmin(vf a, vf b) { return vminq_f32(a, b); }
 inline vf vmax(vf a, vf b) { return vmaxq_f32(a, b); }
 inline vf vrint(vf a) { return vrndnq_f32(a); }
+inline vf vzero_below(vf a, vf x, float lo) {
+  return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vcgeq_f32(x, vdupq_n_f32(lo))));
+}
 inline vf vpow2i(vf n) {
   return vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23));
 }
@@ -202,11 +209,11 @@ inline float round_to(const bf16*, float v) {
 }
 
 // exp(x) lane-wise, within about one fp32 ulp: x = n ln2 + r with |r| <= ln2 / 2, e^r by its
-// Taylor series to r^7 (error below 1e-8 relative), times 2^n. Inputs are clamped to
-// [-87, 88], where 2^n stays a normal float: below, e^x < 2e-38 is returned as about 2e-38
-// (and NaN as a number: callers keep NaN in their own arithmetic, as silu's x / (1 + e^-x) does).
-inline vf vexp(vf x) {
-  x = vmin(vmax(x, vset1(-87.f)), vset1(88.f));
+// Taylor series to r^7 (error below 1e-8 relative), times 2^n. Below x = -87 (e^x < 1.7e-38,
+// where fp32 leaves its normal range) the result is 0, as it is for -inf and NaN (callers keep
+// NaN through their own arithmetic, as silu's x / (1 + e^-x) does); above 88 it is e^88.
+inline vf vexp(vf x_in) {
+  const vf x = vmin(vmax(x_in, vset1(-87.f)), vset1(88.f));
   const vf n = vrint(vmul(x, vset1(1.44269504088896341f)));
   vf r = vfma(n, vset1(-0.693359375f), x);  // ln2 in two parts: n * 0.693359375 is exact
   r = vfma(n, vset1(2.12194440e-4f), r);
@@ -218,7 +225,7 @@ inline vf vexp(vf x) {
   p = vfma(p, r, vset1(0.5f));
   p = vfma(p, r, vset1(1.f));
   p = vfma(p, r, vset1(1.f));
-  return vmul(p, vpow2i(n));
+  return vzero_below(vmul(p, vpow2i(n)), x_in, -87.f);
 }
 
 }  // namespace jvlm

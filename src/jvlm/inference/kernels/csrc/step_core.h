@@ -42,7 +42,7 @@ inline void rms_norm_row(const X* x, const W* w, Y* y, int64_t D, float eps) {
 
 // The MLP's gated product of one row u = [value (F) | gate (F)]: out = to_T(to_T(silu(gate)) *
 // value), silu(g) = g / (1 + e^-g) in fp32 (jvlm.model.text.TextMLP). Below g = -88, where
-// PyTorch's silu is -0, this one is a number below 1e-35 in magnitude (vexp's clamp).
+// PyTorch's silu is -0, this one is a number below 1e-35 in magnitude (vexp stops at e^88).
 template <typename T>
 inline void silu_mul_row(const T* u, T* out, int64_t F) {
   const T* gate = u + F;
