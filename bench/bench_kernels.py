@@ -4,8 +4,9 @@ A decoding step streams every weight once, so a few-row product should run at th
 reading its weights from memory. For the decoder's linear shapes (Qwen3-1.7B: fused up/gate,
 down, fused qkv) at 1, 4 and 16 activation rows this prints the weight bytes per second of
 
-* ``linear_bf16`` with fp32 and with bf16 activations, ``linear_int8`` with fp32 activations,
-  for every instruction set this CPU runs (``--isa`` to pick);
+* ``linear_bf16`` with fp32 and with bf16 activations, ``linear_int8`` and ``linear_int4``
+  (groups of 32, ``jvlm.inference.int4``) with fp32 activations, for every instruction set
+  this CPU runs (``--isa`` to pick);
 * PyTorch's ``F.linear`` with fp32 weights (fp32 x) and bf16 weights (bf16 x);
 
 next to the machine's read bandwidth (a sum over a tensor far larger than the caches), and
@@ -24,7 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from jvlm.inference import kernels
+from jvlm.inference import int4, kernels
 from jvlm.inference.quantize import quantize_rows
 
 SHAPES = {"up+gate": (2048, 6144 * 2), "down": (6144, 2048), "qkv": (2048, 4096)}  # name: (K, N)
@@ -53,8 +54,8 @@ def copies(make, nbytes: int) -> list:
 
 
 def bench_linear(sets: list, rounds: int) -> None:
-    names = [f"{s.name} {what}" for s in sets for what in ("x32", "x16", "int8")] + ["torch fp32", "torch bf16"]
-    print(f"\nlinear layers: GB/s of weights streamed (int8 counts its own bytes), best of {rounds}")
+    names = [f"{s.name} {what}" for s in sets for what in ("x32", "x16", "int8", "int4")] + ["torch fp32", "torch bf16"]
+    print(f"\nlinear layers: GB/s of weights streamed (int8 and int4 count their own bytes), best of {rounds}")
     print(f"{'shape':8} {'M':>3} " + " ".join(f"{n:>17}" for n in names))
     for shape, (k, n) in SHAPES.items():
         torch.manual_seed(0)
@@ -62,6 +63,9 @@ def bench_linear(sets: list, rounds: int) -> None:
         w16 = copies(lambda: base.to(torch.bfloat16), n * k * 2)
         q, scales = quantize_rows(base)
         w8 = copies(lambda: q.clone(), n * k)
+        packed, gscales = int4.quantize_int4(base)
+        int4_bytes = packed.numel() + 2 * gscales.numel()  # 4.5 bits per weight
+        w4 = copies(lambda: (packed.clone(), gscales.clone()), int4_bytes)
         w32 = copies(lambda: base.clone(), n * k * 4)
         for m in ROWS:
             x32 = torch.randn(m, k)
@@ -73,10 +77,12 @@ def bench_linear(sets: list, rounds: int) -> None:
                     calls = ([lambda w=w: s.linear_int8(x, w, scales) for w in ws] if fn is None
                              else [lambda w=w, x=x, fn=fn: fn(x, w) for w in ws])
                     cells.append(n * k * nbytes / best_seconds(calls, rounds) / 1e9)
+                calls = [lambda p=p, g=g: s.linear_int4(x32, p, g, int4.GROUP_SIZE) for p, g in w4]
+                cells.append(int4_bytes / best_seconds(calls, rounds) / 1e9)
             cells.append(n * k * 4 / best_seconds([lambda w=w: F.linear(x32, w) for w in w32], rounds) / 1e9)
             cells.append(n * k * 2 / best_seconds([lambda w=w: F.linear(x16, w) for w in w16], rounds) / 1e9)
             print(f"{shape:8} {m:>3} " + " ".join(f"{c:>17.1f}" for c in cells))
-        del w16, w8, w32
+        del w16, w8, w4, w32
 
 
 def bench_attention(sets: list, rounds: int) -> None:

@@ -289,7 +289,7 @@ def test_dequantize_int4_kernel_is_the_reference_dequantization(ks, k):
 def test_products_of_many_rows_widen_the_weight_in_blocks(ks, fmt, monkeypatch):
     """Prefill (more than MAX_ROWS rows) multiplies by the weight widened a block of output rows
     at a time: the same product as with the whole weight widened at once."""
-    from jvlm.inference import quantize
+    from jvlm.inference import decode_linear
 
     torch.manual_seed(5)
     w = torch.randn(200, 256) * 0.05
@@ -297,7 +297,7 @@ def test_products_of_many_rows_widen_the_weight_in_blocks(ks, fmt, monkeypatch):
              "int4": lambda: Int4Linear(w, torch.float32, ks)}[fmt]()
     x = torch.randn(40, 256)
     whole = F.linear(x, layer.dense_weight())
-    monkeypatch.setattr(quantize, "DENSE_BLOCK_BYTES", 64 * 256 * 4)  # 64 rows a block: 4 blocks, the last short
+    monkeypatch.setattr(decode_linear, "DENSE_BLOCK_BYTES", 64 * 256 * 4)  # 64 rows a block: 4 blocks, the last short
     with torch.inference_mode():
         got = layer(x)
     torch.testing.assert_close(got, whole)

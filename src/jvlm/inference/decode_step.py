@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from jvlm.inference.kv_attention import KernelAttention
-from jvlm.inference.quantize import MAX_ROWS, DecodeLinear
+from jvlm.inference.decode_linear import MAX_ROWS, DecodeLinear
 from jvlm.model.text import KVCache, TextDecoder, build_positions_and_mask, rope_cos_sin
 
 _DTYPES = (torch.bfloat16, torch.float32)
