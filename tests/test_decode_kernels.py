@@ -410,6 +410,7 @@ def test_fused_decode_step_leaves_what_it_was_not_written_for_to_the_modules(ks)
         down = decoder.layers[1].ffn.down
         decoder.layers[1].ffn.down = torch.nn.Linear(down.in_features, down.out_features, bias=False)  # e.g. wrapped
         assert not step.takes(decoder, x, cache)
+        assert describe(model).decode_step == "modules"  # and the reports say so
         decoder.layers[1].ffn.down = down
         decoder.set_attention(SdpaAttention())
         assert not step.takes(decoder, x, cache)

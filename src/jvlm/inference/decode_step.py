@@ -84,8 +84,16 @@ class FusedDecodeStep:
                 or embeds.shape[0] > MAX_ROWS or embeds.device.type != "cpu" or dtype not in _DTYPES
                 or cache.k.dtype != dtype or cache.batch != embeds.shape[0] or not embeds.is_contiguous()):
             return None
+        return self._layers(decoder, dtype)
+
+    def covers(self, decoder: TextDecoder) -> bool:
+        """Whether the decoder's modules are ones this step runs (for reports: ``describe``)."""
+        return self._layers(decoder, decoder.ln_f.weight.dtype) is not None
+
+    def _layers(self, decoder: TextDecoder, dtype: torch.dtype) -> list[_Layer] | None:
         cfg = decoder.cfg
-        if (cfg.head_dim % 2 or not KernelAttention.takes_shapes(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
+        if (dtype not in _DTYPES or cfg.head_dim % 2
+                or not KernelAttention.takes_shapes(cfg.n_heads, cfg.n_kv_heads, cfg.head_dim)
                 or not _usable(decoder.ln_f.weight, dtype)):
             return None
         plan = []

@@ -125,7 +125,7 @@ class DecodeSetup:
     weights: str  # "bf16", "fp32", "int8", "int4": the decoder's weight format
     linear_kernel: str  # "avx512-bf16", "avx2-fma", "neon", "pytorch"
     attention: str  # the decoder's attention implementation (``Attention.name``)
-    decode_step: str  # who runs a decode step: the fused kernels' name, or "modules"
+    decode_step: str  # who runs a decode step: the fused kernels' name, or "modules" (they decline)
     cpu: str  # the CPU's name and widest vector unit
 
     def as_dict(self) -> dict:
@@ -162,8 +162,17 @@ def describe(model, requested_dtype: str | None = "auto") -> DecodeSetup:
         reason = f"set when the model was loaded (this CPU's default would be {dtype_name(rule)})"
     return DecodeSetup(compute_dtype=dtype_name(compute), dtype_reason=reason, weights=weights, linear_kernel=kernel,
                        attention=model.model.language_model.attention.name,
-                       decode_step=getattr(model.model.language_model.step_kernel, "name", "modules"),
+                       decode_step=_step_name(model.model.language_model),
                        cpu=f"{cpu_name()} ({simd_summary()})" if model.device.type == "cpu" else model.device.type)
+
+
+def _step_name(decoder) -> str:
+    """The fused step's name when it runs this decoder's steps, else "modules"."""
+    step = decoder.step_kernel
+    covers = getattr(step, "covers", None)
+    if step is None or (covers is not None and not covers(decoder)):
+        return "modules"
+    return getattr(step, "name", type(step).__name__)
 
 
 def prepare_decoding(model, quantize: str | None = None, kernels=None, stored_dtype: torch.dtype | None = None,
