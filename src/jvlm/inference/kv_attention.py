@@ -42,7 +42,9 @@ class KernelAttention:
     def _takes(q, k, v, mask) -> bool:
         if q.shape[2] != 1 or q.device.type != "cpu" or not (q.dtype == k.dtype == v.dtype):
             return False
-        if q.dtype not in (torch.bfloat16, torch.float32) or not KernelAttention.takes_shapes(q.shape[1], k.shape[1], q.shape[-1]):
+        if q.dtype not in (torch.bfloat16, torch.float32):
+            return False
+        if not KernelAttention.takes_shapes(q.shape[1], k.shape[1], q.shape[-1]):
             return False
         if k.stride(-1) != 1 or v.stride(-1) != 1:
             return False

@@ -32,7 +32,8 @@ of them can be built on a machine that runs a better one:
 * ``neon``: ARM64 (AArch64 Advanced SIMD). The arithmetic cores (``csrc/*_core.h``) do not
   include torch; ``tests/kernels_neon/check.cpp`` cross-compiles them for aarch64 and checks
   them against a scalar reference under qemu. The torch glue around them (``linear.cpp``,
-  ``attention.cpp``, ``step.cpp``, ...) is built only on an ARM64 machine and has not yet been run on one.
+  ``attention.cpp``, ``step.cpp``, ...) is built only on an ARM64 machine and has not yet been
+  run on one.
 
 The C++ sources live in ``csrc/`` and are compiled on first use with the local compiler
 (about a minute, cached under ``<jvlm cache>/kernels``, see ``jvlm.paths``); nothing compiles at

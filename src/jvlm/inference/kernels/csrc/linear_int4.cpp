@@ -344,18 +344,26 @@ void dequantize_rows(const uint8_t* w, const uint16_t* ws, OUT* y, int64_t K, in
   }
 }
 
+// The weight of the format above: packed uint8 (N, K/2) and float16 scales (N, K/32), contiguous
+// CPU tensors, group_size 32. Returns K.
+int64_t check_weight(const char* op, const torch::Tensor& packed, const torch::Tensor& scales, int64_t group_size) {
+  TORCH_CHECK(group_size == BLOCK, op, " takes group_size 32, got ", group_size);
+  TORCH_CHECK(packed.dim() == 2 && scales.dim() == 2, op, ": packed (N, K/2) and scales (N, K/32) expected");
+  TORCH_CHECK(packed.scalar_type() == torch::kByte && scales.scalar_type() == torch::kHalf, op,
+              ": packed must be uint8 and scales float16");
+  TORCH_CHECK(packed.is_contiguous() && scales.is_contiguous() && packed.device().is_cpu() && scales.device().is_cpu(),
+              op, ": packed and scales must be contiguous CPU tensors");
+  const int64_t K = 2 * packed.size(1);
+  TORCH_CHECK(scales.size(0) == packed.size(0) && scales.size(1) * BLOCK == K, op, ": scales ", scales.sizes(),
+              " do not match packed ", packed.sizes());
+  return K;
+}
+
 }  // namespace
 
 // The (N, K) weight of the int4 format in fp32 or bf16 (dtype), for products of many rows.
 torch::Tensor dequantize_int4(torch::Tensor packed, torch::Tensor scales, int64_t group_size, c10::ScalarType dtype) {
-  TORCH_CHECK(group_size == BLOCK, "dequantize_int4 takes group_size 32, got ", group_size);
-  TORCH_CHECK(packed.dim() == 2 && scales.dim() == 2 && packed.scalar_type() == torch::kByte &&
-                  scales.scalar_type() == torch::kHalf && packed.is_contiguous() && scales.is_contiguous() &&
-                  packed.device().is_cpu() && scales.device().is_cpu(),
-              "dequantize_int4: contiguous CPU packed uint8 (N, K/2) and scales float16 (N, K/32) expected");
-  const int64_t N = packed.size(0), K = 2 * packed.size(1);
-  TORCH_CHECK(K % BLOCK == 0 && scales.size(0) == N && scales.size(1) == K / BLOCK,
-              "dequantize_int4: scales ", scales.sizes(), " do not match packed ", packed.sizes());
+  const int64_t K = check_weight("dequantize_int4", packed, scales, group_size), N = packed.size(0);
   TORCH_CHECK(dtype == torch::kFloat || dtype == torch::kBFloat16, "dequantize_int4: fp32 or bf16 output");
   auto y = torch::empty({N, K}, packed.options().dtype(dtype));
   const auto* wp = packed.data_ptr<uint8_t>();
@@ -371,18 +379,12 @@ torch::Tensor dequantize_int4(torch::Tensor packed, torch::Tensor scales, int64_
 // above: packed uint8 (N, K/2), scales float16 (N, K/32), group_size 32, bias fp32 (N,).
 torch::Tensor linear_int4(torch::Tensor x, torch::Tensor packed, torch::Tensor scales, int64_t group_size,
                           c10::optional<torch::Tensor> bias) {
-  TORCH_CHECK(group_size == BLOCK, "linear_int4 takes group_size 32, got ", group_size);
-  TORCH_CHECK(x.dim() == 2 && packed.dim() == 2 && scales.dim() == 2, "x (M, K), packed (N, K/2), scales (N, K/32) expected");
+  const int64_t K = check_weight("linear_int4", packed, scales, group_size), N = packed.size(0);
+  TORCH_CHECK(x.dim() == 2, "linear_int4: x (M, K) expected, got ", x.sizes());
   TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16, "x must be fp32 or bf16, got ",
               x.scalar_type());
-  TORCH_CHECK(packed.scalar_type() == torch::kByte && scales.scalar_type() == torch::kHalf,
-              "packed must be uint8 and scales float16");
-  TORCH_CHECK(x.is_contiguous() && packed.is_contiguous() && scales.is_contiguous(), "x, packed and scales must be contiguous");
-  TORCH_CHECK(x.device().is_cpu() && packed.device().is_cpu() && scales.device().is_cpu(), "CPU tensors expected");
-  const int64_t K = x.size(1), N = packed.size(0);
-  TORCH_CHECK(K % BLOCK == 0, "K = ", K, " must be a multiple of 32");
-  TORCH_CHECK(packed.size(1) * 2 == K, "packed (N, K/2) does not match x's K = ", K);
-  TORCH_CHECK(scales.size(0) == N && scales.size(1) == K / BLOCK, "scales must be (N, K/32)");
+  TORCH_CHECK(x.is_contiguous() && x.device().is_cpu(), "linear_int4: x must be a contiguous CPU tensor");
+  TORCH_CHECK(x.size(1) == K, "packed (N, K/2) does not match x's K = ", x.size(1));
   if (bias) {
     TORCH_CHECK(bias->scalar_type() == torch::kFloat && bias->dim() == 1 && bias->size(0) == N && bias->is_contiguous(),
                 "bias must be a contiguous fp32 (N,) tensor");
