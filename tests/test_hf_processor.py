@@ -158,3 +158,70 @@ def test_a_url_gives_the_same_pixels_as_the_file(processors, tmp_path):
     via_file = ip.preprocess(str(path))["images"]
     assert torch.equal(via_url["images"][0], via_file)
     assert ip.process(str(path)).layout.resized_hw[0] > ip.process(str(path)).layout.resized_hw[1]  # upright
+
+
+# ---------------------------------------------------------------- options: applied or refused
+def test_processor_padding_options_shape_the_batch(processors):
+    proc, _ = processors
+    texts = ["hi", "a much longer prompt than the first"]
+    longest = proc(text=texts)["input_ids"]
+    assert proc(text=texts, padding="longest")["input_ids"].tolist() == longest.tolist()
+    padded = proc(text=texts, padding="max_length", max_length=longest.shape[1] + 5)
+    assert padded["input_ids"].shape == (2, longest.shape[1] + 5)
+    # left padding: the prompts end where they ended, the mask covers only them
+    assert padded["input_ids"][:, 5:].tolist() == longest.tolist()
+    assert padded["attention_mask"].sum(1).tolist() == proc(text=texts)["attention_mask"].sum(1).tolist()
+    same = proc(text=["hi", "hi"], padding=False)["input_ids"]
+    assert same.shape[0] == 2 and same[0].tolist() == same[1].tolist()
+
+
+@pytest.mark.parametrize("options, error", [
+    ({"padding": False}, "one length"),  # two prompts of different lengths cannot be stacked unpadded
+    ({"truncation": True}, "truncation"),
+    ({"max_length": 4}, "padding='max_length'"),
+    ({"padding": "max_length", "max_length": 2}, "never truncates"),
+    ({"padding": "maximal"}, "padding="),
+    ({"return_tensors": "tf"}, "return_tensors"),
+    ({"pad_to_multiple_of": 8}, "pad_to_multiple_of"),
+])
+def test_processor_options_it_cannot_apply_raise(processors, options, error):
+    proc, _ = processors
+    with pytest.raises((TypeError, ValueError), match=error):
+        proc(text=["hi", "a much longer prompt than the first"], **options)
+
+
+def test_chat_template_passes_processor_kwargs_to_the_processor(processors):
+    proc, _ = processors
+    chat = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    plain = proc.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"]
+    padded = proc.apply_chat_template(chat, tokenize=True, return_dict=True,
+                                      processor_kwargs={"padding": "max_length", "max_length": plain.shape[1] + 3})
+    assert padded["input_ids"].shape[1] == plain.shape[1] + 3
+    with pytest.raises(TypeError, match="unknown_option"):
+        proc.apply_chat_template(chat, tokenize=True, processor_kwargs={"unknown_option": 1})
+
+
+def test_image_processor_options_it_cannot_apply_raise(processors):
+    _, image_processor = processors
+    im = Image.new("RGB", (40, 30))
+    assert image_processor(im, max_crops=1)["images"].shape[0] >= 1
+    with pytest.raises(TypeError, match="do_normalize"):
+        image_processor(im, do_normalize=False)
+    with pytest.raises(ValueError, match="return_tensors"):
+        image_processor(im, return_tensors="jax")
+
+
+def test_loading_options_that_would_do_nothing_raise(tiny_model_dir):
+    from transformers import AutoProcessor
+    from transformers.models.auto.image_processing_auto import AutoImageProcessor
+
+    from jvlm.processing.processor import JinaVLMProcessor
+
+    with pytest.raises(TypeError, match="use_fast"):
+        AutoProcessor.from_pretrained(str(tiny_model_dir), use_fast=False)
+    with pytest.raises(TypeError, match="do_resize"):
+        AutoImageProcessor.from_pretrained(str(tiny_model_dir), do_resize=False)
+    with pytest.raises(TypeError, match="padding_side"):
+        JinaVLMProcessor.from_pretrained(tiny_model_dir, padding_side="right")
+    # the hub's options and the auto classes' plumbing are taken
+    AutoProcessor.from_pretrained(str(tiny_model_dir), revision="main", local_files_only=True, trust_remote_code=True)

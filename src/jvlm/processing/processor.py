@@ -27,6 +27,7 @@ from jvlm.config import JinaVLMConfig
 from jvlm.errors import ContextLengthError, InvalidImageError, PromptError
 from jvlm.processing.chat_text import encode_chat
 from jvlm.processing.image import ProcessedImage, image_block_ids, preprocess_image
+from jvlm.processing.options import check_return_tensors, hub_options
 from jvlm.processing.text import SpecialTokenIds, load_tokenizer, save_tokenizer, special_token_ids
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,14 @@ class JinaVLMProcessor:
 
     # ------------------------------------------------------------ persistence
     @classmethod
-    def from_pretrained(cls, folder: str | Path, **_ignored) -> "JinaVLMProcessor":
-        folder = Path(folder)
+    def from_pretrained(cls, folder: str | Path, **options) -> "JinaVLMProcessor":
+        """The processor of a model folder, bundled name or Hugging Face repo id.
+
+        Options: the hub's ``revision``, ``cache_dir``, ``token``, ``local_files_only``; anything
+        else raises ``TypeError`` (see ``hub_options``)."""
+        from jvlm.resolve import resolve_model
+
+        folder = resolve_model(folder, **hub_options(options, "JinaVLMProcessor.from_pretrained")).path
         return cls(load_tokenizer(folder), JinaVLMConfig.load(folder))
 
     def save_pretrained(self, folder: str | Path) -> None:
@@ -151,12 +158,15 @@ class JinaVLMProcessor:
                 "use fewer or smaller images (max_crops) or fewer new tokens"
             )
 
-    def collate(self, encoded: list[Encoded], return_tensors: str | None = "pt") -> dict[str, Any]:
-        """Left-pad a batch. Crops are padded with -1 only up to the largest crop count."""
+    def collate(self, encoded: list[Encoded], return_tensors: str | None = "pt",
+                length: int | None = None) -> dict[str, Any]:
+        """Left-pad a batch to ``length`` (default: the longest prompt). Crops are padded with -1
+        only up to the largest crop count. ``return_tensors``: "pt" (torch), "np" or None (numpy)."""
         from transformers import BatchFeature
 
+        check_return_tensors(return_tensors)
         b = len(encoded)
-        length = max(len(e.input_ids) for e in encoded)
+        length = max([len(e.input_ids) for e in encoded] + [length or 0])
         pad = self.token_ids.pad
         input_ids = np.full((b, length), pad, dtype=np.int64)
         attention = np.zeros((b, length), dtype=np.int64)
@@ -186,12 +196,34 @@ class JinaVLMProcessor:
         return BatchFeature(data=data)
 
     def __call__(self, text: str | list[str] | list[list[int]] | None = None, images=None,
-                 return_tensors: str | None = "pt", max_crops: int | None = None, _exif_for_pil: bool = False,
-                 **_ignored):
+                 return_tensors: str | None = "pt", max_crops: int | None = None, padding: bool | str = True,
+                 truncation: bool | str | None = None, max_length: int | None = None,
+                 _exif_for_pil: bool = False, **unsupported):
         """``processor(text=..., images=...)``: one prompt or a list (or token id lists); images per prompt.
+
+        A batch is left-padded to its longest prompt (``padding=True``/"longest"), to
+        ``max_length`` (``padding="max_length"``), or not at all (``padding=False``: the prompts
+        must then be of one length). Prompts are never truncated — cutting one could cut an
+        image's block — so ``truncation=True`` raises; an over-long prompt raises
+        ``ContextLengthError``. Any other option raises ``TypeError``.
 
         In-memory PIL images keep their pixel order (no EXIF rotation), as in the release;
         images of chat messages (``apply_chat_template``) are rotated."""
+        if unsupported:
+            raise TypeError(f"the processor got options jvlm does not support: {sorted(unsupported)}. Supported: "
+                            "text, images, return_tensors, max_crops, padding, truncation=False, max_length "
+                            "(with padding='max_length')")
+        if truncation not in (None, False, "do_not_truncate"):
+            raise ValueError(f"truncation={truncation!r} is not supported: cutting a prompt could cut an image's "
+                             "block; over-long prompts raise ContextLengthError instead (use fewer or smaller "
+                             "images, max_crops, or shorter text)")
+        if padding not in (True, False, "longest", "do_not_pad", "max_length"):
+            raise ValueError(f"padding={padding!r} is not supported; use True/'longest', False/'do_not_pad' or "
+                             "'max_length' (with max_length)")
+        if (padding == "max_length") != (max_length is not None):
+            raise ValueError("max_length sets the padded length and needs padding='max_length' (and that padding "
+                             "needs max_length); jvlm never truncates")
+        check_return_tensors(return_tensors)
         if text is None:
             text = ""
         texts = [text] if isinstance(text, str) else list(text)
@@ -206,13 +238,26 @@ class JinaVLMProcessor:
         encoded = [self.encode(t, imgs, max_crops, exif_for_pil=_exif_for_pil) for t, imgs in zip(texts, per)]
         for e in encoded:
             self.check_length(e)
-        return self.collate(encoded, return_tensors)
+        lengths = sorted({len(e.input_ids) for e in encoded})
+        if padding in (False, "do_not_pad") and len(lengths) > 1:
+            raise PromptError(f"with padding=False the prompts must be of one length; they have {lengths} tokens "
+                              "(pass padding=True to left-pad them)")
+        if max_length is not None and lengths[-1] > max_length:
+            raise PromptError(f"a prompt of {lengths[-1]} tokens is longer than max_length={max_length}; jvlm "
+                              "never truncates (raise max_length or shorten the prompt)")
+        return self.collate(encoded, return_tensors, length=max_length)
 
     # ---------------------------------------------------------- chat template
     def apply_chat_template(self, conversation, add_generation_prompt: bool = True, tokenize: bool = False,
                             return_dict: bool = False, return_tensors: str | None = None,
-                            max_crops: int | None = None, **kwargs):
-        """Render messages (Hugging Face format; images as parts) and optionally encode them."""
+                            max_crops: int | None = None, processor_kwargs: dict | None = None, **kwargs):
+        """Render messages (Hugging Face format; images as parts) and optionally encode them.
+
+        ``processor_kwargs`` are the processor call's options (``max_crops``, ``padding``, ...;
+        see ``__call__``); other keywords are the chat template's variables, as in Transformers."""
+        options = dict(processor_kwargs or {})
+        if max_crops is not None:
+            options.setdefault("max_crops", max_crops)
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = conversation if batched else [conversation]
         texts = [self.tokenizer.apply_chat_template(_template_view(c), add_generation_prompt=add_generation_prompt,
@@ -221,8 +266,8 @@ class JinaVLMProcessor:
             return texts if batched else texts[0]
         images = [extract_images(c) for c in conversations]
         ids = [self.chat_ids(c, add_generation_prompt=add_generation_prompt, **kwargs) for c in conversations]
-        batch = self.__call__(text=ids, images=images, return_tensors=return_tensors or "pt", max_crops=max_crops,
-                              _exif_for_pil=True)
+        batch = self.__call__(text=ids, images=images, return_tensors=return_tensors or "pt", _exif_for_pil=True,
+                              **options)
         if return_dict:
             return batch
         return batch["input_ids"] if return_tensors else batch["input_ids"].tolist()

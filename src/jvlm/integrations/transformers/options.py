@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from jvlm.processing.options import HUB_OPTIONS
+
 log = logging.getLogger(__name__)
 
 #: Passed by Transformers' auto classes and pipelines; harmless for jvlm.
@@ -21,7 +23,6 @@ _PLUMBING = {"trust_remote_code", "_from_auto", "_from_pipeline", "_commit_hash"
              "code_revision", "adapter_kwargs", "use_safetensors", "subfolder", "config", "key_mapping",
              "proxies", "force_download", "resume_download", "offload_state_dict", "output_loading_info",
              "weights_only", "user_agent"}
-_HUB = ("revision", "cache_dir", "token", "local_files_only")
 _ATTN = ("sdpa", "eager", "flash_attention_2")
 
 
@@ -54,7 +55,7 @@ class LoadOptions:
             raise ValueError("load_in_8bit/load_in_4bit (bitsandbytes) are not supported by jvlm; for int8 "
                              "weights pass quantization_config=TorchAoConfig(Int8WeightOnlyConfig())")
         opts.quantization_config = kw.pop("quantization_config", None)
-        for key in _HUB:
+        for key in HUB_OPTIONS:
             if kw.get(key) is not None:
                 opts.hub[key] = kw.pop(key)
             else:

@@ -23,6 +23,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from jvlm.config import ImageProcessingConfig, JinaVLMConfig
 from jvlm.processing.image import ProcessedImage, preprocess_image
+from jvlm.processing.options import check_return_tensors, hub_options
 
 
 class JinaVLMImageProcessor(BaseImageProcessor):
@@ -35,16 +36,30 @@ class JinaVLMImageProcessor(BaseImageProcessor):
     model_input_names = ["images", "image_masks", "image_input_idx"]
 
     def __init__(self, image_config: ImageProcessingConfig | None = None, **kwargs):
+        """Settings: ``image_config``, overlaid by any of its fields (the keys of a release's
+        ``preprocessor_config.json``). Other keys would have no effect, so they raise."""
+        if kwargs.get("do_convert_rgb") is False:
+            raise ValueError("do_convert_rgb=False is not supported: Jina-VLM's vision tower takes RGB")
+        if kwargs.get("base_input_size"):
+            size = kwargs["base_input_size"]
+            kwargs.setdefault("crop_size", int(size[0] if isinstance(size, (list, tuple)) else size))
+        unknown = sorted(k for k in kwargs if k not in _FIELDS and k not in _IGNORED)
+        if unknown:
+            raise TypeError(f"JinaVLMImageProcessor got settings jvlm does not support: {unknown}. Supported: "
+                            f"{', '.join(sorted(_FIELDS))}")
         settings = {k: kwargs.pop(k) for k in list(kwargs) if k in _FIELDS}
-        super().__init__(**{k: v for k, v in kwargs.items() if k not in _IGNORED})
+        super().__init__()
         cfg = image_config or ImageProcessingConfig()
         self.image_config = dataclasses.replace(cfg, **_coerce(settings))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "JinaVLMImageProcessor":
+        """The image settings of a model folder, bundled name or repo id (hub options as
+        ``JinaVLMProcessor.from_pretrained``; anything else raises ``TypeError``)."""
         from jvlm.resolve import resolve_model
 
-        folder = resolve_model(pretrained_model_name_or_path).path
+        hub = hub_options(kwargs, "JinaVLMImageProcessor.from_pretrained")
+        folder = resolve_model(pretrained_model_name_or_path, **hub).path
         if (folder / "config.json").is_file():
             cfg = JinaVLMConfig.load(folder).image
         else:
@@ -62,7 +77,15 @@ class JinaVLMImageProcessor(BaseImageProcessor):
                                 exif_for_pil=exif_for_pil)
 
     def preprocess(self, images, max_crops: int | None = None, return_tensors: str | None = "pt",
-                   **_ignored) -> BatchFeature:
+                   **unsupported) -> BatchFeature:
+        """Crops of one image or a list, concatenated. Resizing, cropping and normalization follow
+        the model's settings (``image_config``); per-call options other than ``max_crops`` and
+        ``return_tensors`` raise ``TypeError`` rather than being dropped."""
+        if unsupported:
+            raise TypeError(f"the image processor got options jvlm does not support: {sorted(unsupported)}. "
+                            "Supported: max_crops, return_tensors (the other settings are the model's, in "
+                            "preprocessor_config.json)")
+        check_return_tensors(return_tensors)
         images = images if isinstance(images, (list, tuple)) else [images]
         done = [self.process(im, max_crops) for im in images]
         data = {
@@ -123,7 +146,7 @@ class JinaVLMProcessor(ProcessorMixin):
         from jvlm.processing.text import load_tokenizer
         from jvlm.resolve import resolve_model
 
-        hub = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if kwargs.get(k)}
+        hub = hub_options(kwargs, "JinaVLMProcessor.from_pretrained")
         folder = resolve_model(pretrained_model_name_or_path, **hub).path
         config = JinaVLMConfig.load(folder)
         return cls(JinaVLMImageProcessor(config.image), load_tokenizer(folder), config)
@@ -146,10 +169,10 @@ class JinaVLMProcessor(ProcessorMixin):
                             continue_final_message: bool = False, **kwargs):
         if continue_final_message:
             raise ValueError("continue_final_message is not supported by jvlm's chat template")
-        max_crops = (processor_kwargs or {}).get("max_crops", max_crops)
         return self.core.apply_chat_template(conversation, add_generation_prompt=add_generation_prompt,
                                              tokenize=tokenize, return_dict=return_dict,
-                                             return_tensors=return_tensors, max_crops=max_crops, **kwargs)
+                                             return_tensors=return_tensors, max_crops=max_crops,
+                                             processor_kwargs=processor_kwargs, **kwargs)
 
     def decode(self, ids, skip_special_tokens: bool = True, **kwargs) -> str:
         return self.core.decode(ids, skip_special_tokens=skip_special_tokens, **kwargs)
