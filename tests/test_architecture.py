@@ -24,7 +24,7 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 #: (module prefix, layer): the longest matching prefix decides
 LAYERS: tuple[tuple[str, int], ...] = (
-    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0), ("jvlm.hardware", 0),
+    ("jvlm.errors", 0), ("jvlm.paths", 0), ("jvlm.config", 0), ("jvlm.hardware", 0), ("jvlm.memory", 0),
     ("jvlm.processing", 1), ("jvlm.media", 1),
     ("jvlm.model", 2),
     ("jvlm.weights", 3), ("jvlm.layouts", 3), ("jvlm.loading", 3), ("jvlm.resolve", 3),
@@ -38,7 +38,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {}
 #: build-time tooling, and the layers that run a served or loaded model, which must not use it
 TOOLS = ("jvlm.tools", "jvlm.random_model")
-RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.hardware", "jvlm.processing", "jvlm.media",
+RUNTIME = ("jvlm.config", "jvlm.errors", "jvlm.paths", "jvlm.hardware", "jvlm.memory", "jvlm.processing", "jvlm.media",
            "jvlm.model", "jvlm.weights", "jvlm.layouts", "jvlm.loading", "jvlm.inference", "jvlm.serve", "jvlm.hf",
            "jvlm.integrations")
 

@@ -222,6 +222,6 @@ def test_loading_options_that_would_do_nothing_raise(tiny_model_dir):
     with pytest.raises(TypeError, match="do_resize"):
         AutoImageProcessor.from_pretrained(str(tiny_model_dir), do_resize=False)
     with pytest.raises(TypeError, match="padding_side"):
-        JinaVLMProcessor.from_pretrained(tiny_model_dir, padding_side="right")
+        JinaVLMProcessor.from_pretrained(tiny_model_dir, padding_side="right")  # the core class: a folder only
     # the hub's options and the auto classes' plumbing are taken
     AutoProcessor.from_pretrained(str(tiny_model_dir), revision="main", local_files_only=True, trust_remote_code=True)

@@ -232,7 +232,8 @@ def test_models_health_and_metrics(server):
         assert name in text
     # the decode path is named: compute dtype (and why), weight format, kernels
     info = next(line for line in text.splitlines() if line.startswith("jvlm_decode_info{"))
-    for label in ("compute_dtype=", "dtype_reason=", "weights=", "linear_kernel=", "attention=", "decode_step=", "cpu="):
+    for label in ("compute_dtype=", "dtype_reason=", "weights=", "linear_kernel=", "attention=", "decode_step=", "cpu=",
+                  "huge_pages="):
         assert label in info
 
 

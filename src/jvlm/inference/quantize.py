@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jvlm import memory
 from jvlm.errors import JVLMError
 from jvlm.hardware import choose_compute_dtype, cpu_name, dtype_name, simd_summary
 from jvlm.inference.decode_linear import DecodeLinear
@@ -55,7 +56,7 @@ class StreamedLinear(DecodeLinear):
 
     def __init__(self, weight: torch.Tensor, compute_dtype: torch.dtype, kernels):
         super().__init__(weight.shape[1], weight.shape[0], compute_dtype, kernels)
-        self.register_buffer("weight", weight.detach().to(torch.bfloat16).contiguous())
+        self.register_buffer("weight", memory.place(weight.detach().to(torch.bfloat16).contiguous()))
 
     def few_rows(self, x2):
         return self.kernels.linear_bf16(x2, self.weight)
@@ -77,7 +78,7 @@ class Int8Linear(DecodeLinear):
     def __init__(self, weight: torch.Tensor, compute_dtype: torch.dtype, kernels=None):
         super().__init__(weight.shape[1], weight.shape[0], compute_dtype, kernels)
         q, scales = quantize_rows(weight)
-        self.register_buffer("qweight", q)
+        self.register_buffer("qweight", memory.place(q))
         self.register_buffer("scales", scales)
 
     def few_rows(self, x2):
@@ -101,7 +102,7 @@ class Int4Linear(DecodeLinear):
         super().__init__(weight.shape[1], weight.shape[0], compute_dtype, kernels)
         self.group_size = int4.GROUP_SIZE
         packed, scales = int4.quantize_int4(weight, self.group_size)
-        self.register_buffer("packed", packed)
+        self.register_buffer("packed", memory.place(packed))
         self.register_buffer("scales", scales)
 
     def few_rows(self, x2):
@@ -127,6 +128,7 @@ class DecodeSetup:
     attention: str  # the decoder's attention implementation (``Attention.name``)
     decode_step: str  # who runs a decode step: the fused kernels' name, or "modules" (they decline)
     cpu: str  # the CPU's name and widest vector unit
+    huge_pages: str = "no"  # "yes (...)" when the streamed weights and KV cache ask for 2 MiB pages, else "no (why)"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -163,7 +165,19 @@ def describe(model, requested_dtype: str | None = "auto") -> DecodeSetup:
     return DecodeSetup(compute_dtype=dtype_name(compute), dtype_reason=reason, weights=weights, linear_kernel=kernel,
                        attention=model.model.language_model.attention.name,
                        decode_step=_step_name(model.model.language_model),
-                       cpu=f"{cpu_name()} ({simd_summary()})" if model.device.type == "cpu" else model.device.type)
+                       cpu=f"{cpu_name()} ({simd_summary()})" if model.device.type == "cpu" else model.device.type,
+                       huge_pages=_huge_pages(model, layers))
+
+
+def _huge_pages(model, layers) -> str:
+    if model.device.type != "cpu":
+        return "no (not on the CPU)"
+    on, why = memory.huge_pages()
+    if not on:
+        return f"no ({why})"
+    if not any(isinstance(layer, DecodeLinear) for layer in layers):
+        return "no (the decoder's weights are the loaded tensors; only the KV cache asks for them)"
+    return f"yes ({why})"
 
 
 def _step_name(decoder) -> str:
@@ -207,7 +221,9 @@ def prepare_decoding(model, quantize: str | None = None, kernels=None, stored_dt
         _untie_head(model)
     saved = 0
     with torch.no_grad():
-        for parent, name, lin in decoder_linears(model):
+        linears = decoder_linears(model)
+        while linears:  # each old layer is let go as soon as it is replaced: memory peaks one layer over
+            parent, name, lin = linears.pop(0)
             if not isinstance(lin, nn.Linear) or lin.bias is not None:
                 continue
             w = lin.weight
@@ -221,6 +237,7 @@ def prepare_decoding(model, quantize: str | None = None, kernels=None, stored_dt
                 continue
             saved += w.numel() * w.element_size() - sum(b.numel() * b.element_size() for b in new.buffers())
             setattr(parent, name, new)
+            del lin, w, new
     if kernels is not None:
         from jvlm.inference.decode_step import FusedDecodeStep
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jvlm import memory
 from jvlm.config import TextConfig
 from jvlm.model.attention import Attention, SdpaAttention, attention_by_name, causal_mask
 
@@ -100,8 +101,9 @@ class KVCache:
     def __init__(self, n_layers: int, batch: int, n_kv_heads: int, head_dim: int, capacity: int,
                  dtype: torch.dtype, device: torch.device | str = "cpu"):
         shape = (n_layers, batch, n_kv_heads, max(capacity, 1), head_dim)
-        self.k = torch.zeros(shape, dtype=dtype, device=device)
-        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        # every decode step reads the filled part: 2 MiB pages where available (jvlm.memory)
+        self.k = memory.zeros(shape, dtype, device)
+        self.v = memory.zeros(shape, dtype, device)
         self.length = 0
 
     @property
@@ -119,7 +121,7 @@ class KVCache:
         new_cap = max(need, 2 * self.capacity)
         for name in ("k", "v"):
             old = getattr(self, name)
-            grown = old.new_zeros(old.shape[:3] + (new_cap, old.shape[4]))
+            grown = memory.zeros(old.shape[:3] + (new_cap, old.shape[4]), old.dtype, old.device)
             grown[:, :, :, : self.length] = old[:, :, :, : self.length]
             setattr(self, name, grown)
 

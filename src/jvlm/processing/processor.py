@@ -27,7 +27,7 @@ from jvlm.config import JinaVLMConfig
 from jvlm.errors import ContextLengthError, InvalidImageError, PromptError
 from jvlm.processing.chat_text import encode_chat
 from jvlm.processing.image import ProcessedImage, image_block_ids, preprocess_image
-from jvlm.processing.options import check_return_tensors, hub_options
+from jvlm.processing.options import check_return_tensors
 from jvlm.processing.text import SpecialTokenIds, load_tokenizer, save_tokenizer, special_token_ids
 
 log = logging.getLogger(__name__)
@@ -61,14 +61,10 @@ class JinaVLMProcessor:
 
     # ------------------------------------------------------------ persistence
     @classmethod
-    def from_pretrained(cls, folder: str | Path, **options) -> "JinaVLMProcessor":
-        """The processor of a model folder, bundled name or Hugging Face repo id.
-
-        Options: the hub's ``revision``, ``cache_dir``, ``token``, ``local_files_only``; anything
-        else raises ``TypeError`` (see ``hub_options``)."""
-        from jvlm.resolve import resolve_model
-
-        folder = resolve_model(folder, **hub_options(options, "JinaVLMProcessor.from_pretrained")).path
+    def from_pretrained(cls, folder: str | Path) -> "JinaVLMProcessor":
+        """The processor of a model folder (``jvlm.resolve_model`` turns names into folders;
+        the Transformers class takes hub options)."""
+        folder = Path(folder)
         return cls(load_tokenizer(folder), JinaVLMConfig.load(folder))
 
     def save_pretrained(self, folder: str | Path) -> None:
