@@ -69,7 +69,9 @@ def zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str
 def _advised(shape, dtype: torch.dtype) -> torch.Tensor:
     """A tensor over a fresh private anonymous mapping (zeros), its whole 2 MiB pages advised."""
     nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-    area = mmap.mmap(-1, nbytes + HUGE_PAGE)  # untouched: the first write to each page takes the advice
+    # private (shared anonymous memory is shmem, whose huge pages have a setting of their own, usually
+    # "never") and untouched: the first write to each page takes the advice
+    area = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = -torch.frombuffer(area, dtype=torch.uint8, count=1).data_ptr() % HUGE_PAGE
     try:
         area.madvise(mmap.MADV_HUGEPAGE, start, nbytes // HUGE_PAGE * HUGE_PAGE)
