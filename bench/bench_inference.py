@@ -456,7 +456,7 @@ def bench_llama(cfg, threads: int, prompt_tokens: int, n_decode: int) -> dict:
     # as the output head, the same bytes as jvlm's separate head.
     return peer_llama_cpp.run(qwen3_dims(cfg) | {"tie_word_embeddings": True}, threads=threads,
                               prompt_tokens=prompt_tokens, gen_tokens=n_decode, repetitions=2,
-                              decode_depth=prompt_tokens, verbose=True)
+                              decode_depth=prompt_tokens, verbose=True, bandwidth=read_gbps)
 
 
 # ------------------------------------------------------------------------------- main
@@ -565,8 +565,10 @@ def main(argv=None) -> dict:
     if "llama_cpp" in res and "quants" in res["llama_cpp"]:
         res["vs_llama_cpp"] = versus_llama(res)
         for row in res["vs_llama_cpp"]:
+            same = row.get("jvlm_advantage_same_bandwidth")
+            same = f" ({same:.2f}x at equal read bandwidth)" if same else ""
             print(f"vs llama.cpp {row['what']}: jvlm {row['jvlm']:.1f} {row['unit']}, llama.cpp {row['llama_cpp']:.1f} "
-                  f"-> jvlm {row['jvlm_advantage']:.2f}x", flush=True)
+                  f"-> jvlm {row['jvlm_advantage']:.2f}x{same}", flush=True)
     return _finish(res, args.out)
 
 
@@ -578,9 +580,15 @@ def versus_llama(res: dict) -> list[dict]:
     pairs = (("bf16", res.get("decode"), "BF16"), ("int8", res.get("int8"), "Q8_0"), ("int4", res.get("int4"), "Q4_K_M"))
     for ours, mine, theirs in pairs:
         if mine and "ms" in mine and q.get(theirs, {}).get("decode_ms_per_token"):
-            rows.append({"what": f"decode {ours} vs {theirs}", "unit": "ms/token", "jvlm": mine["ms"],
-                         "llama_cpp": q[theirs]["decode_ms_per_token"],
-                         "jvlm_advantage": q[theirs]["decode_ms_per_token"] / mine["ms"]})
+            row = {"what": f"decode {ours} vs {theirs}", "unit": "ms/token", "jvlm": mine["ms"],
+                   "llama_cpp": q[theirs]["decode_ms_per_token"],
+                   "jvlm_advantage": q[theirs]["decode_ms_per_token"] / mine["ms"]}
+            theirs_gbps = q[theirs].get("read_gbps_beside")
+            if theirs_gbps and mine.get("read_gbps_beside"):
+                # decode time scales with 1 / bandwidth: compare times as if both had read at one rate
+                row["jvlm_advantage_same_bandwidth"] = (q[theirs]["decode_ms_per_token"] * theirs_gbps
+                                                        / (mine["ms"] * mine["read_gbps_beside"]))
+            rows.append(row)
     image = res.get("image")
     if image and q.get("BF16", {}).get("prefill_tok_s"):
         rows.append({"what": f"prefill ({res['compute_dtype']}) vs BF16", "unit": "tokens/s",

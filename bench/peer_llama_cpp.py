@@ -254,7 +254,7 @@ _BUILD_FIELDS = ("build_commit", "build_number", "cpu_info", "gpu_info", "backen
 
 def run(decoder: dict, threads: int, prompt_tokens: int, gen_tokens: int, quants=DEFAULT_QUANTS,
         workdir=None, repetitions: int = 3, decode_depth: int = 0, seed: int = 0,
-        verbose: bool = False) -> dict:
+        verbose: bool = False, bandwidth=None) -> dict:
     """Benchmark llama.cpp on a random-weight Qwen3 decoder of the given dimensions.
 
     Returns {"llama_cpp": {...}, "threads", "prompt_tokens", "gen_tokens", "decoder",
@@ -263,6 +263,10 @@ def run(decoder: dict, threads: int, prompt_tokens: int, gen_tokens: int, quants
                                 "backends", "cpu_info", "build_flags", ...}}}
     or {"skipped": reason} when the llama.cpp tools are not built.
     decode_depth > 0 adds a decode run after that many context tokens ("decode_ms_per_token_at_depth").
+    ``bandwidth``: a function returning the read bandwidth now (GB/s), called just before and
+    just after each quant's run; the lower value is kept as "read_gbps_beside" (on a shared
+    host bandwidth moves within minutes, and decode follows it; jvlm's own rows keep the
+    higher of theirs, so a comparison at equal bandwidth never flatters jvlm).
     """
     build, why = find_build()
     if build is None:
@@ -287,7 +291,9 @@ def run(decoder: dict, threads: int, prompt_tokens: int, gen_tokens: int, quants
     for q in quants:
         say(f"llama-bench {q}: -p {prompt_tokens} -n {gen_tokens} -t {threads} -r {repetitions}")
         t0 = time.time()
+        before = bandwidth() if bandwidth else None
         records = llama_bench(build, paths[q], threads, prompt_tokens, gen_tokens, repetitions)
+        after = bandwidth() if bandwidth else None
         pp = next((r for r in records if r["n_prompt"] > 0 and r["n_gen"] == 0), None)
         tg = next((r for r in records if r["n_gen"] > 0 and r["n_prompt"] == 0), None)
         entry = {
@@ -302,6 +308,8 @@ def run(decoder: dict, threads: int, prompt_tokens: int, gen_tokens: int, quants
             "model_n_params": records[0].get("model_n_params"),
             "build_flags": build_flags,
         }
+        if bandwidth:
+            entry["read_gbps_beside"] = min(before, after)
         entry.update({k: records[0].get(k) for k in _BUILD_FIELDS})
         if decode_depth and gen_tokens:
             say(f"llama-bench {q}: decode after {decode_depth} context tokens")
