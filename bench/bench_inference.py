@@ -565,10 +565,11 @@ def main(argv=None) -> dict:
     if "llama_cpp" in res and "quants" in res["llama_cpp"]:
         res["vs_llama_cpp"] = versus_llama(res)
         for row in res["vs_llama_cpp"]:
-            same = row.get("jvlm_advantage_same_bandwidth")
-            same = f" ({same:.2f}x at equal read bandwidth)" if same else ""
+            around = row.get("llama_cpp_read_gbps_around")
+            when = (f" (read bandwidth: jvlm's row {row['jvlm_read_gbps_beside']:.0f} GB/s, llama.cpp's "
+                    f"{around[0]:.0f} -> {around[1]:.0f} GB/s)" if around and row.get("jvlm_read_gbps_beside") else "")
             print(f"vs llama.cpp {row['what']}: jvlm {row['jvlm']:.1f} {row['unit']}, llama.cpp {row['llama_cpp']:.1f} "
-                  f"-> jvlm {row['jvlm_advantage']:.2f}x{same}", flush=True)
+                  f"-> jvlm {row['jvlm_advantage']:.2f}x{when}", flush=True)
     return _finish(res, args.out)
 
 
@@ -580,15 +581,11 @@ def versus_llama(res: dict) -> list[dict]:
     pairs = (("bf16", res.get("decode"), "BF16"), ("int8", res.get("int8"), "Q8_0"), ("int4", res.get("int4"), "Q4_K_M"))
     for ours, mine, theirs in pairs:
         if mine and "ms" in mine and q.get(theirs, {}).get("decode_ms_per_token"):
-            row = {"what": f"decode {ours} vs {theirs}", "unit": "ms/token", "jvlm": mine["ms"],
-                   "llama_cpp": q[theirs]["decode_ms_per_token"],
-                   "jvlm_advantage": q[theirs]["decode_ms_per_token"] / mine["ms"]}
-            theirs_gbps = q[theirs].get("read_gbps_beside")
-            if theirs_gbps and mine.get("read_gbps_beside"):
-                # decode time scales with 1 / bandwidth: compare times as if both had read at one rate
-                row["jvlm_advantage_same_bandwidth"] = (q[theirs]["decode_ms_per_token"] * theirs_gbps
-                                                        / (mine["ms"] * mine["read_gbps_beside"]))
-            rows.append(row)
+            rows.append({"what": f"decode {ours} vs {theirs}", "unit": "ms/token", "jvlm": mine["ms"],
+                         "llama_cpp": q[theirs]["decode_ms_per_token"],
+                         "jvlm_advantage": q[theirs]["decode_ms_per_token"] / mine["ms"],
+                         "jvlm_read_gbps_beside": mine.get("read_gbps_beside"),
+                         "llama_cpp_read_gbps_around": q[theirs].get("read_gbps_around")})
     image = res.get("image")
     if image and q.get("BF16", {}).get("prefill_tok_s"):
         rows.append({"what": f"prefill ({res['compute_dtype']}) vs BF16", "unit": "tokens/s",

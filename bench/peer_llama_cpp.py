@@ -264,9 +264,9 @@ def run(decoder: dict, threads: int, prompt_tokens: int, gen_tokens: int, quants
     or {"skipped": reason} when the llama.cpp tools are not built.
     decode_depth > 0 adds a decode run after that many context tokens ("decode_ms_per_token_at_depth").
     ``bandwidth``: a function returning the read bandwidth now (GB/s), called just before and
-    just after each quant's run; the lower value is kept as "read_gbps_beside" (on a shared
-    host bandwidth moves within minutes, and decode follows it; jvlm's own rows keep the
-    higher of theirs, so a comparison at equal bandwidth never flatters jvlm).
+    just after each quant's run, kept as "read_gbps_around" [before, after]: on a shared host
+    bandwidth moves within minutes, and decode follows it, so a row is read with the
+    conditions it ran in (two readings around a run of a minute or more bound nothing).
     """
     build, why = find_build()
     if build is None:
@@ -309,7 +309,7 @@ def run(decoder: dict, threads: int, prompt_tokens: int, gen_tokens: int, quants
             "build_flags": build_flags,
         }
         if bandwidth:
-            entry["read_gbps_beside"] = min(before, after)
+            entry["read_gbps_around"] = [before, after]
         entry.update({k: records[0].get(k) for k in _BUILD_FIELDS})
         if decode_depth and gen_tokens:
             say(f"llama-bench {q}: decode after {decode_depth} context tokens")

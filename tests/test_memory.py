@@ -43,12 +43,12 @@ def test_place_keeps_values_shape_and_dtype(dtype):
 
 
 def test_placed_memory_is_advised_and_freed_with_the_tensor(huge_on):
-    out = memory.place(torch.ones(3 << 20, dtype=torch.uint8))
+    out = memory.place(torch.ones(memory.HUGE_PAGE * 3 // 2, dtype=torch.uint8))
     aligned = out.data_ptr() + (-out.data_ptr() % memory.HUGE_PAGE)
     header, flags = _mapping(aligned)
     assert out.data_ptr() % memory.HUGE_PAGE == 0 and "hg" in flags  # whole 2 MiB pages, advised
     assert header.split()[1].endswith("p")  # private: shared anonymous memory follows shmem's setting
-    assert out.sum().item() == 3 << 20
+    assert out.sum().item() == memory.HUGE_PAGE * 3 // 2
     view = out[1000:]  # a view keeps the mapping alive
     del out
     gc.collect()

@@ -5,8 +5,8 @@ A decode step reads every decoder weight once, 3.4 GB in bf16 for the released m
 hardware prefetchers stop at every page boundary. Linux backs memory advised with
 ``MADV_HUGEPAGE`` by 2 MiB pages where it can ("transparent huge pages", when
 ``/sys/kernel/mm/transparent_hugepage/enabled`` is "always" or "madvise", the common
-defaults). On AMD Zen 4 with two threads, weights in such pages streamed 5-15% faster for one
-activation row and 10-25% faster for four (docs/performance.md).
+defaults). On AMD Zen 4 with two threads, weights in such pages streamed 15-20% faster for
+one activation row and 13-27% faster for four (docs/decisions.md).
 
 ``place(t)`` returns a copy of a large CPU tensor in fresh memory so advised, or ``t`` itself
 when huge pages are unavailable (another OS, the setting "never", ``JVLM_HUGE_PAGES=0``) or
@@ -25,8 +25,18 @@ from pathlib import Path
 
 import torch
 
-HUGE_PAGE = 2 << 20
-_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+_THP = Path("/sys/kernel/mm/transparent_hugepage")
+
+
+def _huge_page_bytes() -> int:
+    """The kernel's transparent huge page size: 2 MiB on x86-64 and on ARM64 with 4 KiB pages."""
+    try:
+        return int((_THP / "hpage_pmd_size").read_text())
+    except (OSError, ValueError):
+        return 2 << 20
+
+
+HUGE_PAGE = _huge_page_bytes()
 
 
 @functools.lru_cache(maxsize=1)
@@ -37,7 +47,7 @@ def huge_pages() -> tuple[bool, str]:
     if not hasattr(mmap, "MADV_HUGEPAGE"):
         return False, "not offered by this operating system"
     try:
-        setting = _SETTING.read_text()
+        setting = (_THP / "enabled").read_text()
     except OSError:
         return False, "no transparent huge pages in this kernel"
     chosen = setting[setting.find("[") + 1:setting.find("]")] if "[" in setting else setting.strip()
