@@ -199,6 +199,8 @@ def test_chat_template_passes_processor_kwargs_to_the_processor(processors):
     assert padded["input_ids"].shape[1] == plain.shape[1] + 3
     with pytest.raises(TypeError, match="unknown_option"):
         proc.apply_chat_template(chat, tokenize=True, processor_kwargs={"unknown_option": 1})
+    with pytest.raises(ValueError, match="tokenize=True"):
+        proc.apply_chat_template(chat, tokenize=False, processor_kwargs={"max_crops": 2})
 
 
 def test_image_processor_options_it_cannot_apply_raise(processors):

@@ -254,6 +254,9 @@ class JinaVLMProcessor:
         options = dict(processor_kwargs or {})
         if max_crops is not None:
             options.setdefault("max_crops", max_crops)
+        if options and not tokenize:
+            raise ValueError(f"processor options {sorted(options)} apply to the encoded prompt; pass tokenize=True "
+                             "(with tokenize=False only the text is rendered)")
         batched = bool(conversation) and isinstance(conversation[0], (list, tuple))
         conversations = conversation if batched else [conversation]
         texts = [self.tokenizer.apply_chat_template(_template_view(c), add_generation_prompt=add_generation_prompt,
