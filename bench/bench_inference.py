@@ -103,7 +103,8 @@ def measure_limits(dtypes: list[torch.dtype], scale: int = 1) -> dict:
     y = torch.empty_like(x)
     res["copy_gbps"] = 2 * x.numel() * 4 / best_time(lambda: y.copy_(x), repeat=3) / 1e9
     res["threads"] = torch.get_num_threads()
-    res["huge_pages"] = memory.huge_pages()[1] if memory.huge_pages()[0] else f"no: {memory.huge_pages()[1]}"
+    on, why = memory.huge_pages()
+    res["huge_pages"] = why if on else f"no: {why}"
     return res
 
 

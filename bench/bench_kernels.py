@@ -9,14 +9,14 @@ down, fused qkv) at 1, 4 and 16 activation rows this prints the weight bytes per
   this CPU runs (``--isa`` to pick);
 * PyTorch's ``F.linear`` with fp32 weights (fp32 x) and bf16 weights (bf16 x);
 
-jvlm's weights sit in 2 MiB pages where the OS offers them (``jvlm.memory``, as
-``prepare_decoding`` places them), PyTorch's as a plain load leaves them; the read bandwidth
-is printed for both page sizes.
-
 next to the machine's read bandwidth (a sum over a tensor far larger than the caches), and
 ``decode_attention`` against SDPA for one query over 1,800 cached tokens. Each weight is
 cycled through enough copies to exceed the last-level cache, so every call reads memory.
 Timings are the best of ``--rounds`` (the machine may be shared).
+
+jvlm's weights sit in 2 MiB pages where the OS offers them (``jvlm.memory``, as
+``prepare_decoding`` places them), PyTorch's as a plain load leaves them; the read bandwidth
+is printed for both page sizes.
 
     python bench/bench_kernels.py --threads 2
 """
