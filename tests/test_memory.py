@@ -96,6 +96,9 @@ def test_kv_cache_grows_in_advised_memory_and_keeps_its_columns():
     for layer in range(4):
         assert torch.equal(keys[layer], k + layer) and torch.equal(values[layer], -k)
     assert cache.k[:, :, :, 300:].count_nonzero() == 0
+    cache.select([1])  # a request leaves the batch: the other row's history stays whole
+    keys, values = cache.filled()
+    assert keys.shape[1] == 1 and torch.equal(keys[2], k[1:2] + 2) and torch.equal(values[3], -k[1:2])
 
 
 def test_decode_setup_says_whether_weights_ask_for_huge_pages(tiny_model_dir):

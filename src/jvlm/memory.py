@@ -59,8 +59,7 @@ def huge_pages() -> tuple[bool, str]:
 def place(t: torch.Tensor) -> torch.Tensor:
     """``t`` copied into memory advised for 2 MiB pages (contiguous, same values), or ``t``
     itself when that is not possible or not worth it (under one huge page of data)."""
-    nbytes = t.numel() * t.element_size()
-    if t.device.type != "cpu" or nbytes < HUGE_PAGE or not huge_pages()[0]:
+    if not _worth(t.shape, t.dtype, t.device):
         return t
     out = _advised(t.shape, t.dtype)
     out.copy_(t)
@@ -70,15 +69,23 @@ def place(t: torch.Tensor) -> torch.Tensor:
 def zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
     """``torch.zeros(shape, dtype=dtype, device=device)``, in memory advised for 2 MiB pages
     when it is on the CPU and at least one huge page large (fresh mappings read as zeros)."""
-    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-    if torch.device(device).type != "cpu" or nbytes < HUGE_PAGE or not huge_pages()[0]:
+    if not _worth(shape, dtype, device):
         return torch.zeros(shape, dtype=dtype, device=device)
     return _advised(shape, dtype)
 
 
+def _nbytes(shape, dtype: torch.dtype) -> int:
+    return torch.Size(shape).numel() * dtype.itemsize
+
+
+def _worth(shape, dtype: torch.dtype, device) -> bool:
+    """Whether a tensor of this shape, dtype and device goes into advised memory."""
+    return torch.device(device).type == "cpu" and _nbytes(shape, dtype) >= HUGE_PAGE and huge_pages()[0]
+
+
 def _advised(shape, dtype: torch.dtype) -> torch.Tensor:
-    """A tensor over a fresh private anonymous mapping (zeros), its whole 2 MiB pages advised."""
-    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    """A tensor over a fresh private anonymous mapping (zeros), its whole huge pages advised."""
+    nbytes = _nbytes(shape, dtype)
     # private (shared anonymous memory is shmem, whose huge pages have a setting of their own, usually
     # "never") and untouched: the first write to each page takes the advice
     area = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

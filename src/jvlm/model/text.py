@@ -139,8 +139,9 @@ class KVCache:
     def select(self, rows: torch.Tensor | list[int]) -> None:
         """Keep only these batch rows (in this order)."""
         idx = torch.as_tensor(rows, dtype=torch.long, device=self.k.device)
-        self.k = self.k.index_select(1, idx)
-        self.v = self.v.index_select(1, idx)
+        self.k, self.v = (torch.index_select(t, 1, idx, out=memory.zeros((t.shape[0], len(idx), *t.shape[2:]),
+                                                                          t.dtype, t.device))
+                          for t in (self.k, self.v))
 
     def drop_front(self, n: int) -> None:
         """Forget the first ``n`` columns (keys no remaining row attends to)."""
